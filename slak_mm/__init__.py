@@ -1,0 +1,15 @@
+"""SLaK for the OpenMMLab 2.x toolchain.
+
+Importing this package registers the SLaK backbone in mmengine's root
+registries (so ``type='SLaK'`` builds under the mmdet, mmseg and mmpretrain
+scopes alike) and allow-lists the globals that mmengine checkpoints need for
+``torch.load(weights_only=True)``.
+"""
+
+from .models import SLaK  # noqa: F401  registers SLaK
+from .utils import register_checkpoint_safe_globals
+from .version import __version__
+
+register_checkpoint_safe_globals()
+
+__all__ = ['__version__', 'SLaK']

@@ -1,0 +1,354 @@
+"""The SLaK backbone (Sparse Large Kernel Network)."""
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .large_kernel import LargeKernelConv
+from .layers import DropPath, LayerNorm2d
+
+
+class SLaKBlock(nn.Module):
+    """One SLaK block: ``x + drop_path(gamma * MLP(LN(LK(x))))``.
+
+    Args:
+        channels (int): Number of channels C.
+        kernel_size (int): Large kernel size K of this stage.
+        small_kernel (int): Small kernel size s.
+        decompose (bool): Use ``K x s`` + ``s x K`` strips.
+        mlp_ratio (float): Hidden width of the MLP over C.
+        drop_path_rate (float): Stochastic depth rate of this block.
+        layer_scale_init_value (float): Initial gamma; 0 disables it.
+        norm_cfg (dict): Config of the large-kernel batch norms.
+        with_cp (bool): Use gradient checkpointing.
+        deploy (bool): Build the large kernel in deploy form.
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: ``(N, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        small_kernel: int,
+        decompose: bool = True,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        norm_cfg: Optional[dict] = None,
+        with_cp: bool = False,
+        deploy: bool = False,
+    ) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.large_kernel = LargeKernelConv(
+            channels,
+            kernel_size,
+            small_kernel,
+            decompose=decompose,
+            norm_cfg=norm_cfg,
+            deploy=deploy,
+        )
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        hidden = int(mlp_ratio * channels)
+        self.pointwise_conv1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.pointwise_conv2 = nn.Linear(hidden, channels)
+        if layer_scale_init_value > 0:
+            self.gamma = nn.Parameter(
+                layer_scale_init_value * torch.ones(channels)
+            )
+        else:
+            self.gamma = None
+        self.drop_path = DropPath(drop_path_rate)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.large_kernel(x)
+        x = x.permute(0, 2, 3, 1)  # channels-last for the MLP
+        x = self.norm(x)
+        x = self.pointwise_conv2(self.act(self.pointwise_conv1(x)))
+        if self.gamma is not None:
+            x = x * self.gamma
+        x = x.permute(0, 3, 1, 2)
+        return shortcut + self.drop_path(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+
+@MODELS.register_module()
+class SLaK(BaseModule):
+    """SLaK backbone: "More ConvNets in the 2020s: Scaling up Kernels Beyond
+    51x51 using Sparsity" (https://arxiv.org/abs/2207.03620).
+
+    A ConvNeXt-shaped network whose depthwise conv is a decomposed large
+    kernel (``K x s`` + ``s x K`` + ``s x s`` strips, each with BN), widened
+    by ``width_factor`` and meant to be trained sparse.
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` (or ``'t'``,
+            ``'s'``, ``'b'``), or a dict with ``depths`` and ``channels``
+            (base widths, before ``width_factor``).
+        kernel_sizes (Sequence[int]): Large kernel size of each stage.
+            Defaults to (51, 49, 47, 13).
+        small_kernel (int): Small kernel size. Defaults to 5.
+        width_factor (float): Multiplies the base widths; results are
+            truncated with ``int()`` as released. Defaults to 1.3.
+        decompose (bool): True for the ``K x s`` / ``s x K`` strips (SLaK);
+            False for one ``K x K`` kernel plus the small one (RepLKNet
+            style). Defaults to True.
+        in_channels (int): Input channels. Defaults to 3.
+        drop_path_rate (float): Stochastic depth rate, linearly increasing
+            over the blocks. Defaults to 0.
+        layer_scale_init_value (float): Initial layer scale; 0 disables it.
+            Defaults to 1e-6.
+        out_indices (int | Sequence[int]): Stages whose outputs are returned,
+            each through its own LayerNorm ``norm{i}``. Defaults to -1.
+        frozen_stages (int): Stages (with their downsampling layers and
+            output norms) to freeze; 0 freezes nothing. Defaults to 0.
+        norm_eval (bool): Keep the large-kernel batch norms in eval mode
+            while training. Defaults to False.
+        norm_cfg (dict): Config of the large-kernel batch norms, ``BN`` or
+            ``SyncBN``. Defaults to ``dict(type='BN')``.
+        gap_before_final_norm (bool): Classification mode: global average
+            pool each output and then apply ``norm{i}``, returning
+            ``(N, C)`` tensors. Defaults to False.
+        with_cp (bool): Gradient checkpointing per block. Defaults to False.
+        deploy (bool): Build the large kernels in deploy form (fused BN,
+            small kernel folded in). Defaults to False.
+        init_cfg (dict | list[dict], optional): Initialization config. With
+            ``dict(type='Pretrained', checkpoint=..., prefix=...)`` the
+            checkpoint may be an OpenMMLab one (``state_dict``) or a released
+            SLaK ImageNet one (``model``); shapes are checked strictly.
+
+    Shape:
+        - Input: ``(N, in_channels, H, W)``.
+        - Output: a tuple with, for each index i in ``out_indices``,
+          ``(N, C_i, H_i, W_i)`` (or ``(N, C_i)`` in classification mode),
+          where ``H_1 = floor(H / 4)`` and every later stage halves it with
+          floor, e.g. 37x53 gives 9x13, 4x6, 2x3, 1x1.
+    """
+
+    arch_settings = {
+        'tiny': {'depths': [3, 3, 9, 3], 'channels': [96, 192, 384, 768]},
+        'small': {'depths': [3, 3, 27, 3], 'channels': [96, 192, 384, 768]},
+        'base': {'depths': [3, 3, 27, 3], 'channels': [128, 256, 512, 1024]},
+    }
+    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base'}
+
+    def __init__(
+        self,
+        arch: Union[str, dict] = 'tiny',
+        kernel_sizes: Sequence[int] = (51, 49, 47, 13),
+        small_kernel: int = 5,
+        width_factor: float = 1.3,
+        decompose: bool = True,
+        in_channels: int = 3,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        out_indices: Union[int, Sequence[int]] = -1,
+        frozen_stages: int = 0,
+        norm_eval: bool = False,
+        norm_cfg: Optional[dict] = None,
+        gap_before_final_norm: bool = False,
+        with_cp: bool = False,
+        deploy: bool = False,
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
+        if init_cfg is None:
+            init_cfg = [
+                dict(
+                    type='TruncNormal',
+                    layer=['Conv2d', 'Linear'],
+                    std=0.02,
+                    bias=0.0,
+                ),
+                dict(type='Constant', layer=['LayerNorm'], val=1.0, bias=0.0),
+            ]
+        super().__init__(init_cfg=init_cfg)
+
+        depths, base_channels = self._parse_arch(arch)
+        self.num_stages = len(depths)
+        kernel_sizes = list(kernel_sizes)
+        if len(kernel_sizes) != self.num_stages:
+            raise ValueError(
+                f'kernel_sizes needs one size per stage ({self.num_stages}), '
+                f'got {kernel_sizes}; the small kernel goes in small_kernel'
+            )
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(
+                f'drop_path_rate must be in [0, 1), got {drop_path_rate}'
+            )
+        self.depths = depths
+        self.channels = [int(c * width_factor) for c in base_channels]
+        self.kernel_sizes = kernel_sizes
+        self.small_kernel = small_kernel
+        self.width_factor = width_factor
+        self.decompose = decompose
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not 0 <= frozen_stages <= self.num_stages:
+            raise ValueError(
+                f'frozen_stages must be in [0, {self.num_stages}]'
+                f', got {frozen_stages}'
+            )
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.gap_before_final_norm = gap_before_final_norm
+        self.deploy = deploy
+
+        self.downsample_layers = nn.ModuleList()
+        self.downsample_layers.append(
+            nn.Sequential(
+                nn.Conv2d(in_channels, self.channels[0], 4, stride=4),
+                LayerNorm2d(self.channels[0]),
+            )
+        )
+        for i in range(1, self.num_stages):
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(self.channels[i - 1]),
+                    nn.Conv2d(
+                        self.channels[i - 1], self.channels[i], 2, stride=2
+                    ),
+                )
+            )
+
+        block_drop_rates = torch.linspace(
+            0, drop_path_rate, sum(depths)
+        ).tolist()
+        self.stages = nn.ModuleList()
+        block_index = 0
+        for i, depth in enumerate(depths):
+            stage = nn.Sequential(
+                *[
+                    SLaKBlock(
+                        self.channels[i],
+                        kernel_sizes[i],
+                        small_kernel,
+                        decompose=decompose,
+                        drop_path_rate=block_drop_rates[block_index + j],
+                        layer_scale_init_value=layer_scale_init_value,
+                        norm_cfg=norm_cfg,
+                        with_cp=with_cp,
+                        deploy=deploy,
+                    )
+                    for j in range(depth)
+                ]
+            )
+            block_index += depth
+            self.stages.append(stage)
+
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
+
+        self._freeze_stages()
+
+    def _parse_arch(self, arch) -> Tuple[List[int], List[int]]:
+        if isinstance(arch, str):
+            name = self.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in self.arch_settings:
+                raise ValueError(
+                    f'Unknown SLaK arch {arch!r}; choose one of '
+                    f'{sorted(self.arch_settings)} or their aliases '
+                    f'{sorted(self.arch_aliases)}, or pass a dict with '
+                    '"depths" and "channels"'
+                )
+            arch = self.arch_settings[name]
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+        missing = {'depths', 'channels'} - set(arch)
+        if missing:
+            raise ValueError(f'arch dict lacks keys {sorted(missing)}')
+        depths, channels = list(arch['depths']), list(arch['channels'])
+        if len(depths) != len(channels):
+            raise ValueError(
+                f'arch depths {depths} and channels {channels} '
+                'must have the same length'
+            )
+        return depths, channels
+
+    def _parse_out_indices(self, out_indices) -> List[int]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for index in out_indices:
+            real = index % self.num_stages
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(
+                    f'out_indices entry {index} is out of range '
+                    f'for {self.num_stages} stages'
+                )
+            parsed.append(real)
+        return sorted(set(parsed))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Runs the backbone.
+
+        Args:
+            x (Tensor): Images of shape ``(N, in_channels, H, W)``.
+
+        Returns:
+            tuple[Tensor]: One tensor per entry of ``out_indices``.
+        """
+        outs = []
+        for i in range(self.num_stages):
+            x = self.downsample_layers[i](x)
+            x = self.stages[i](x)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    outs.append(norm(x.mean(dim=(-2, -1))))
+                else:
+                    outs.append(norm(x))
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        for i in range(self.frozen_stages):
+            modules = [self.downsample_layers[i], self.stages[i]]
+            if i in self.out_indices:
+                modules.append(getattr(self, f'norm{i}'))
+            for module in modules:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'SLaK':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def switch_to_deploy(self) -> None:
+        """Fuses every large-kernel module into its deploy form, in place."""
+        for module in self.modules():
+            if isinstance(module, LargeKernelConv):
+                module.switch_to_deploy()
+        self.deploy = True
+
+    def init_weights(self) -> None:
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from .checkpoint import load_slak_pretrained
+
+            load_slak_pretrained(
+                self,
+                init_cfg['checkpoint'],
+                prefix=init_cfg.get('prefix'),
+                map_location=init_cfg.get('map_location', 'cpu'),
+            )
+            self._is_init = True
+            return
+        super().init_weights()

@@ -1,0 +1,253 @@
+import argparse
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from slak_mm.models import SLaK
+from slak_mm.utils import safe_torch_load
+
+from .conftest import TINY_ARCH
+
+KERNELS = (13, 11, 9, 7)
+SMALL = 3
+
+
+def make_release_state_dict(depths, dims, kernels, small, num_classes=10):
+    """Random weights laid out as a released SLaK ImageNet model.
+
+    Written from the documented release format, independently of the
+    package's own naming.
+    """
+    sd = OrderedDict()
+
+    def ln(prefix, c):
+        sd[f'{prefix}.weight'] = torch.randn(c)
+        sd[f'{prefix}.bias'] = torch.randn(c)
+
+    def conv_bn(prefix, c, kh, kw):
+        sd[f'{prefix}.conv.weight'] = torch.randn(c, 1, kh, kw)
+        sd[f'{prefix}.bn.weight'] = torch.randn(c)
+        sd[f'{prefix}.bn.bias'] = torch.randn(c)
+        sd[f'{prefix}.bn.running_mean'] = torch.randn(c)
+        sd[f'{prefix}.bn.running_var'] = torch.rand(c) + 0.5
+        sd[f'{prefix}.bn.num_batches_tracked'] = torch.tensor(7)
+
+    sd['downsample_layers.0.0.weight'] = torch.randn(dims[0], 3, 4, 4)
+    sd['downsample_layers.0.0.bias'] = torch.randn(dims[0])
+    ln('downsample_layers.0.1', dims[0])
+    for i in range(1, 4):
+        ln(f'downsample_layers.{i}.0', dims[i - 1])
+        sd[f'downsample_layers.{i}.1.weight'] = torch.randn(
+            dims[i], dims[i - 1], 2, 2
+        )
+        sd[f'downsample_layers.{i}.1.bias'] = torch.randn(dims[i])
+    for i, depth in enumerate(depths):
+        c, k = dims[i], kernels[i]
+        for j in range(depth):
+            p = f'stages.{i}.{j}'
+            conv_bn(f'{p}.large_kernel.LoRA1', c, k, small)
+            conv_bn(f'{p}.large_kernel.LoRA2', c, small, k)
+            conv_bn(f'{p}.large_kernel.small_conv', c, small, small)
+            ln(f'{p}.norm', c)
+            sd[f'{p}.pwconv1.weight'] = torch.randn(4 * c, c)
+            sd[f'{p}.pwconv1.bias'] = torch.randn(4 * c)
+            sd[f'{p}.pwconv2.weight'] = torch.randn(c, 4 * c)
+            sd[f'{p}.pwconv2.bias'] = torch.randn(c)
+            sd[f'{p}.gamma'] = torch.randn(c)
+    ln('norm', dims[3])
+    sd['head.weight'] = torch.randn(num_classes, dims[3])
+    sd['head.bias'] = torch.randn(num_classes)
+    return sd
+
+
+def tiny_dims(width_factor=1.3):
+    return [int(c * width_factor) for c in TINY_ARCH['channels']]
+
+
+def save_release(path, state_dict):
+    torch.save(
+        dict(
+            model=state_dict,
+            optimizer=dict(state={}, param_groups=[]),
+            epoch=299,
+            args=argparse.Namespace(
+                model='SLaK_tiny',
+                kernel_size=[*KERNELS, SMALL],
+                sparsity=0.4,
+                width_factor=1.3,
+                Decom=True,
+            ),
+        ),
+        path,
+    )
+
+
+def build(**kwargs):
+    kwargs.setdefault('arch', TINY_ARCH)
+    kwargs.setdefault('kernel_sizes', KERNELS)
+    kwargs.setdefault('small_kernel', SMALL)
+    return SLaK(**kwargs)
+
+
+def test_release_checkpoint_loads_through_init_cfg(tmp_path):
+    release = make_release_state_dict(
+        TINY_ARCH['depths'], tiny_dims(), KERNELS, SMALL
+    )
+    path = str(tmp_path / 'slak_tiny_release.pth')
+    save_release(path, release)
+    model = build(
+        out_indices=3,
+        gap_before_final_norm=True,
+        init_cfg=dict(type='Pretrained', checkpoint=path),
+    )
+    model.init_weights()
+    block = model.stages[2][1]
+    lk = block.large_kernel
+    pairs = {
+        'stages.2.1.large_kernel.LoRA1.conv.weight': lk.vertical.conv.weight,
+        'stages.2.1.large_kernel.LoRA2.bn.running_var': (
+            lk.horizontal.bn.running_var
+        ),
+        'stages.2.1.large_kernel.small_conv.bn.bias': lk.small.bn.bias,
+        'stages.2.1.pwconv1.weight': block.pointwise_conv1.weight,
+        'stages.2.1.pwconv2.bias': block.pointwise_conv2.bias,
+        'stages.2.1.gamma': block.gamma,
+        'stages.2.1.norm.weight': block.norm.weight,
+        'downsample_layers.0.0.weight': model.downsample_layers[0][0].weight,
+        'downsample_layers.3.0.bias': model.downsample_layers[3][0].bias,
+        'norm.weight': model.norm3.weight,
+    }
+    for release_key, tensor in pairs.items():
+        torch.testing.assert_close(tensor.detach(), release[release_key])
+    # Every backbone tensor came from the file.
+    own = model.state_dict()
+    assert sum(t.numel() for t in own.values()) == sum(
+        t.numel() for k, t in release.items() if not k.startswith('head.')
+    )
+
+
+def test_release_checkpoint_into_downstream_backbone(tmp_path):
+    release = make_release_state_dict(
+        TINY_ARCH['depths'], tiny_dims(), KERNELS, SMALL
+    )
+    path = str(tmp_path / 'release.pth')
+    save_release(path, release)
+    model = build(out_indices=(0, 1, 2, 3))
+    from slak_mm.models import load_slak_pretrained
+
+    missing, unexpected = load_slak_pretrained(model, path)
+    # The per-output norms are new downstream; the pooled norm is not used.
+    assert sorted(missing) == [
+        f'norm{i}.{p}' for i in range(4) for p in ('bias', 'weight')
+    ]
+    assert unexpected == []
+    torch.testing.assert_close(
+        model.stages[0][0].large_kernel.horizontal.conv.weight,
+        release['stages.0.0.large_kernel.LoRA2.conv.weight'],
+    )
+
+
+@pytest.mark.parametrize('prefix', [None, 'backbone.'])
+def test_openmmlab_checkpoint_with_backbone_prefix(tmp_path, prefix):
+    source = build(out_indices=(0, 1, 2, 3))
+    state = OrderedDict(
+        (f'backbone.{k}', v) for k, v in source.state_dict().items()
+    )
+    state['decode_head.conv_seg.weight'] = torch.randn(5, 8, 1, 1)
+    path = str(tmp_path / 'iter_10.pth')
+    torch.save(dict(meta=dict(epoch=1, iter=10), state_dict=state), path)
+    init_cfg = dict(type='Pretrained', checkpoint=path)
+    if prefix:
+        init_cfg['prefix'] = prefix
+    model = build(out_indices=(0, 1, 2, 3), init_cfg=init_cfg)
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+
+
+def test_plain_state_dict_without_prefix(tmp_path):
+    source = build()
+    path = str(tmp_path / 'plain.pth')
+    torch.save(dict(state_dict=source.state_dict()), path)
+    model = build(init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    torch.testing.assert_close(
+        model.stages[1][0].gamma, source.stages[1][0].gamma
+    )
+
+
+def test_shape_mismatch_names_key_and_shapes(tmp_path):
+    release = make_release_state_dict(
+        TINY_ARCH['depths'], tiny_dims(), (15, 11, 9, 7), SMALL
+    )
+    path = str(tmp_path / 'other_kernels.pth')
+    save_release(path, release)
+    model = build(init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(ValueError) as info:
+        model.init_weights()
+    message = str(info.value)
+    assert 'stages.0.0.large_kernel.vertical.conv.weight' in message
+    assert '(10, 1, 15, 3)' in message and '(10, 1, 13, 3)' in message
+    assert 'other_kernels.pth' in message
+
+
+def test_width_mismatch_raises(tmp_path):
+    release = make_release_state_dict(
+        TINY_ARCH['depths'], tiny_dims(1.0), KERNELS, SMALL
+    )
+    path = str(tmp_path / 'width1.pth')
+    save_release(path, release)
+    model = build(init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(ValueError, match='do not fit the model'):
+        model.init_weights()
+
+
+def test_wrong_prefix_and_unrelated_files_raise(tmp_path):
+    path = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict={'layer1.weight': torch.zeros(3)}), path)
+    model = build(
+        init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')
+    )
+    with pytest.raises(KeyError, match="prefix 'backbone.'"):
+        model.init_weights()
+    model = build(init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(KeyError, match='match the model'):
+        model.init_weights()
+
+
+class NotAllowed:
+    pass
+
+
+def test_loading_refuses_unknown_globals(tmp_path):
+    path = str(tmp_path / 'evil.pth')
+    torch.save(dict(state_dict={}, payload=NotAllowed()), path)
+    with pytest.raises(pickle.UnpicklingError, match='evil.pth'):
+        safe_torch_load(path)
+
+
+def test_mmengine_message_hub_loads_with_weights_only(tmp_path):
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    hub = MessageHub.get_instance('slak_mm_test_hub')
+    hub.update_scalar('train/loss', 0.5)
+    hub.update_scalar('val/mIoU', np.float32(0.25))
+    hub.update_info('iter', 3)
+    path = str(tmp_path / 'runner.pth')
+    torch.save(
+        dict(
+            state_dict={},
+            message_hub=hub.state_dict(),
+            meta=dict(seed=np.int64(3)),
+        ),
+        path,
+    )
+    loaded = safe_torch_load(path)
+    assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 0.5
+    # mmengine's own loader (resume, load_from) works once slak_mm is imported.
+    loaded = _load_checkpoint(path, map_location='cpu')
+    assert loaded['meta']['seed'] == 3
