@@ -6,6 +6,7 @@ scopes alike) and allow-lists the globals that mmengine checkpoints need for
 ``torch.load(weights_only=True)``.
 """
 
+from .engine import SLaKLearningRateDecayOptimizerConstructor  # noqa: F401
 from .models import SLaK  # noqa: F401  registers SLaK
 from .utils import register_checkpoint_safe_globals
 from .version import __version__

@@ -1,0 +1,11 @@
+from .layer_decay import (
+    SLaKLearningRateDecayOptimizerConstructor,
+    get_slak_layer_id,
+    get_slak_stage_id,
+)
+
+__all__ = [
+    'SLaKLearningRateDecayOptimizerConstructor',
+    'get_slak_layer_id',
+    'get_slak_stage_id',
+]

@@ -1,0 +1,96 @@
+"""Config handling shared by tools/train.py and tools/test.py."""
+
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def load_config(
+    path: str,
+    cfg_options: Optional[dict] = None,
+    work_dir: Optional[str] = None,
+    launcher: str = 'none',
+) -> Config:
+    """Reads a config, applies ``--cfg-options``, work dir and launcher.
+
+    Args:
+        path (str): Config file.
+        cfg_options (dict, optional): Overrides in ``key=value`` form.
+        work_dir (str, optional): Work directory; by default
+            ``./work_dirs/<config name>``.
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(
+            f'{path}: default_scope must be one of {SCOPES}, got {scope!r}'
+        )
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs', osp.splitext(osp.basename(path))[0]
+        )
+    if launcher != 'none':
+        use_gloo_without_cuda(cfg)
+    return cfg
+
+
+def use_gloo_without_cuda(cfg: Config) -> None:
+    """Switches an NCCL process group to gloo when there is no GPU.
+
+    NCCL cannot run on CPUs; the switch is logged, not silent.
+    """
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    if (
+        not torch.cuda.is_available()
+        and dist_cfg.get('backend', 'nccl') == 'nccl'
+    ):
+        print_log(
+            'No CUDA device: using the gloo backend instead of nccl',
+            logger='current',
+        )
+        dist_cfg['backend'] = 'gloo'
+
+
+def enable_amp(cfg: Config) -> None:
+    """Turns the config's optimizer wrapper into mmengine's AmpOptimWrapper.
+
+    Raises:
+        RuntimeError: If no CUDA device is present (mmengine's AMP wrapper
+            supports CUDA, NPU and MLU devices only).
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "--amp needs a CUDA device; mmengine's "
+            'AmpOptimWrapper does not run on the CPU'
+        )
+    optim_wrapper = cfg.optim_wrapper
+    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        print_log('AMP is already enabled in the config', logger='current')
+        return
+    if optim_wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
+        raise ValueError(
+            '--amp replaces OptimWrapper, but the config uses '
+            f'{optim_wrapper["type"]}'
+        )
+    optim_wrapper.type = 'AmpOptimWrapper'
+    optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def set_local_rank(local_rank: int) -> None:
+    """Exports LOCAL_RANK for launchers that pass it as an argument."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)

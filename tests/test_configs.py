@@ -1,0 +1,156 @@
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import PARAM_SCHEDULERS
+from mmengine.runner import Runner
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(
+    osp.relpath(p, REPO)
+    for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+)
+TOOLKIT_CONFIGS = [c for c in CONFIGS if 'demo' not in c]
+
+
+def test_configs_are_found():
+    assert len(CONFIGS) >= 10
+
+
+@pytest.mark.parametrize('config', CONFIGS)
+def test_config_loads_and_builds(config, tmp_path):
+    cfg = Config.fromfile(osp.join(REPO, config))
+    assert cfg.custom_imports['imports'] == ['slak_mm']
+    assert cfg.model.backbone.type == 'SLaK'
+    # Pretrained files are user-provided; building must not need them.
+    cfg.model.backbone.pop('init_cfg', None)
+    cfg.work_dir = str(tmp_path)
+    cfg.launcher = 'none'
+    runner = Runner.from_cfg(cfg)
+    backbone = runner.model.backbone
+    assert type(backbone).__name__ == 'SLaK'
+    # SyncBN is reverted to BN on a single process.
+    assert not any(
+        isinstance(m, torch.nn.SyncBatchNorm) for m in runner.model.modules()
+    )
+    optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
+    n_params = sum(
+        len(g['params']) for g in optim_wrapper.optimizer.param_groups
+    )
+    assert n_params == sum(
+        1 for p in runner.model.parameters() if p.requires_grad
+    )
+    for scheduler in cfg.param_scheduler:
+        default_args = dict(optimizer=optim_wrapper)
+        if scheduler.get('convert_to_iter_based'):
+            default_args['epoch_length'] = 100  # no dataset at hand
+        PARAM_SCHEDULERS.build(scheduler, default_args=default_args)
+
+
+def check_widths(cfg):
+    """Head widths must follow the backbone widths."""
+    from slak_mm.models import SLaK
+
+    backbone = dict(cfg.model.backbone)
+    backbone.pop('type')
+    backbone.pop('init_cfg', None)
+    channels = SLaK(
+        **dict(backbone, kernel_sizes=(3, 3, 3, 3), small_kernel=3)
+    ).channels
+    if 'decode_head' in cfg.model:
+        assert list(cfg.model.decode_head.in_channels) == channels
+        assert cfg.model.auxiliary_head.in_channels == channels[2]
+    elif 'neck' in cfg.model and cfg.model.neck:
+        assert list(cfg.model.neck.in_channels) == channels
+    else:
+        assert cfg.model.head.in_channels == channels[-1]
+
+
+@pytest.mark.parametrize('config', TOOLKIT_CONFIGS)
+def test_head_widths_match_backbone(config):
+    check_widths(Config.fromfile(osp.join(REPO, config)))
+
+
+@pytest.mark.parametrize(
+    'config, key, expected',
+    [
+        ('configs/segmentation/upernet_slak_t_ade20k.py', 'mIoU', None),
+    ],
+)
+def test_segmentation_recipe(config, key, expected):
+    cfg = Config.fromfile(osp.join(REPO, config))
+    assert cfg.optim_wrapper.optimizer.lr == 1e-4
+    assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.paramwise_cfg == dict(
+        decay_rate=0.9, decay_type='stage_wise', num_layers=6
+    )
+    assert cfg.param_scheduler[0].end == 1500
+    assert cfg.param_scheduler[1].end == 160000
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.model.backbone.drop_path_rate == 0.4
+    assert cfg.model.test_cfg == dict(
+        mode='slide', crop_size=(512, 512), stride=(341, 341)
+    )
+    assert (
+        cfg.train_dataloader.batch_size * 8
+        == cfg.auto_scale_lr['base_batch_size']
+    )
+    assert cfg.val_evaluator.iou_metrics == [key]
+
+
+def test_detection_recipe():
+    cfg = Config.fromfile(
+        osp.join(
+            REPO, 'configs/detection/cascade_mask_rcnn_slak_t_fpn_3x_coco.py'
+        )
+    )
+    assert cfg.train_cfg.max_epochs == 36
+    assert cfg.param_scheduler[1].milestones == [27, 33]
+    assert cfg.optim_wrapper.optimizer.lr == 2e-4
+    assert cfg.optim_wrapper.paramwise_cfg.decay_rate == 0.7
+    stds = [h.bbox_coder.target_stds for h in cfg.model.roi_head.bbox_head]
+    assert stds == [
+        [0.1, 0.1, 0.2, 0.2],
+        [0.05, 0.05, 0.1, 0.1],
+        [0.033, 0.033, 0.067, 0.067],
+    ]
+    assert all(
+        h.loss_bbox.type == 'GIoULoss'
+        and h.num_shared_convs == 4
+        and h.num_shared_fcs == 1
+        for h in cfg.model.roi_head.bbox_head
+    )
+    one_x = Config.fromfile(
+        osp.join(
+            REPO, 'configs/detection/cascade_mask_rcnn_slak_t_fpn_1x_coco.py'
+        )
+    )
+    assert one_x.train_cfg.max_epochs == 12
+    assert one_x.param_scheduler[1].milestones == [8, 11]
+
+
+@pytest.mark.parametrize(
+    'arch, drop_path', [('t', 0.1), ('s', 0.4), ('b', 0.5)]
+)
+def test_classification_recipe(arch, drop_path):
+    cfg = Config.fromfile(
+        osp.join(REPO, f'configs/classification/slak_{arch}_in1k.py')
+    )
+    assert cfg.model.backbone.drop_path_rate == drop_path
+    assert cfg.optim_wrapper.optimizer.lr == 4e-3
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    batch = (
+        cfg.train_dataloader.batch_size
+        * 8
+        * (cfg.optim_wrapper.accumulative_counts)
+    )
+    assert batch == cfg.auto_scale_lr.base_batch_size == 4096
+    assert cfg.train_cfg.max_epochs == 300
+    assert any(h.type == 'EMAHook' for h in cfg.custom_hooks)
+    augments = [a.type for a in cfg.model.train_cfg.augments]
+    assert augments == ['Mixup', 'CutMix']
+    pipeline = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    assert 'RandAugment' in pipeline and 'RandomErasing' in pipeline
+    assert cfg.model.head.loss.label_smooth_val == 0.1

@@ -1,0 +1,115 @@
+import pytest
+import torch.nn as nn
+from mmengine.optim import build_optim_wrapper
+
+from slak_mm.models import SLaK
+
+from .conftest import TINY_ARCH
+
+
+class Segmentor(nn.Module):
+    def __init__(self, stage2_depth=2):
+        super().__init__()
+        arch = dict(TINY_ARCH, depths=[1, 1, stage2_depth, 1])
+        self.backbone = SLaK(
+            arch=arch,
+            kernel_sizes=(7, 7, 5, 3),
+            small_kernel=3,
+            out_indices=(0, 1, 2, 3),
+        )
+        self.decode_head = nn.Conv2d(41, 3, 1)
+
+
+def build(model, decay_type, decay_rate, num_layers=6):
+    return build_optim_wrapper(
+        model,
+        dict(
+            type='OptimWrapper',
+            optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05),
+            constructor='SLaKLearningRateDecayOptimizerConstructor',
+            paramwise_cfg=dict(
+                decay_rate=decay_rate,
+                decay_type=decay_type,
+                num_layers=num_layers,
+            ),
+        ),
+    )
+
+
+def lr_and_wd(optim_wrapper, model):
+    ids = {id(p): n for n, p in model.named_parameters()}
+    found = {}
+    for group in optim_wrapper.optimizer.param_groups:
+        for p in group['params']:
+            found[ids[id(p)]] = (group['lr'], group['weight_decay'])
+    return found
+
+
+def test_stage_wise_multipliers():
+    model = Segmentor()
+    groups = lr_and_wd(build(model, 'stage_wise', 0.9), model)
+    r = 0.9
+    expected = {
+        'backbone.downsample_layers.0.0.weight': (r**7, 0.05),
+        'backbone.downsample_layers.2.1.weight': (r**7, 0.05),
+        'backbone.stages.0.0.pointwise_conv1.weight': (r**6, 0.05),
+        'backbone.stages.1.0.large_kernel.vertical.conv.weight': (r**5, 0.05),
+        'backbone.stages.2.1.pointwise_conv2.weight': (r**4, 0.05),
+        'backbone.stages.3.0.pointwise_conv1.weight': (r**3, 0.05),
+        'backbone.stages.3.0.gamma': (r**3, 0.0),
+        'backbone.stages.3.0.large_kernel.small.bn.weight': (r**3, 0.0),
+        'backbone.stages.0.0.pointwise_conv1.bias': (r**6, 0.0),
+        'backbone.norm2.weight': (1.0, 0.0),
+        'decode_head.weight': (1.0, 0.05),
+        'decode_head.bias': (1.0, 0.0),
+    }
+    for name, (lr, wd) in expected.items():
+        assert groups[name][0] == pytest.approx(lr), name
+        assert groups[name][1] == wd, name
+
+
+def test_layer_wise_multipliers_tiny_depth_matches_convnext_rule():
+    model = Segmentor(stage2_depth=9)
+    groups = lr_and_wd(build(model, 'layer_wise', 0.7), model)
+    r = 0.7
+    expected = {
+        'backbone.downsample_layers.0.0.weight': r**7,  # layer 0
+        'backbone.stages.0.0.pointwise_conv1.weight': r**6,  # layer 1
+        'backbone.downsample_layers.1.1.weight': r**5,  # layer 2
+        'backbone.stages.1.0.pointwise_conv1.weight': r**5,
+        'backbone.downsample_layers.2.1.weight': r**4,  # layer 3
+        'backbone.stages.2.0.pointwise_conv1.weight': r**4,  # 3 + 0 // 3
+        'backbone.stages.2.4.pointwise_conv1.weight': r**3,  # 3 + 4 // 3
+        'backbone.stages.2.8.pointwise_conv1.weight': r**2,  # 3 + 8 // 3
+        'backbone.downsample_layers.3.1.weight': r**1,  # layer 6
+        'backbone.stages.3.0.pointwise_conv1.weight': r**1,
+        'decode_head.weight': 1.0,  # layer 7
+    }
+    for name, lr in expected.items():
+        assert groups[name][0] == pytest.approx(lr), name
+
+
+def test_layer_wise_deep_stage2_stays_within_layers():
+    model = Segmentor(stage2_depth=27)
+    groups = lr_and_wd(build(model, 'layer_wise', 0.7), model)
+    stage2 = [
+        groups[f'backbone.stages.2.{b}.pointwise_conv1.weight'][0]
+        for b in range(27)
+    ]
+    assert max(stage2) == pytest.approx(0.7**2)
+    assert min(stage2) == pytest.approx(0.7**4)
+    assert stage2 == sorted(stage2)
+
+
+def test_frozen_parameters_are_skipped():
+    model = Segmentor()
+    model.backbone.stages[0].requires_grad_(False)
+    groups = lr_and_wd(build(model, 'stage_wise', 0.9), model)
+    assert not any(name.startswith('backbone.stages.0.') for name in groups)
+
+
+def test_bad_paramwise_cfg_raises():
+    with pytest.raises(ValueError, match='decay_type'):
+        build(Segmentor(), 'block_wise', 0.9)
+    with pytest.raises(TypeError, match='backbone'):
+        build(nn.Linear(2, 2), 'stage_wise', 0.9)

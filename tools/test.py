@@ -1,0 +1,99 @@
+"""Evaluate a checkpoint with an mmdet, mmseg or mmpretrain config.
+
+The config's ``default_scope`` decides the toolkit. Examples:
+    python tools/test.py CONFIG CHECKPOINT
+    python tools/test.py CONFIG CHECKPOINT --show-dir vis --out results.pkl
+    bash tools/dist_test.sh CONFIG CHECKPOINT 8
+"""
+
+import argparse
+
+from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
+from slak_mm.engine.runner_utils import load_config, set_local_rank
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a SLaK model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the metrics')
+    parser.add_argument(
+        '--out',
+        help='mmdet/mmpretrain: a .pkl file for the raw predictions; '
+        'mmseg: a directory for the predicted label maps',
+    )
+    parser.add_argument(
+        '--show-dir', help='directory where painted predictions are saved'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    set_local_rank(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg, show_dir):
+    """Saves painted predictions to ``show_dir`` with the toolkit's hook."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError(
+            '--show-dir needs default_hooks.visualization in the config'
+        )
+    if cfg.default_scope == 'mmseg':
+        hook['draw'] = True
+        cfg.visualizer['save_dir'] = show_dir
+    elif cfg.default_scope == 'mmdet':
+        hook['draw'] = True
+        hook['test_out_dir'] = show_dir
+    else:
+        hook['enable'] = True
+        hook['out_dir'] = show_dir
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(
+        args.config, args.cfg_options, args.work_dir, args.launcher
+    )
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_visualization(cfg, args.show_dir)
+    if args.out and cfg.default_scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+
+    if args.out and cfg.default_scope != 'mmseg':
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, got {args.out}')
+        if cfg.default_scope == 'mmdet':
+            from mmdet.evaluation import DumpDetResults as DumpMetric
+        else:
+            from mmengine.evaluator import DumpResults as DumpMetric
+        runner.test_evaluator.metrics.append(
+            DumpMetric(out_file_path=args.out)
+        )
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
