@@ -8,6 +8,7 @@ scopes alike) and allow-lists the globals that mmengine checkpoints need for
 
 from .engine import SLaKLearningRateDecayOptimizerConstructor  # noqa: F401
 from .models import SLaK  # noqa: F401  registers SLaK
+from .sparse import SparseTrainingHook  # noqa: F401  registers the hooks
 from .utils import register_checkpoint_safe_globals
 from .version import __version__
 

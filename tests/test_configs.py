@@ -132,9 +132,10 @@ def test_detection_recipe():
 
 
 @pytest.mark.parametrize(
-    'arch, drop_path', [('t', 0.1), ('s', 0.4), ('b', 0.5)]
+    'arch, drop_path, prune_rate, interval',
+    [('t', 0.1, 0.5, 2000), ('s', 0.4, 0.3, 100), ('b', 0.5, 0.3, 100)],
 )
-def test_classification_recipe(arch, drop_path):
+def test_classification_recipe(arch, drop_path, prune_rate, interval):
     cfg = Config.fromfile(
         osp.join(REPO, f'configs/classification/slak_{arch}_in1k.py')
     )
@@ -154,3 +155,27 @@ def test_classification_recipe(arch, drop_path):
     pipeline = [t.type for t in cfg.train_dataloader.dataset.pipeline]
     assert 'RandAugment' in pipeline and 'RandomErasing' in pipeline
     assert cfg.model.head.loss.label_smooth_val == 0.1
+    (sparse,) = [h for h in cfg.custom_hooks if h.type == 'SparseTrainingHook']
+    assert (sparse.sparsity, sparse.init, sparse.growth) == (
+        0.4,
+        'snip',
+        'random',
+    )
+    assert (sparse.prune_rate, sparse.update_interval) == (
+        prune_rate,
+        interval,
+    )
+    assert sparse.module_path is None  # whole model, head included
+
+
+@pytest.mark.parametrize(
+    'config',
+    [
+        c
+        for c in TOOLKIT_CONFIGS
+        if c.startswith(('configs/segmentation', 'configs/detection'))
+    ],
+)
+def test_fine_tuning_keeps_sparse_pattern(config):
+    cfg = Config.fromfile(osp.join(REPO, config))
+    assert [h.type for h in cfg.custom_hooks] == ['StaticSparsityHook']

@@ -54,6 +54,7 @@ def enable_visualization(cfg, show_dir):
         raise KeyError(
             '--show-dir needs default_hooks.visualization in the config'
         )
+    hook['interval'] = 1  # paint every test image, not every 50th
     if cfg.default_scope == 'mmseg':
         hook['draw'] = True
         cfg.visualizer['save_dir'] = show_dir

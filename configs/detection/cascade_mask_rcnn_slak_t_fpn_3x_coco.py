@@ -194,3 +194,6 @@ optim_wrapper = dict(
     ),
 )
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Keep the zero pattern of the sparse ImageNet checkpoint while fine-tuning.
+custom_hooks = [dict(type='StaticSparsityHook')]

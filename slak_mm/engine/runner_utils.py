@@ -49,20 +49,32 @@ def load_config(
 
 
 def use_gloo_without_cuda(cfg: Config) -> None:
-    """Switches an NCCL process group to gloo when there is no GPU.
+    """Runs multi-process jobs on the CPU with the gloo backend.
 
-    NCCL cannot run on CPUs; the switch is logged, not silent.
+    NCCL cannot run on CPUs, and mmengine's ``init_dist`` calls
+    ``torch.cuda.set_device``, so without CUDA the process group of a
+    ``pytorch`` launch is created here (mmengine then reuses it). The switch
+    is logged, not silent.
     """
+    if torch.cuda.is_available():
+        return
     dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    if (
-        not torch.cuda.is_available()
-        and dist_cfg.get('backend', 'nccl') == 'nccl'
-    ):
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
         print_log(
             'No CUDA device: using the gloo backend instead of nccl',
             logger='current',
         )
         dist_cfg['backend'] = 'gloo'
+    # DDP takes no device ids for CPU modules.
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False),
+    )
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+    if cfg.launcher == 'pytorch' and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=dist_cfg['backend'])
 
 
 def enable_amp(cfg: Config) -> None:

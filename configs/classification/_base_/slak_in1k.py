@@ -51,5 +51,18 @@ optim_wrapper = dict(
     optimizer=dict(lr=4e-3), accumulative_counts=4, clip_grad=None
 )
 
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+# Dynamic sparse training over the whole model (head included, as
+# released): SNIP layer densities, magnitude prune + random regrow.
+custom_hooks = [
+    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    dict(
+        type='SparseTrainingHook',
+        sparsity=0.4,
+        init='snip',
+        growth='random',
+        prune_rate=0.3,
+        update_interval=100,
+        module_path=None,
+    ),
+]
 auto_scale_lr = dict(base_batch_size=4096)

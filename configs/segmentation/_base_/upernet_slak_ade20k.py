@@ -64,3 +64,6 @@ train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Keep the zero pattern of the sparse ImageNet checkpoint while fine-tuning.
+custom_hooks = [dict(type='StaticSparsityHook')]

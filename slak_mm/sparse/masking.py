@@ -1,0 +1,259 @@
+"""Boolean weight masks over a module, and how they are enforced.
+
+Plain torch, no runner: the mmengine hooks in :mod:`.hooks` drive these.
+"""
+
+import fnmatch
+from collections import OrderedDict
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+# Conv (out, in / groups, kh, kw) and linear (out, in) weights, as released.
+MASKABLE_NDIMS = (2, 4)
+
+Patterns = Optional[Union[str, Sequence[str]]]
+
+
+def resolve_module(model: nn.Module, module_path: Optional[str]) -> nn.Module:
+    """Finds the submodule to sparsify, e.g. ``model.backbone``.
+
+    Args:
+        model (nn.Module): The (unwrapped) model.
+        module_path (str, optional): Dotted attribute path such as
+            ``'backbone'``; None or ``''`` means the whole model.
+
+    Raises:
+        AttributeError: If the path names no submodule of ``model``.
+    """
+    if not module_path:
+        return model
+    try:
+        return model.get_submodule(module_path)
+    except AttributeError as err:
+        raise AttributeError(
+            f'{type(model).__name__} has no submodule {module_path!r} to '
+            'sparsify; set module_path to the right attribute path, or to '
+            'None to mask the whole model'
+        ) from err
+
+
+def _as_patterns(patterns: Patterns) -> Optional[Sequence[str]]:
+    if patterns is None:
+        return None
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+def select_maskable_parameters(
+    module: nn.Module, include: Patterns = None, exclude: Patterns = None
+) -> 'OrderedDict[str, nn.Parameter]':
+    """Picks the parameters that get masks.
+
+    Every trainable 2-D and 4-D parameter (conv and linear weights) is
+    eligible, as in the release; frozen ones are left alone since sparse
+    training could only delete them.
+
+    Args:
+        module (nn.Module): Names are relative to this module.
+        include (str | Sequence[str], optional): ``fnmatch`` patterns over
+            the names, e.g. ``'*large_kernel*'`` for the large kernels only;
+            None takes every eligible parameter.
+        exclude (str | Sequence[str], optional): Patterns to leave out.
+
+    Returns:
+        OrderedDict[str, Parameter]: The selected parameters by name, in
+        ``named_parameters`` order.
+
+    Raises:
+        ValueError: If an include pattern matches no eligible parameter, or
+            nothing is left after the patterns.
+    """
+    eligible = OrderedDict(
+        (name, param)
+        for name, param in module.named_parameters()
+        if param.dim() in MASKABLE_NDIMS and param.requires_grad
+    )
+    include = _as_patterns(include)
+    exclude = _as_patterns(exclude) or []
+    if include is not None:
+        for pattern in include:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in eligible):
+                examples = ', '.join(list(eligible)[:3]) or 'none'
+                raise ValueError(
+                    f'include pattern {pattern!r} matches no trainable 2-D '
+                    f'or 4-D parameter of {type(module).__name__} '
+                    f'(names look like: {examples})'
+                )
+    selected = OrderedDict(
+        (name, param)
+        for name, param in eligible.items()
+        if (
+            include is None
+            or any(fnmatch.fnmatchcase(name, p) for p in include)
+        )
+        and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+    )
+    if not selected:
+        raise ValueError(
+            f'no trainable 2-D or 4-D parameter of {type(module).__name__} '
+            f'is left to mask (include={include}, exclude={exclude})'
+        )
+    return selected
+
+
+class MaskState:
+    """Boolean masks over named parameters of one module.
+
+    ``True`` keeps a weight, ``False`` holds it at zero. Parameters whose
+    mask is all ``True`` should not be here (they are dense).
+
+    Args:
+        module (nn.Module): The module whose ``named_parameters`` the mask
+            names refer to (e.g. the backbone).
+        masks (Mapping[str, Tensor]): Bool mask of each masked parameter,
+            shaped like it, e.g. ``(C, 1, K, s)`` for a vertical strip.
+
+    Raises:
+        KeyError: If a name is not a parameter of ``module``.
+        ValueError: If a mask is not bool or its shape differs.
+    """
+
+    def __init__(
+        self, module: nn.Module, masks: Mapping[str, torch.Tensor]
+    ) -> None:
+        named = dict(module.named_parameters())
+        self.module = module
+        self.params: Dict[str, nn.Parameter] = OrderedDict()
+        self.masks: Dict[str, torch.Tensor] = OrderedDict()
+        for name, mask in masks.items():
+            if name not in named:
+                raise KeyError(
+                    f'mask {name!r} names no parameter of '
+                    f'{type(module).__name__}'
+                )
+            param = named[name]
+            if mask.dtype != torch.bool or mask.shape != param.shape:
+                raise ValueError(
+                    f'mask {name!r} must be bool of shape '
+                    f'{tuple(param.shape)}, got {mask.dtype} '
+                    f'{tuple(mask.shape)}'
+                )
+            self.params[name] = param
+            self.masks[name] = mask.to(param.device).clone()
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    @torch.no_grad()
+    def apply(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+        """Zeroes masked weights and their per-parameter optimizer state.
+
+        Every tensor in ``optimizer.state[param]`` shaped like the parameter
+        (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``,
+        ``momentum_buffer``, ...) is zeroed too, so a masked weight cannot
+        drift back through its momentum.
+
+        Args:
+            optimizer (Optimizer, optional): The optimizer of the params.
+        """
+        for name, param in self.params.items():
+            mask = self.masks[name]
+            param.mul_(mask)
+            if optimizer is None:
+                continue
+            for value in optimizer.state.get(param, {}).values():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    value.mul_(mask)
+
+    @torch.no_grad()
+    def update_masks(
+        self, new_masks: Mapping[str, torch.Tensor]
+    ) -> Dict[str, int]:
+        """Replaces masks in place; weights that become unmasked restart
+        at zero.
+
+        Args:
+            new_masks (Mapping[str, Tensor]): New bool mask per name (a
+                subset of the masked names is fine).
+
+        Returns:
+            dict[str, int]: Number of regrown positions per name.
+        """
+        regrown = {}
+        for name, new_mask in new_masks.items():
+            mask = self.masks[name]
+            new_mask = new_mask.to(mask.device)
+            grown = new_mask & ~mask
+            self.params[name].masked_fill_(grown, 0)
+            regrown[name] = int(grown.sum())
+            mask.copy_(new_mask)
+        return regrown
+
+    def density(self) -> float:
+        """Kept fraction over all masked parameters."""
+        kept = sum(int(m.sum()) for m in self.masks.values())
+        total = sum(m.numel() for m in self.masks.values())
+        return kept / total if total else 1.0
+
+    def layer_densities(self) -> Dict[str, float]:
+        """Kept fraction of each masked parameter."""
+        return {n: m.float().mean().item() for n, m in self.masks.items()}
+
+    def nonzero_counts(self) -> Dict[str, int]:
+        """Number of kept positions of each masked parameter."""
+        return {n: int(m.sum()) for n, m in self.masks.items()}
+
+    def as_dict(self, prefix: str = '') -> Dict[str, torch.Tensor]:
+        """Masks by parameter name, for complexity counters.
+
+        Args:
+            prefix (str): Prepended to every name, e.g. ``'backbone.'`` to
+                name parameters of the whole model.
+
+        Returns:
+            dict[str, Tensor]: ``{prefix + name: bool mask}``, copies shaped
+            like the parameters. Parameters not listed are dense.
+        """
+        return {prefix + n: m.detach().clone() for n, m in self.masks.items()}
+
+    def state_dict(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Masks on CPU, loadable with ``torch.load(weights_only=True)``."""
+        return {'masks': {n: m.cpu().clone() for n, m in self.masks.items()}}
+
+    @classmethod
+    def from_state_dict(
+        cls, module: nn.Module, state: Mapping[str, Mapping]
+    ) -> 'MaskState':
+        """Rebuilds masks saved by :meth:`state_dict` over ``module``."""
+        return cls(module, state['masks'])
+
+
+def broadcast_masks(
+    masks: Mapping[str, torch.Tensor], src: int = 0
+) -> Dict[str, torch.Tensor]:
+    """Gives every rank the masks of rank ``src`` (one collective call).
+
+    Without an initialized process group the masks come back unchanged.
+
+    Args:
+        masks (Mapping[str, Tensor]): Bool masks, same names and shapes on
+            every rank, on the device the process group communicates on.
+
+    Returns:
+        dict[str, Tensor]: Rank ``src``'s masks.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return dict(masks)
+    if dist.get_world_size() == 1 or not masks:
+        return dict(masks)
+    # gloo has no bool collectives; one flat uint8 buffer is one message.
+    flat = torch.cat([m.reshape(-1).to(torch.uint8) for m in masks.values()])
+    dist.broadcast(flat, src=src)
+    result, offset = {}, 0
+    for name, mask in masks.items():
+        chunk = flat[offset : offset + mask.numel()]
+        result[name] = chunk.view(mask.shape).bool()
+        offset += mask.numel()
+    return result

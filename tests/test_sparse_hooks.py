@@ -1,0 +1,509 @@
+"""SparseTrainingHook / StaticSparsityHook inside mmengine Runners (CPU)."""
+
+import copy
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.hooks import EMAHook
+from mmengine.model import BaseModel
+from mmengine.registry import HOOKS
+from mmengine.runner import Runner
+from torch.utils.data import DataLoader, Dataset
+
+import slak_mm  # noqa: F401  registers the hooks and the safe globals
+from slak_mm.sparse import SparseTrainingHook, StaticSparsityHook
+
+_run_names = itertools.count()
+
+
+class ToyClassifier(BaseModel):
+    """A two-conv, one-linear backbone and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, 16),
+        )
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        logits = self.head(self.backbone(inputs))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, labels))
+        return logits
+
+
+class ToyDataset(Dataset):
+    """Fixed random 3x8x8 images with 4 classes.
+
+    Args:
+        length (int): Number of samples.
+        seed (int): Seed of the data.
+        inf_samples (Sequence[int]): Samples whose image is all inf.
+    """
+
+    def __init__(self, length=48, seed=0, inf_samples=()) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(length, 3, 8, 8, generator=generator)
+        self.labels = torch.randint(0, 4, (length,), generator=generator)
+        for index in inf_samples:
+            self.images[index] = math.inf
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return dict(inputs=self.images[index], labels=self.labels[index])
+
+
+def toy_model(seed=0):
+    torch.manual_seed(seed)
+    return ToyClassifier()
+
+
+def make_runner(
+    work_dir,
+    custom_hooks,
+    max_iters=12,
+    accumulative_counts=1,
+    checkpoint_interval=6,
+    dataset=None,
+    model=None,
+    optim_wrapper=None,
+    randomness=None,
+    **kwargs,
+):
+    """A Runner over the toy model and data; no shuffling, so a resumed run
+    sees the same batches as an uninterrupted one."""
+    if optim_wrapper is None:
+        optim_wrapper = dict(
+            optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05),
+            accumulative_counts=accumulative_counts,
+        )
+    loader = DataLoader(dataset or ToyDataset(), batch_size=4, shuffle=False)
+    return Runner(
+        model=model or toy_model(),
+        work_dir=str(work_dir),
+        experiment_name=f'sparse_test_{next(_run_names)}',
+        train_dataloader=loader,
+        optim_wrapper=optim_wrapper,
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook',
+                interval=checkpoint_interval,
+                by_epoch=False,
+            ),
+            logger=dict(type='LoggerHook', interval=1),
+        ),
+        custom_hooks=custom_hooks,
+        randomness=randomness or dict(seed=0),
+        **kwargs,
+    )
+
+
+def sparse_hook(runner):
+    return next(h for h in runner.hooks if isinstance(h, SparseTrainingHook))
+
+
+def assert_masked_zero(weights, masks, prefix='backbone.'):
+    for name, mask in masks.items():
+        weight = weights[prefix + name]
+        assert (weight[~mask.to(weight.device)] == 0).all(), name
+
+
+# Dynamic sparse training with SNIP init and random growth, updated every
+# 2 optimizer steps, one step per 2 iterations: 12 iterations are 6 steps
+# and 3 updates (at iterations 4, 8 and 12).
+DYNAMIC_HOOK = dict(
+    type='SparseTrainingHook',
+    sparsity=0.5,
+    init='snip',
+    growth='random',
+    prune_rate=0.5,
+    update_interval=2,
+)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    """12 iterations with checkpoints at 6 and 12, plus masks at 6."""
+    work_dir = tmp_path_factory.mktemp('uninterrupted')
+    runner = make_runner(
+        work_dir, [copy.deepcopy(DYNAMIC_HOOK)], accumulative_counts=2
+    )
+    runner.train()
+    return runner, work_dir
+
+
+def test_registered_in_the_root_registry():
+    assert HOOKS.get('SparseTrainingHook') is SparseTrainingHook
+    assert HOOKS.get('StaticSparsityHook') is StaticSparsityHook
+
+
+def test_updates_count_optimizer_steps_under_accumulation(uninterrupted):
+    runner, _ = uninterrupted
+    hook = sparse_hook(runner)
+    assert runner.iter == 12
+    assert hook.optimizer_steps == 6
+    assert hook.num_updates == 3
+    assert hook.total_steps == 6
+    assert math.isclose(hook.current_prune_rate, hook.prune_rate_floor)
+    # Masks are enforced on the live weights after the last step.
+    assert_masked_zero(runner.model.state_dict(), hook.mask_state.masks)
+    assert math.isclose(hook.density, 0.5, abs_tol=0.01)
+
+
+def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
+    full_run, work_dir = uninterrupted
+    checkpoint = work_dir / 'iter_6.pth'
+    saved = torch.load(checkpoint, map_location='cpu')  # weights_only
+    state = saved['sparse_training']
+    assert (state['optimizer_steps'], state['num_updates']) == (3, 1)
+    final_masks = sparse_hook(full_run).mask_state.masks
+    # Masks still change after iteration 6, so the resume has work to do.
+    assert any(
+        not torch.equal(state['masks'][n], m) for n, m in final_masks.items()
+    )
+
+    resumed = make_runner(
+        tmp_path,
+        [copy.deepcopy(DYNAMIC_HOOK)],
+        accumulative_counts=2,
+        model=toy_model(seed=1),
+        resume=True,
+        load_from=str(checkpoint),
+    )
+    resumed.train()
+    hook = sparse_hook(resumed)
+    assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
+    assert list(hook.mask_state.masks) == list(final_masks)
+    for name, mask in final_masks.items():
+        assert torch.equal(hook.mask_state.masks[name], mask), name
+    expected = full_run.model.state_dict()
+    for key, value in resumed.model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_resume_without_mask_state_is_an_error(uninterrupted, tmp_path):
+    _, work_dir = uninterrupted
+    checkpoint = torch.load(work_dir / 'iter_6.pth', map_location='cpu')
+    del checkpoint['sparse_training']
+    dense_checkpoint = tmp_path / 'dense.pth'
+    torch.save(checkpoint, dense_checkpoint)
+    runner = make_runner(
+        tmp_path,
+        [copy.deepcopy(DYNAMIC_HOOK)],
+        resume=True,
+        load_from=str(dense_checkpoint),
+    )
+    with pytest.raises(KeyError, match="no 'sparse_training' state"):
+        runner.train()
+
+
+def test_density_and_prune_rate_are_logged(uninterrupted):
+    runner, _ = uninterrupted
+    hook = sparse_hook(runner)
+    hub = runner.message_hub
+    density = hub.get_scalar('train/sparse/density').current()
+    assert density == hook.density
+    rates = hub.get_scalar('train/sparse/prune_rate').data[0]
+    # One value per iteration: the rate the next update would use.
+    assert len(rates) == 12
+    assert rates[0] == 0.5 and rates[-1] == hook.current_prune_rate
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    # Per-group densities: conv0, conv2 and the linear of the backbone.
+    groups = {
+        key
+        for key in hub.log_scalars
+        if key.startswith('train/sparse/density_')
+    }
+    assert groups == {f'train/sparse/density_{i}' for i in (0, 2, 6)}
+    log_dir = runner.log_dir
+    log_text = next(Path(log_dir).glob('*.log')).read_text()
+    assert 'sparse/density: 0.5' in log_text
+    assert 'sparse/prune_rate:' in log_text
+    # The default LocalVisBackend gets them too.
+    scalars_file = Path(log_dir) / 'vis_data' / 'scalars.json'
+    last = json.loads(scalars_file.read_text().splitlines()[-1])
+    assert {'sparse/density', 'sparse/prune_rate'} <= set(last)
+
+
+def test_ema_copy_and_saved_weights_stay_masked(tmp_path):
+    runner = make_runner(
+        tmp_path,
+        [
+            dict(type='EMAHook', momentum=0.5),
+            dict(
+                type='SparseTrainingHook',
+                sparsity=0.5,
+                init='uniform',
+                growth='gradient',
+                prune_rate=0.5,
+                update_interval=2,
+            ),
+        ],
+        max_iters=6,
+    )
+    runner.train()
+    hook = sparse_hook(runner)
+    ema_hook = next(h for h in runner.hooks if isinstance(h, EMAHook))
+    assert hook.num_updates == 3
+    masks = hook.mask_state.masks
+    ema_weights = ema_hook.ema_model.module.state_dict()
+    assert_masked_zero(ema_weights, masks)
+
+    saved = torch.load(tmp_path / 'iter_6.pth', map_location='cpu')
+    assert_masked_zero(saved['state_dict'], saved['sparse_training']['masks'])
+    # After EMAHook's swap the raw weights are under ema_state_dict.
+    assert_masked_zero(
+        saved['ema_state_dict'],
+        saved['sparse_training']['masks'],
+        prefix='module.backbone.',
+    )
+    # The saved weights are the EMA average, not a copy of the raw ones.
+    key = 'backbone.0.weight'
+    assert not torch.equal(
+        saved['state_dict'][key], saved['ema_state_dict'][f'module.{key}']
+    )
+
+
+def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
+    from mmengine.optim import AmpOptimWrapper
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    # AmpOptimWrapper refuses to build without CUDA, and its
+    # torch.cuda.amp.GradScaler disables itself on CPU. A CPU GradScaler
+    # runs the same unscale / skip-on-inf / update path.
+    monkeypatch.setattr(
+        amp_optimizer_wrapper, 'is_cuda_available', lambda: True
+    )
+    model = toy_model()
+    optim_wrapper = AmpOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        dtype='bfloat16',
+    )
+    optim_wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=256.0)
+    # Batches 2 and 5 (samples 8-11, 20-23) hold an inf image.
+    dataset = ToyDataset(length=32, inf_samples=(9, 21))
+    runner = make_runner(
+        tmp_path,
+        [
+            dict(
+                type='SparseTrainingHook',
+                sparsity=0.5,
+                init='uniform',
+                growth='momentum',
+                prune_rate=0.5,
+                update_interval=2,
+            )
+        ],
+        max_iters=8,
+        checkpoint_interval=8,
+        dataset=dataset,
+        model=model,
+        optim_wrapper=optim_wrapper,
+    )
+    runner.train()
+    hook = sparse_hook(runner)
+    assert optim_wrapper.loss_scaler.get_scale() == 64.0  # halved twice
+    assert hook.optimizer_steps == 6  # 8 iterations, 2 skipped
+    assert hook.num_updates == 3
+    weights = runner.model.state_dict()
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert_masked_zero(weights, hook.mask_state.masks)
+    saved = torch.load(tmp_path / 'iter_8.pth', map_location='cpu')
+    assert_masked_zero(saved['state_dict'], saved['sparse_training']['masks'])
+    for param, mask in zip(
+        hook.mask_state.params.values(), hook.mask_state.masks.values()
+    ):
+        buffer = optim_wrapper.optimizer.state[param]['momentum_buffer']
+        assert (buffer[~mask] == 0).all()
+
+
+def test_stop_update_iter(tmp_path):
+    runner = make_runner(
+        tmp_path,
+        [
+            dict(
+                type='SparseTrainingHook',
+                init='erk',
+                update_interval=1,
+                stop_update_iter=3,
+            )
+        ],
+        max_iters=6,
+    )
+    runner.train()
+    hook = sparse_hook(runner)
+    assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
+
+
+def test_static_hook_keeps_checkpoint_zeros(tmp_path):
+    sparse_model = toy_model(seed=3)
+    with torch.no_grad():
+        conv = sparse_model.backbone[2].weight
+        conv[:, :4] = 0  # half of the input channels
+    zeros = conv == 0
+    checkpoint = tmp_path / 'sparse.pth'
+    torch.save({'state_dict': sparse_model.state_dict()}, checkpoint)
+    runner = make_runner(
+        tmp_path,
+        [dict(type='StaticSparsityHook')],
+        max_iters=4,
+        load_from=str(checkpoint),
+    )
+    runner.train()
+    hook = sparse_hook(runner)
+    # Layers without zeros drop out; only the sparsified conv is masked.
+    assert list(hook.mask_state.masks) == ['2.weight']
+    assert hook.num_updates == 0 and hook.optimizer_steps == 4
+    trained = runner.model.backbone[2].weight
+    assert torch.equal(trained == 0, zeros)
+    assert not torch.equal(trained, conv)
+
+
+def test_hook_argument_errors():
+    with pytest.raises(ValueError, match="unknown sparse init mode 'grasp'"):
+        SparseTrainingHook(init='grasp')
+    with pytest.raises(ValueError, match="unknown sparse growth mode 'rigl'"):
+        SparseTrainingHook(growth='rigl')
+    for sparsity in (1.0, -0.5):
+        with pytest.raises(ValueError, match=r'sparsity must lie in \[0, 1\)'):
+            SparseTrainingHook(sparsity=sparsity)
+    with pytest.raises(ValueError, match='update_interval'):
+        SparseTrainingHook(update_interval=0)
+
+
+@pytest.mark.parametrize(
+    'hook_args, error, message',
+    [
+        (dict(module_path='neck'), AttributeError, "no submodule 'neck'"),
+        (dict(include='*large_kernel*'), ValueError, 'matches no trainable'),
+    ],
+)
+def test_paths_that_match_nothing_are_errors(
+    tmp_path, hook_args, error, message
+):
+    runner = make_runner(
+        tmp_path,
+        [dict(type='SparseTrainingHook', init='uniform', **hook_args)],
+        max_iters=1,
+    )
+    with pytest.raises(error, match=message):
+        runner.train()
+
+
+def test_whole_model_masks_the_head_too(tmp_path):
+    runner = make_runner(
+        tmp_path,
+        [dict(type='SparseTrainingHook', init='uniform', module_path=None)],
+        max_iters=1,
+    )
+    runner.train()
+    names = list(sparse_hook(runner).mask_state.masks)
+    assert names == [
+        'backbone.0.weight',
+        'backbone.2.weight',
+        'backbone.6.weight',
+        'head.weight',
+    ]
+
+
+class ClassificationSamples(Dataset):
+    """Random uint8 images in mmpretrain's ``inputs`` / ``data_samples``
+    layout."""
+
+    def __init__(self, length=8, size=32) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randint(
+            0, 256, (length, 3, size, size), generator=generator
+        ).to(torch.uint8)
+        self.labels = torch.randint(0, 5, (length,), generator=generator)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        from mmpretrain.structures import DataSample
+
+        sample = DataSample().set_gt_label(int(self.labels[index]))
+        return dict(inputs=self.images[index], data_samples=sample)
+
+
+def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
+    from mmengine.dataset import pseudo_collate
+    from mmpretrain.utils import register_all_modules
+
+    from .conftest import TINY_ARCH
+
+    register_all_modules(init_default_scope=False)
+    loader = DataLoader(
+        ClassificationSamples(), batch_size=4, collate_fn=pseudo_collate
+    )
+    runner = Runner(
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=dict(
+                type='ClsDataPreprocessor',
+                mean=[123.675, 116.28, 103.53],
+                std=[58.395, 57.12, 57.375],
+            ),
+            backbone=dict(
+                type='SLaK',
+                arch=TINY_ARCH,
+                kernel_sizes=[13, 11, 9, 7],
+                small_kernel=3,
+                out_indices=3,
+                gap_before_final_norm=True,
+            ),
+            head=dict(
+                type='LinearClsHead',
+                num_classes=5,
+                in_channels=41,
+                loss=dict(type='CrossEntropyLoss'),
+            ),
+        ),
+        work_dir=str(tmp_path),
+        experiment_name=f'sparse_test_{next(_run_names)}',
+        default_scope='mmpretrain',
+        train_dataloader=loader,
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        train_cfg=dict(by_epoch=False, max_iters=2),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1)),
+        log_processor=dict(by_epoch=False),
+        custom_hooks=[
+            dict(
+                type='SparseTrainingHook',
+                sparsity=0.4,
+                init='snip',
+                prune_rate=0.5,
+                update_interval=1,
+            )
+        ],
+        randomness=dict(seed=0),
+    )
+    runner.train()
+    hook = sparse_hook(runner)
+    masks = hook.mask_state.masks
+    assert 'stages.2.1.large_kernel.vertical.conv.weight' in masks
+    assert not any(n.startswith('head') for n in masks)
+    assert hook.num_updates == 2
+    assert math.isclose(hook.density, 0.6, abs_tol=0.01)
+    assert_masked_zero(runner.model.state_dict(), masks)
+    hub = runner.message_hub
+    for stage in range(4):
+        density = hub.get_scalar(f'train/sparse/density_stage{stage}')
+        assert 0 < density.current() <= 1
