@@ -83,6 +83,7 @@ def make_runner(
     model=None,
     optim_wrapper=None,
     randomness=None,
+    loader=None,
     **kwargs,
 ):
     """A Runner over the toy model and data; no shuffling, so a resumed run
@@ -92,7 +93,10 @@ def make_runner(
             optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05),
             accumulative_counts=accumulative_counts,
         )
-    loader = DataLoader(dataset or ToyDataset(), batch_size=4, shuffle=False)
+    if loader is None:
+        loader = DataLoader(
+            dataset or ToyDataset(), batch_size=4, shuffle=False
+        )
     return Runner(
         model=model or toy_model(),
         work_dir=str(work_dir),
@@ -349,6 +353,28 @@ def test_stop_update_iter(tmp_path):
     runner.train()
     hook = sparse_hook(runner)
     assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
+
+
+def test_snip_leaves_an_infinite_sampler_running(tmp_path):
+    # SNIP's batch must not come from a second iterator over the loader:
+    # closing it would close the InfiniteSampler's shared index generator.
+    from mmengine.dataset import InfiniteSampler
+
+    dataset = ToyDataset()
+    loader = DataLoader(
+        dataset,
+        batch_size=4,
+        sampler=InfiniteSampler(dataset, shuffle=False),
+    )
+    runner = make_runner(
+        tmp_path,
+        [dict(type='SparseTrainingHook', init='snip', update_interval=2)],
+        max_iters=3 * len(loader),
+        loader=loader,
+    )
+    runner.train()
+    assert runner.iter == 3 * len(loader)
+    assert sparse_hook(runner).num_updates == 3 * len(loader) // 2
 
 
 def test_static_hook_keeps_checkpoint_zeros(tmp_path):

@@ -5,12 +5,15 @@ The algorithms live in plain torch (:mod:`.masking`, :mod:`.initialization`,
 :mod:`.update`); these hooks only decide when to call them.
 """
 
+import contextlib
 import copy
 import math
+import random
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.hooks import EMAHook, Hook
@@ -43,6 +46,31 @@ _STAGE_NAME = re.compile(r'(?:^|\.)(?:stages|downsample_layers)\.(\d+)\.')
 def _logging_group(name: str) -> str:
     match = _STAGE_NAME.search(name)
     return f'stage{match.group(1)}' if match else name.split('.')[0]
+
+
+@contextlib.contextmanager
+def _keep_host_rngs():
+    """Restores Python's and numpy's global RNGs (data pipelines use them)."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _sample_batch(dataloader) -> dict:
+    """One batch drawn from the loader's dataset and collated like the loader.
+
+    Not ``next(iter(dataloader))``: a second iterator shares the loader's
+    sampler, and closing it closes an ``InfiniteSampler``'s index generator,
+    which then ends the training loop.
+    """
+    dataset = dataloader.dataset
+    batch_size = min(dataloader.batch_size or 1, len(dataset))
+    indices = torch.randperm(len(dataset))[:batch_size].tolist()
+    return dataloader.collate_fn([dataset[i] for i in indices])
 
 
 @HOOKS.register_module()
@@ -386,9 +414,8 @@ class SparseTrainingHook(Hook):
         devices = (
             [torch.cuda.current_device()] if torch.cuda.is_available() else []
         )
-        with torch.random.fork_rng(devices=devices):
-            # A new loader iterator draws its base seed from the global RNG.
-            batch = next(iter(runner.train_dataloader))
+        with torch.random.fork_rng(devices=devices), _keep_host_rngs():
+            batch = _sample_batch(runner.train_dataloader)
             scratch = copy.deepcopy(model)
             scratch.train()
             scratch.zero_grad(set_to_none=True)
