@@ -533,3 +533,12 @@ def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
     for stage in range(4):
         density = hub.get_scalar(f'train/sparse/density_stage{stage}')
         assert 0 < density.current() <= 1
+
+
+def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
+    runner = make_runner(
+        tmp_path, [dict(type='StaticSparsityHook')], max_iters=2
+    )
+    runner.train()
+    assert len(sparse_hook(runner).mask_state) == 0
+    assert 'every selected layer is dense' in capsys.readouterr().out

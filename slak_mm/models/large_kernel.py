@@ -6,6 +6,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conv_backends import (
+    check_conv_impl,
+    depthwise_conv_same,
+    resolve_conv_impl,
+    uses_channels_last,
+)
+
 _NORM_TYPES = {
     'BN': nn.BatchNorm2d,
     'BN2d': nn.BatchNorm2d,
@@ -101,20 +108,40 @@ class ConvBN(nn.Module):
         channels (int): Number of channels C (groups = C).
         kernel_size (tuple[int, int]): ``(kh, kw)``, both odd.
         norm_cfg (dict): Config of the batch norm.
+        conv_impl (str): How the conv is computed, one of
+            :data:`~slak_mm.models.conv_backends.CONV_IMPLS`; the parameters
+            are the same for all. Defaults to ``'auto'``.
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: ``(N, C, H, W)``.
     """
 
     def __init__(
-        self, channels: int, kernel_size: Tuple[int, int], norm_cfg: dict
+        self,
+        channels: int,
+        kernel_size: Tuple[int, int],
+        norm_cfg: dict,
+        conv_impl: str = 'auto',
     ) -> None:
         super().__init__()
         self.conv = depthwise_same_conv(channels, kernel_size, bias=False)
         self.bn = build_kernel_norm(norm_cfg, channels)
+        self.conv_impl = check_conv_impl(conv_impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        if resolve_conv_impl(self.conv_impl, x.device) == 'reference':
+            return self.bn(self.conv(x))
+        return self.bn(
+            depthwise_conv_same(x, self.conv.weight, conv_impl=self.conv_impl)
+        )
 
     def fused(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns the BN-folded ``(weight, bias)`` of this branch."""
+        """Returns the BN-folded ``(weight, bias)`` of this branch.
+
+        Differentiable, so that a frozen-statistics BN (eval mode, e.g.
+        ``norm_eval``) can be folded on the fly during training too.
+        """
         return fuse_conv_bn(self.conv.weight, self.bn)
 
 
@@ -138,6 +165,15 @@ class LargeKernelConv(nn.Module):
         decompose (bool): Use the ``K x s`` / ``s x K`` strips.
         norm_cfg (dict): Config of the branch batch norms.
         deploy (bool): Build directly in deploy form.
+        conv_impl (str): How the depthwise convs are computed:
+            ``'reference'`` (as released: NCHW, one ``nn.Conv2d`` + BN per
+            branch), ``'native'`` (channels-last on CPU, kernels cropped to
+            the reachable window, eval-mode BNs and the small kernel folded
+            into the strips on the fly), ``'fast'`` (``'native'`` with the
+            fast backward of :class:`~slak_mm.models.conv_backends.
+            DepthwiseConvSame`) or ``'auto'`` (``'fast'`` on CPU,
+            ``'native'`` on CUDA). All give the same outputs and gradients
+            and use the same parameters. Defaults to ``'auto'``.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -152,6 +188,7 @@ class LargeKernelConv(nn.Module):
         decompose: bool = True,
         norm_cfg: Optional[dict] = None,
         deploy: bool = False,
+        conv_impl: str = 'auto',
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or small_kernel % 2 == 0:
@@ -171,17 +208,56 @@ class LargeKernelConv(nn.Module):
         self.small_kernel = small_kernel
         self.decompose = decompose
         self.deploy = False
+        self.conv_impl = check_conv_impl(conv_impl)
         large, small = kernel_size, small_kernel
         if decompose:
-            self.vertical = ConvBN(channels, (large, small), norm_cfg)
-            self.horizontal = ConvBN(channels, (small, large), norm_cfg)
+            self.vertical = ConvBN(
+                channels, (large, small), norm_cfg, conv_impl
+            )
+            self.horizontal = ConvBN(
+                channels, (small, large), norm_cfg, conv_impl
+            )
         else:
-            self.large = ConvBN(channels, (large, large), norm_cfg)
-        self.small = ConvBN(channels, (small, small), norm_cfg)
+            self.large = ConvBN(channels, (large, large), norm_cfg, conv_impl)
+        self.small = ConvBN(channels, (small, small), norm_cfg, conv_impl)
         if deploy:
             self.switch_to_deploy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if resolve_conv_impl(self.conv_impl, x.device) == 'reference':
+            return self._reference_forward(x)
+        if uses_channels_last(self.conv_impl, x.device):
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.deploy:
+            kernels = [
+                (conv.weight, conv.bias) for conv in self._fused_convs()
+            ]
+        elif not any(branch.bn.training for branch in self._branches()):
+            # Eval-mode BNs are affine maps: fold them (and the small kernel)
+            # into the strips, leaving two convs instead of three plus BNs.
+            kernels = list(self._fold_kernels().values())
+        else:
+            # Batch statistics need every branch's own output.
+            outs = [branch(x) for branch in self._branches()]
+            return sum(outs[1:], outs[0])
+        out = None
+        for weight, bias in kernels:
+            branch_out = depthwise_conv_same(x, weight, bias, self.conv_impl)
+            out = branch_out if out is None else out + branch_out
+        return out
+
+    def _branches(self):
+        if self.decompose:
+            return [self.vertical, self.horizontal, self.small]
+        return [self.large, self.small]
+
+    def _fused_convs(self):
+        if self.decompose:
+            return [self.fused_vertical, self.fused_horizontal]
+        return [self.fused_large]
+
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The released computation: one conv (+ BN) per branch, NCHW."""
         if self.deploy:
             if self.decompose:
                 return self.fused_vertical(x) + self.fused_horizontal(x)
@@ -201,6 +277,10 @@ class LargeKernelConv(nn.Module):
             s)`` and ``fused_horizontal`` ``(C, 1, s, K)``, or
             ``fused_large`` ``(C, 1, K, K)``; biases ``(C,)``.
         """
+        return self._fold_kernels()
+
+    def _fold_kernels(self):
+        """Differentiable version of :meth:`fused_kernels`."""
         small_weight, small_bias = self.small.fused()
         if self.decompose:
             vert_weight, vert_bias = self.vertical.fused()
@@ -244,5 +324,6 @@ class LargeKernelConv(nn.Module):
         return (
             f'channels={self.channels}, kernel_size={self.kernel_size}, '
             f'small_kernel={self.small_kernel}, '
-            f'decompose={self.decompose}, deploy={self.deploy}'
+            f'decompose={self.decompose}, deploy={self.deploy}, '
+            f'conv_impl={self.conv_impl!r}'
         )

@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .conv_backends import check_conv_impl, uses_channels_last
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
 
@@ -27,6 +28,8 @@ class SLaKBlock(nn.Module):
         norm_cfg (dict): Config of the large-kernel batch norms.
         with_cp (bool): Use gradient checkpointing.
         deploy (bool): Build the large kernel in deploy form.
+        conv_impl (str): Implementation of the large-kernel convs, see
+            :class:`LargeKernelConv`.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -45,6 +48,7 @@ class SLaKBlock(nn.Module):
         norm_cfg: Optional[dict] = None,
         with_cp: bool = False,
         deploy: bool = False,
+        conv_impl: str = 'auto',
     ) -> None:
         super().__init__()
         self.with_cp = with_cp
@@ -55,6 +59,7 @@ class SLaKBlock(nn.Module):
             decompose=decompose,
             norm_cfg=norm_cfg,
             deploy=deploy,
+            conv_impl=conv_impl,
         )
         self.norm = nn.LayerNorm(channels, eps=1e-6)
         hidden = int(mlp_ratio * channels)
@@ -72,7 +77,9 @@ class SLaKBlock(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.large_kernel(x)
-        x = x.permute(0, 2, 3, 1)  # channels-last for the MLP
+        # A free view when x is channels-last in memory (the fast paths),
+        # a copy inside the norm otherwise (the reference path).
+        x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
         x = self.pointwise_conv2(self.act(self.pointwise_conv1(x)))
         if self.gamma is not None:
@@ -126,6 +133,13 @@ class SLaK(BaseModule):
         with_cp (bool): Gradient checkpointing per block. Defaults to False.
         deploy (bool): Build the large kernels in deploy form (fused BN,
             small kernel folded in). Defaults to False.
+        conv_impl (str): How the large-kernel depthwise convs run; every
+            choice has the same parameters, outputs and gradients.
+            ``'auto'`` (fast channels-last kernels with a GEMM-based
+            backward on CPU, cuDNN on CUDA), ``'fast'``, ``'native'``
+            (PyTorch's backward) or ``'reference'`` (as released: NCHW,
+            one ``nn.Conv2d`` + BN per branch). See
+            :mod:`slak_mm.models.conv_backends`. Defaults to ``'auto'``.
         init_cfg (dict | list[dict], optional): Initialization config. With
             ``dict(type='Pretrained', checkpoint=..., prefix=...)`` the
             checkpoint may be an OpenMMLab one (``state_dict``) or a released
@@ -163,6 +177,7 @@ class SLaK(BaseModule):
         gap_before_final_norm: bool = False,
         with_cp: bool = False,
         deploy: bool = False,
+        conv_impl: str = 'auto',
         init_cfg: Optional[Union[dict, List[dict]]] = None,
     ) -> None:
         if init_cfg is None:
@@ -205,6 +220,7 @@ class SLaK(BaseModule):
         self.norm_eval = norm_eval
         self.gap_before_final_norm = gap_before_final_norm
         self.deploy = deploy
+        self.conv_impl = check_conv_impl(conv_impl)
 
         self.downsample_layers = nn.ModuleList()
         self.downsample_layers.append(
@@ -241,6 +257,7 @@ class SLaK(BaseModule):
                         norm_cfg=norm_cfg,
                         with_cp=with_cp,
                         deploy=deploy,
+                        conv_impl=conv_impl,
                     )
                     for j in range(depth)
                 ]
@@ -300,6 +317,11 @@ class SLaK(BaseModule):
         Returns:
             tuple[Tensor]: One tensor per entry of ``out_indices``.
         """
+        channels_last = uses_channels_last(self.conv_impl, x.device)
+        if channels_last:
+            # Kept through every layer: the depthwise convs are several
+            # times faster and the block MLPs need no permute copies.
+            x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i in range(self.num_stages):
             x = self.downsample_layers[i](x)
@@ -309,7 +331,8 @@ class SLaK(BaseModule):
                 if self.gap_before_final_norm:
                     outs.append(norm(x.mean(dim=(-2, -1))))
                 else:
-                    outs.append(norm(x))
+                    # Necks and heads get the usual contiguous NCHW maps.
+                    outs.append(norm(x).contiguous())
         return tuple(outs)
 
     def _freeze_stages(self) -> None:

@@ -7,6 +7,7 @@ The algorithms live in plain torch (:mod:`.masking`, :mod:`.initialization`,
 
 import contextlib
 import copy
+import logging
 import math
 import random
 import re
@@ -245,7 +246,7 @@ class SparseTrainingHook(Hook):
                 'SparseTrainingHook: every selected layer is dense '
                 f'(init={self.init!r}), nothing is masked',
                 logger='current',
-                level='WARNING',
+                level=logging.WARNING,
             )
             return
 

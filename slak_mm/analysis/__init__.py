@@ -1,0 +1,22 @@
+"""Analysis helpers: effective receptive field, complexity, sparsity."""
+
+from .complexity import (
+    ComplexityReport,
+    count_complexity,
+    masks_from_weights,
+    uniform_masks,
+)
+from .erf import accumulate_erf, area_ratios, high_contribution_area
+from .sparsity import layer_densities, overall_density
+
+__all__ = [
+    'ComplexityReport',
+    'accumulate_erf',
+    'area_ratios',
+    'count_complexity',
+    'high_contribution_area',
+    'layer_densities',
+    'masks_from_weights',
+    'overall_density',
+    'uniform_masks',
+]

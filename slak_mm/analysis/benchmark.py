@@ -1,0 +1,311 @@
+"""Speed and memory benchmark of SLaK-T against its reference and ConvNeXt-T.
+
+Measured in one process, interleaved (every repeat runs every model once in
+turn) so that drift of a shared machine hits all models alike:
+
+- eval: images/s of a forward pass under ``torch.no_grad`` in eval mode;
+- train: images/s of a full train step (zero grads, forward, backward of
+  the mean of the pooled features, AdamW step) in train mode;
+- peak train memory: on CPU, the peak resident set size (``VmHWM``) of a
+  fresh subprocess during three train steps, minus its resident size just
+  before the first step (model, optimizer and input already built), i.e.
+  what a step adds: gradients, AdamW state, activations and workspace.
+  Subprocesses keep the models from sharing one high-water mark. On CUDA,
+  ``torch.cuda.max_memory_allocated`` over the same steps, in process.
+
+Models: ``slak_t`` (SLaK-T as users build it, default ``conv_impl``),
+``slak_t_deploy`` (the same after ``switch_to_deploy``, eval only),
+``slak_t_reference`` (``conv_impl='reference'``: NCHW, one ``nn.Conv2d`` +
+BN per branch, as released) and ``convnext_t`` (mmpretrain's ConvNeXt-T).
+All are backbones in classification mode (global pooling, final norm).
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+MODEL_NAMES = ('slak_t', 'slak_t_deploy', 'slak_t_reference', 'convnext_t')
+EVAL_ONLY = ('slak_t_deploy',)
+
+
+def build_model(name: str) -> nn.Module:
+    """Builds one benchmarked backbone, in classification mode.
+
+    Args:
+        name (str): One of :data:`MODEL_NAMES`.
+    """
+    from slak_mm.models import SLaK
+
+    if name in ('slak_t', 'slak_t_deploy'):
+        model = SLaK(arch='tiny', out_indices=3, gap_before_final_norm=True)
+        if name == 'slak_t_deploy':
+            model.eval()
+            model.switch_to_deploy()
+        return model
+    if name == 'slak_t_reference':
+        return SLaK(
+            arch='tiny',
+            out_indices=3,
+            gap_before_final_norm=True,
+            conv_impl='reference',
+        )
+    if name == 'convnext_t':
+        # Imported here only: slak_mm itself never depends on mmpretrain.
+        from mmpretrain.models import ConvNeXt
+
+        return ConvNeXt(
+            arch='tiny', out_indices=-1, gap_before_final_norm=True
+        )
+    raise ValueError(f'unknown model {name!r}; choose from {MODEL_NAMES}')
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def make_eval_step(model: nn.Module, images: torch.Tensor) -> Callable:
+    """Returns a callable running one eval forward pass."""
+
+    def step():
+        model.eval()
+        with torch.no_grad():
+            model(images)
+
+    return step
+
+
+def make_train_step(model: nn.Module, images: torch.Tensor) -> Callable:
+    """Returns a callable running one train step (forward, backward, AdamW).
+
+    Args:
+        model (nn.Module): A backbone returning a tuple of ``(N, C)``
+            pooled features.
+        images (Tensor): ``(N, 3, H, W)``.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(out.mean() for out in model(images))
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def time_interleaved(
+    steps: Dict[str, Callable],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> Dict[str, List[float]]:
+    """Times each step ``repeats`` times, round-robin, after warm-up.
+
+    Returns:
+        dict[str, list[float]]: Seconds of every repeat of every step.
+    """
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    _synchronize(device)
+    seconds = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            step()
+            _synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def _read_status_kib(field: str) -> Optional[int]:
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def measure_train_memory_here(
+    name: str, size: int, batch: int, device: str, steps: int = 3
+) -> float:
+    """Peak memory (MiB) that ``steps`` train steps add, in this process.
+
+    On CPU this must run in a fresh process (see the module docstring).
+    """
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = build_model(name).to(dev)
+    images = torch.randn(batch, 3, size, size, device=dev)
+    train_step = make_train_step(model, images)
+    if dev.type == 'cuda':
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        for _ in range(steps):
+            train_step()
+        torch.cuda.synchronize(dev)
+        return (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    base_kib = _read_status_kib('VmRSS')
+    try:
+        # Resets VmHWM to the current RSS (Linux >= 4.0).
+        with open('/proc/self/clear_refs', 'w') as clear_refs:
+            clear_refs.write('5')
+        hwm_reset = True
+    except OSError:
+        hwm_reset = False
+    for _ in range(steps):
+        train_step()
+    peak_kib = _read_status_kib('VmHWM') if hwm_reset else None
+    if peak_kib is None or base_kib is None:
+        # Without /proc: the process-lifetime peak, an upper bound.
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base_kib = base_kib or 0
+    return (peak_kib - base_kib) / 1024
+
+
+def measure_train_memory(
+    name: str, size: int, batch: int, device: str, threads: int
+) -> float:
+    """Runs :func:`measure_train_memory_here` in a fresh subprocess."""
+    code = (
+        'import torch, sys; '
+        f'torch.set_num_threads({threads}); '
+        'from slak_mm.analysis.benchmark import measure_train_memory_here; '
+        f'print(measure_train_memory_here({name!r}, {size}, {batch}, '
+        f'{device!r}))'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(
+    sizes: Sequence[int] = (224, 512),
+    batches: Sequence[int] = (4, 1),
+    models: Sequence[str] = MODEL_NAMES,
+    threads: int = 2,
+    warmup: int = 2,
+    repeats: int = 5,
+    device: str = 'cpu',
+    memory: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Measures every model at every size; returns a JSON-able dict.
+
+    Args:
+        sizes (Sequence[int]): Square input sizes.
+        batches (Sequence[int]): Batch size per entry of ``sizes``.
+        models (Sequence[str]): Names from :data:`MODEL_NAMES`.
+        threads (int): ``torch.set_num_threads`` (CPU).
+        warmup (int): Untimed rounds before timing.
+        repeats (int): Timed rounds; medians are reported.
+        device (str): ``'cpu'`` or ``'cuda'``.
+        memory (bool): Also measure peak train memory.
+        log (callable): Progress output.
+    """
+    if len(sizes) != len(batches):
+        raise ValueError('give one batch size per input size')
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    report = dict(
+        torch=torch.__version__,
+        device=device,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        memory_method=(
+            'CUDA max_memory_allocated'
+            if dev.type == 'cuda'
+            else 'subprocess VmHWM minus VmRSS before the first train step'
+        ),
+        results=[],
+    )
+    for size, batch in zip(sizes, batches):
+        torch.manual_seed(0)
+        images = torch.randn(batch, 3, size, size, device=dev)
+        built = {name: build_model(name).to(dev) for name in models}
+        steps = {}
+        for name, model in built.items():
+            steps[f'{name}/eval'] = make_eval_step(model, images)
+            if name not in EVAL_ONLY:
+                steps[f'{name}/train'] = make_train_step(model, images)
+        log(f'timing {size}x{size}, batch {batch}: {len(steps)} steps')
+        seconds = time_interleaved(steps, dev, warmup, repeats)
+        for name in models:
+            entry = dict(model=name, size=size, batch=batch)
+            for mode in ('eval', 'train'):
+                key = f'{name}/{mode}'
+                if key in seconds:
+                    median = statistics.median(seconds[key])
+                    entry[f'{mode}_seconds'] = seconds[key]
+                    entry[f'{mode}_images_per_s'] = batch / median
+            if memory and name not in EVAL_ONLY:
+                log(f'train memory of {name} at {size}')
+                entry['train_peak_mib'] = measure_train_memory(
+                    name, size, batch, device, threads
+                )
+            report['results'].append(entry)
+        del built, steps
+    return report
+
+
+def format_table(report: dict) -> str:
+    """Renders absolute numbers and ratios as a markdown table.
+
+    Ratios are images/s over those of ``slak_t_reference`` (``x ref``)
+    and ``convnext_t`` (``x CNX``) at the same size.
+    """
+    header = (
+        '| model | input | eval img/s | x ref | x CNX '
+        '| train img/s | x ref | x CNX | train peak MiB |\n'
+        '|---|---|---:|---:|---:|---:|---:|---:|---:|'
+    )
+    lines = [header]
+    by_key = {(r['model'], r['size']): r for r in report['results']}
+
+    def ratio(entry, other, key):
+        if other is None or key not in entry or key not in other:
+            return '-'
+        return f'{entry[key] / other[key]:.2f}'
+
+    for entry in report['results']:
+        ref = by_key.get(('slak_t_reference', entry['size']))
+        cnx = by_key.get(('convnext_t', entry['size']))
+        cells = [entry['model'], f'{entry["size"]}² x{entry["batch"]}']
+        for key in ('eval_images_per_s', 'train_images_per_s'):
+            cells.append(f'{entry[key]:.2f}' if key in entry else '-')
+            cells.append(ratio(entry, ref, key))
+            cells.append(ratio(entry, cnx, key))
+        mem = entry.get('train_peak_mib')
+        cells.append(f'{mem:.0f}' if mem is not None else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def save_report(report: dict, path: str) -> None:
+    """Writes the report as JSON, creating the folder if needed."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, 'w') as file:
+        json.dump(report, file, indent=2)

@@ -1,0 +1,251 @@
+"""Effective receptive field (ERF) as analysed in RepLKNet and SLaK.
+
+For each image the gradient of the central pixel of a feature map (summed
+over channels after a ReLU) with respect to the input is taken; its positive
+part, summed over the batch and input channels, is the image's contribution
+map. Maps are averaged over images. For display and the area ratios the
+mean map is normalised as ``log10(erf + 1) / max``.
+
+The high-contribution area ratio at threshold t is the area of the smallest
+centred square, with odd side ``2i + 1`` for ``i = 1, 2, ...``, whose summed
+normalised contribution exceeds ``t`` times the total, divided by the input
+area, as in the released ``erf/analyze_erf.py`` (which divides by its fixed
+1024x1024 input).
+"""
+
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+#: The thresholds the paper reports.
+ERF_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_module(model: nn.Module, path: str) -> nn.Module:
+    """Finds a submodule by dotted path; integer parts may be negative.
+
+    Example: ``'backbone.stages.-1'`` is the last stage.
+    """
+    module = model
+    for part in path.split('.'):
+        if part.lstrip('-').isdigit() and isinstance(
+            module, (nn.Sequential, nn.ModuleList)
+        ):
+            index = int(part)
+            if not -len(module) <= index < len(module):
+                raise KeyError(f'{path}: index {index} out of range')
+            module = module[index]
+        elif hasattr(module, part):
+            module = getattr(module, part)
+        else:
+            raise KeyError(
+                f'{path}: {type(module).__name__} has no submodule {part!r}'
+            )
+    return module
+
+
+def layer_output_fn(
+    model: nn.Module, layer: str, runner: Optional[FeatureFn] = None
+) -> FeatureFn:
+    """Returns ``images -> output of the module at 'layer'``.
+
+    Args:
+        model (nn.Module): The whole model (or backbone).
+        layer (str): Dotted path of the module whose output is the feature
+            map, e.g. ``'backbone.stages.-1'`` (the last stage, before the
+            output norm, as the released ERF scripts take it).
+        runner (callable, optional): What to run to reach the layer; by
+            default ``model.backbone`` when the path starts with
+            ``backbone.``, else ``model``.
+    """
+    target = resolve_module(model, layer)
+    if runner is None:
+        if layer.startswith('backbone.') and hasattr(model, 'backbone'):
+            runner = model.backbone
+        else:
+            runner = model
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        captured: List[torch.Tensor] = []
+        handle = target.register_forward_hook(
+            lambda module, args, output: captured.append(output)
+        )
+        try:
+            runner(images)
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f'{layer} was not called by the forward')
+        output = captured[-1]
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            raise ValueError(
+                f'{layer} must output an (N, C, h, w) tensor, got '
+                f'{getattr(output, "shape", type(output))}'
+            )
+        return output
+
+    return features
+
+
+def contribution_map(
+    feature_fn: FeatureFn, images: torch.Tensor
+) -> np.ndarray:
+    """Positive input gradient of the central output pixel.
+
+    Args:
+        feature_fn (callable): ``(N, C, H, W) -> (N, C', h, w)``.
+        images (Tensor): Preprocessed images ``(N, C, H, W)``.
+
+    Returns:
+        np.ndarray: ``(H, W)``, summed over the batch and channels.
+    """
+    images = images.detach().clone().requires_grad_(True)
+    features = feature_fn(images)
+    h, w = features.shape[2:]
+    central = F.relu(features[:, :, h // 2, w // 2]).sum()
+    (grad,) = torch.autograd.grad(central, images)
+    return F.relu(grad).sum((0, 1)).double().cpu().numpy()
+
+
+def accumulate_erf(
+    feature_fn: FeatureFn, batches: Iterable[torch.Tensor]
+) -> Tuple[np.ndarray, int, int]:
+    """Averages :func:`contribution_map` over batches of one image each.
+
+    Images whose map is NaN are skipped, as in the released script.
+
+    Returns:
+        tuple[np.ndarray, int, int]: Mean map ``(H, W)``, images used,
+        images skipped.
+    """
+    total, used, skipped = None, 0, 0
+    for images in batches:
+        scores = contribution_map(feature_fn, images)
+        if np.isnan(scores.sum()):
+            skipped += 1
+            continue
+        total = scores if total is None else total + scores
+        used += 1
+    if total is None:
+        raise RuntimeError('no image gave a finite contribution map')
+    return total / used, used, skipped
+
+
+def normalize_erf(erf: np.ndarray) -> np.ndarray:
+    """``log10(erf + 1)`` rescaled to a maximum of 1."""
+    scaled = np.log10(erf + 1)
+    peak = scaled.max()
+    if not peak > 0:
+        raise ValueError(
+            'the ERF is zero everywhere: the feature does not depend on '
+            'the input (or every gradient was negative)'
+        )
+    return scaled / peak
+
+
+def high_contribution_area(
+    normalized: np.ndarray, threshold: float
+) -> Optional[Tuple[int, float]]:
+    """Smallest centred square holding more than ``threshold`` of the sum.
+
+    Args:
+        normalized (np.ndarray): ``(H, W)`` from :func:`normalize_erf`.
+        threshold (float): Fraction of the total contribution.
+
+    Returns:
+        tuple[int, float] | None: Side length and its area over ``H * W``;
+        None if even the largest square tried (side ``2 * (min(H, W) // 2)
+        - 1``) does not exceed the threshold, as in the released script.
+    """
+    h, w = normalized.shape
+    total = normalized.sum()
+    for i in range(1, min(h, w) // 2):
+        square = normalized[
+            h // 2 - i : h // 2 + i + 1, w // 2 - i : w // 2 + i + 1
+        ]
+        if square.sum() / total > threshold:
+            side = 2 * i + 1
+            return side, side * side / (h * w)
+    return None
+
+
+def area_ratios(
+    erf: np.ndarray, thresholds: Sequence[float] = ERF_THRESHOLDS
+) -> Dict[float, Optional[Tuple[int, float]]]:
+    """:func:`high_contribution_area` of the normalised ERF per threshold."""
+    normalized = normalize_erf(erf)
+    return {t: high_contribution_area(normalized, t) for t in thresholds}
+
+
+def save_heatmap(
+    erf: np.ndarray, filename: str, title: Optional[str] = None
+) -> None:
+    """Writes the normalised ERF as a heatmap PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    normalized = normalize_erf(erf)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    image = ax.imshow(normalized, cmap='coolwarm', vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    directory = os.path.dirname(os.path.abspath(filename))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(filename, bbox_inches='tight')
+    plt.close(fig)
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+
+
+def list_images(folder: str, limit: Optional[int] = None) -> List[str]:
+    """Sorted image files under ``folder`` (recursively)."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f'image folder {folder} does not exist')
+    files = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise FileNotFoundError(f'no images ({IMAGE_EXTENSIONS}) in {folder}')
+    return files[:limit] if limit else files
+
+
+def load_image(
+    filename: str,
+    size: Tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Reads an RGB image, resizes it (bicubic) and normalises it.
+
+    Args:
+        size (tuple[int, int]): ``(H, W)``.
+        mean, std (Sequence[float]): Per-channel, on the 0-255 scale (as in
+            OpenMMLab data preprocessors).
+
+    Returns:
+        Tensor: ``(1, 3, H, W)``.
+    """
+    from PIL import Image
+
+    with Image.open(filename) as image:
+        image = image.convert('RGB').resize((size[1], size[0]), Image.BICUBIC)
+        array = np.asarray(image, dtype=np.float32)
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return ((tensor - mean_t) / std_t).unsqueeze(0)

@@ -1,0 +1,149 @@
+"""Building a model from a config and loading a checkpoint into it."""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS, init_default_scope
+
+from ..models.checkpoint import (
+    check_shapes,
+    extract_state_dict,
+    is_release_state_dict,
+    strip_module_prefix,
+)
+from ..utils.safe_load import safe_torch_load
+
+
+def build_model_from_config(
+    config: str, cfg_options: Optional[Dict[str, Any]] = None
+) -> Tuple[nn.Module, Config]:
+    """Builds ``cfg.model`` in the config's ``default_scope``.
+
+    Args:
+        config (str): Path of an OpenMMLab 2.x config. Its
+            ``custom_imports`` (e.g. ``imports=['slak_mm']``) are imported
+            when the file is read.
+        cfg_options (dict, optional): Overrides merged into the config, e.g.
+            ``{'model.backbone.deploy': True}``.
+
+    Returns:
+        tuple[nn.Module, Config]: The model in eval mode (on the CPU, not
+        initialised: load a checkpoint into it) and the config.
+    """
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'{config} has no "model" entry')
+    init_default_scope(cfg.get('default_scope', None))
+    model_cfg = cfg.model.copy()
+    # Weights come from the checkpoint; never download or read pretrained
+    # files named in the config here.
+    backbone_cfg = model_cfg.get('backbone')
+    if isinstance(backbone_cfg, dict) and _is_pretrained(
+        backbone_cfg.get('init_cfg')
+    ):
+        backbone_cfg['init_cfg'] = None
+    model = MODELS.build(model_cfg)
+    model.eval()
+    return model, cfg
+
+
+def _is_pretrained(init_cfg) -> bool:
+    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(
+        isinstance(item, dict) and item.get('type') == 'Pretrained'
+        for item in items
+    )
+
+
+def load_model_checkpoint(
+    model: nn.Module, filename: str, state_key: Optional[str] = None
+) -> dict:
+    """Loads a whole-model checkpoint strictly (keys and shapes).
+
+    Args:
+        model (nn.Module): The model built from the matching config.
+        filename (str): Path of the ``.pth`` file.
+        state_key (str, optional): Entry holding the weights; by default
+            ``state_dict``.
+
+    Returns:
+        dict: The loaded checkpoint object (all its top-level entries).
+
+    Raises:
+        ValueError: On a shape mismatch or a released (unconverted) file.
+        KeyError: On missing or unexpected keys; names them.
+    """
+    checkpoint = safe_torch_load(filename)
+    state_dict = strip_module_prefix(
+        extract_state_dict(checkpoint, filename, state_key)
+    )
+    if is_release_state_dict(state_dict):
+        raise ValueError(
+            f'{filename} uses the released SLaK names; convert it first '
+            'with tools/convert_release_checkpoint.py'
+        )
+    missing, unexpected = compare_with_model(state_dict, model, filename)
+    if missing or unexpected:
+        raise KeyError(
+            f'{filename} does not match the model built from the config: '
+            f'missing {missing[:10]}, unexpected {unexpected[:10]}'
+            + (
+                ' (a deployed checkpoint needs --cfg-options '
+                'model.backbone.deploy=True)'
+                if any('fused_' in k for k in unexpected + missing)
+                else ''
+            )
+        )
+    model.load_state_dict(state_dict, strict=True)
+    return checkpoint
+
+
+def compare_with_model(
+    state_dict: Dict[str, torch.Tensor],
+    model: nn.Module,
+    filename: str = '<checkpoint>',
+) -> Tuple[List[str], List[str]]:
+    """Checks shapes and returns the missing and unexpected keys.
+
+    Raises:
+        ValueError: If any shared key has another shape (see
+            :func:`check_shapes`).
+    """
+    check_shapes(state_dict, model, filename)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    return missing, unexpected
+
+
+def run_tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """Runs the network part of a model on preprocessed inputs.
+
+    OpenMMLab models (:class:`BaseModel`) run with ``mode='tensor'``, which
+    skips the data preprocessor and the post-processing; plain modules run
+    as they are.
+
+    Args:
+        model (nn.Module): The model.
+        inputs (Tensor): Batch of shape ``(N, C, H, W)``.
+    """
+    with torch.no_grad():
+        if isinstance(model, BaseModel):
+            return model(inputs, mode='tensor')
+        return model(inputs)
+
+
+def flatten_tensors(outputs: Any) -> List[torch.Tensor]:
+    """Collects the tensors of nested tuples, lists and dicts in order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        return [t for key in outputs for t in flatten_tensors(outputs[key])]
+    if isinstance(outputs, (list, tuple)):
+        return [t for item in outputs for t in flatten_tensors(item)]
+    return []

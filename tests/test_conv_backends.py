@@ -1,0 +1,236 @@
+"""Every fast path equals the release-style reference, outputs and grads.
+
+Shapes cover every (kernel, feature map) pair SLaK-T/S/B meet at 224 and
+512 (maps 56/28/14/7 and 128/64/32/16 for kernels 51/49/47/13, small 5),
+odd maps, and maps smaller than the kernel; channels are few to stay fast.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slak_mm.models import SLaK
+from slak_mm.models.conv_backends import (
+    CONV_IMPLS,
+    DepthwiseConvSame,
+    depthwise_conv_same,
+    reachable_kernel,
+    resolve_conv_impl,
+    toeplitz_grad_weight,
+)
+from slak_mm.models.large_kernel import LargeKernelConv
+
+from .conftest import TINY_ARCH, randomize_batch_norms
+
+FAST_IMPLS = ['auto', 'native', 'fast']
+
+# (kernel K, feature map H, W) of T/S/B stages at 224 and 512, plus odd maps.
+STAGE_SHAPES = [
+    (51, 56, 56),
+    (49, 28, 28),
+    (47, 14, 14),
+    (13, 7, 7),
+    (51, 128, 128),
+    (49, 64, 64),
+    (47, 32, 32),
+    (13, 16, 16),
+    (51, 37, 53),
+    (47, 9, 13),
+    (13, 3, 5),
+    (49, 1, 2),
+]
+
+
+def relative_close(actual, expected, rtol=1e-5):
+    """Max error relative to the largest magnitude of the expectation."""
+    scale = expected.abs().max().clamp_min(1e-12)
+    error = (actual - expected).abs().max() / scale
+    assert error <= rtol, f'relative error {error:.3g} > {rtol}'
+
+
+def run_module(module, x, grad_out):
+    """Returns the output and the gradients of input and parameters."""
+    x = x.clone().requires_grad_(True)
+    out = module(x)
+    out.backward(grad_out)
+    grads = {'input': x.grad}
+    grads.update(
+        {
+            name: p.grad
+            for name, p in module.named_parameters()
+            if p.requires_grad
+        }
+    )
+    return out, grads
+
+
+@pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
+@pytest.mark.parametrize('kernel_size', ['strip', 'small'])
+def test_depthwise_conv_matches_conv2d(kernel, height, width, kernel_size):
+    """The bare conv, for the K x 5, 5 x K and 5 x 5 kernels."""
+    shapes = [(kernel, 5), (5, kernel)] if kernel_size == 'strip' else [(5, 5)]
+    for kh, kw in shapes:
+        x = torch.randn(2, 3, height, width)
+        weight = torch.randn(3, 1, kh, kw)
+        bias = torch.randn(3)
+        expected_x = x.clone().requires_grad_(True)
+        expected_w = weight.clone().requires_grad_(True)
+        expected_b = bias.clone().requires_grad_(True)
+        expected = F.conv2d(
+            expected_x,
+            expected_w,
+            expected_b,
+            padding=(kh // 2, kw // 2),
+            groups=3,
+        )
+        grad_out = torch.randn_like(expected)
+        expected.backward(grad_out)
+        for impl in FAST_IMPLS:
+            fast_x = x.contiguous(memory_format=torch.channels_last)
+            fast_x.requires_grad_(True)
+            fast_w = weight.clone().requires_grad_(True)
+            fast_b = bias.clone().requires_grad_(True)
+            out = depthwise_conv_same(fast_x, fast_w, fast_b, impl)
+            out.backward(grad_out)
+            relative_close(out, expected)
+            relative_close(fast_x.grad, expected_x.grad)
+            relative_close(fast_w.grad, expected_w.grad)
+            relative_close(fast_b.grad, expected_b.grad)
+            assert fast_w.grad.shape == weight.shape
+
+
+@pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
+@pytest.mark.parametrize('train', [True, False])
+def test_large_kernel_module_matches_reference(kernel, height, width, train):
+    """Whole module: BN in batch-statistics mode or folded (eval mode)."""
+    reference = LargeKernelConv(4, kernel, 5, conv_impl='reference')
+    randomize_batch_norms(reference)
+    reference.train(train)
+    x = torch.randn(2, 4, height, width)
+    grad_out = torch.randn(2, 4, height, width)
+    expected, expected_grads = run_module(
+        copy.deepcopy(reference), x, grad_out
+    )
+    for impl in FAST_IMPLS:
+        module = copy.deepcopy(reference)
+        module.conv_impl = impl
+        for branch in (module.vertical, module.horizontal, module.small):
+            branch.conv_impl = impl
+        out, grads = run_module(module, x, grad_out)
+        relative_close(out, expected)
+        assert grads.keys() == expected_grads.keys()
+        for name in grads:
+            relative_close(grads[name], expected_grads[name])
+
+
+@pytest.mark.parametrize('decompose', [True, False])
+def test_deploy_and_not_decomposed_match_reference(decompose):
+    kwargs = dict(decompose=decompose, conv_impl='reference')
+    reference = LargeKernelConv(4, 13, 5, **kwargs)
+    randomize_batch_norms(reference)
+    reference.eval()
+    fast = copy.deepcopy(reference)
+    fast.conv_impl = 'auto'
+    for module in fast.children():
+        module.conv_impl = 'auto'
+    x = torch.randn(2, 4, 11, 6)
+    with torch.no_grad():
+        expected = reference(x)
+        relative_close(fast(x), expected)
+        reference.switch_to_deploy()
+        fast.switch_to_deploy()
+        relative_close(reference(x), expected)
+        relative_close(fast(x), expected)
+
+
+def test_backbone_outputs_and_gradients_match_reference():
+    """A narrow SLaK with SLaK-T kernels: all blocks, stem and downsamples."""
+    torch.manual_seed(3)
+    reference = SLaK(
+        arch=TINY_ARCH,
+        out_indices=(0, 1, 2, 3),
+        layer_scale_init_value=1.0,
+        conv_impl='reference',
+    )
+    randomize_batch_norms(reference)
+    fast = SLaK(
+        arch=TINY_ARCH, out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0
+    )
+    assert fast.conv_impl == 'auto'
+    fast.load_state_dict(reference.state_dict())
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    x = torch.randn(2, 3, 75, 61)
+    for model in (reference, fast):
+        model.train()
+        outs = model(x)
+        sum(
+            (o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+            for o in outs
+        ).backward()
+    for name, param in fast.named_parameters():
+        relative_close(
+            param.grad, dict(reference.named_parameters())[name].grad
+        )
+    with torch.no_grad():
+        for out, ref in zip(fast.eval()(x), reference.eval()(x)):
+            assert out.is_contiguous()
+            relative_close(out, ref)
+
+
+def test_masked_weights_stay_masked_and_get_gradients():
+    """What the sparse code relies on: in-place masks and ``.grad``."""
+    module = LargeKernelConv(3, 13, 5)
+    weight = module.vertical.conv.weight
+    mask = torch.rand_like(weight) > 0.5
+    with torch.no_grad():
+        weight.mul_(mask)
+    reference = copy.deepcopy(module)
+    for m in reference.modules():
+        if hasattr(m, 'conv_impl'):
+            m.conv_impl = 'reference'
+    x = torch.randn(2, 3, 9, 9)
+    module(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    assert weight.grad is not None and weight.grad.shape == weight.shape
+    relative_close(weight.grad, reference.vertical.conv.weight.grad)
+
+
+def test_reachable_kernel_crops_exactly():
+    weight = torch.randn(2, 1, 51, 5)
+    assert reachable_kernel(weight, 56, 56) is weight
+    cropped = reachable_kernel(weight, 14, 2)
+    assert cropped.shape == (2, 1, 27, 3)
+    torch.testing.assert_close(cropped, weight[:, :, 12:39, 1:4])
+
+
+def test_toeplitz_grad_weight_matches_autograd():
+    x = torch.randn(3, 2, 10, 7, dtype=torch.float64)
+    weight = torch.randn(2, 1, 19, 3, dtype=torch.float64, requires_grad=True)
+    out = F.conv2d(x, weight, padding=(9, 1), groups=2)
+    grad_out = torch.randn_like(out)
+    (expected,) = torch.autograd.grad(out, weight, grad_out)
+    actual = toeplitz_grad_weight(x, grad_out, (19, 3))
+    torch.testing.assert_close(actual, expected)
+
+
+def test_custom_backward_is_used_and_checks_gradients():
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 1, 11, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    out = depthwise_conv_same(x, weight, bias, 'fast')
+    assert 'DepthwiseConvSame' in type(out.grad_fn).__name__
+    assert torch.autograd.gradcheck(
+        DepthwiseConvSame.apply, (x, reachable_kernel(weight, 6, 5), bias)
+    )
+
+
+def test_conv_impl_choices():
+    assert resolve_conv_impl('auto', torch.device('cpu')) == 'fast'
+    assert resolve_conv_impl('auto', torch.device('cuda')) == 'native'
+    assert set(CONV_IMPLS) == {'auto', 'reference', 'native', 'fast'}
+    with pytest.raises(ValueError, match='conv_impl'):
+        SLaK(arch=TINY_ARCH, conv_impl='cutlass')
+    model = SLaK(arch=TINY_ARCH, conv_impl='reference')
+    assert model.stages[0][0].large_kernel.vertical.conv_impl == 'reference'

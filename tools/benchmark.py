@@ -1,0 +1,62 @@
+"""Speed and memory of SLaK-T (default, deploy, release-style reference)
+against mmpretrain's ConvNeXt-T, on CPU or CUDA.
+
+Example (the table in docs/speed.md):
+    python tools/benchmark.py --threads 2 --out work_dirs/benchmark.json
+"""
+
+import argparse
+
+from slak_mm.analysis.benchmark import (
+    MODEL_NAMES,
+    format_table,
+    run_benchmark,
+    save_report,
+)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
+    parser.add_argument(
+        '--batches',
+        type=int,
+        nargs='+',
+        default=[4, 1],
+        help='one batch size per entry of --sizes',
+    )
+    parser.add_argument(
+        '--models', nargs='+', default=list(MODEL_NAMES), choices=MODEL_NAMES
+    )
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--no-memory', action='store_true', help='skip peak memory'
+    )
+    parser.add_argument('--out', default='work_dirs/benchmark.json')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    report = run_benchmark(
+        sizes=args.sizes,
+        batches=args.batches,
+        models=args.models,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=args.device,
+        memory=not args.no_memory,
+    )
+    table = format_table(report)
+    report['table'] = table
+    save_report(report, args.out)
+    print(table)
+    print(f'JSON written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()

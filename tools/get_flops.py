@@ -1,0 +1,109 @@
+"""Parameters and MACs of a model, dense and sparse, per stage.
+
+Examples:
+    python tools/get_flops.py CONFIG --shape 224
+    python tools/get_flops.py CONFIG --shape 224 --uniform-sparsity 0.4
+    python tools/get_flops.py CONFIG --checkpoint sparse.pth  # masks: w != 0
+    python tools/get_flops.py CONFIG --masks masks.pth [--masks-key KEY]
+
+MACs count the multiply-accumulates of convolutions and linear layers (the
+"FLOPs" of the paper and of OpenMMLab's get_flops); sparse MACs count only
+those with a kept weight. The input is one image of the given shape fed to
+the network in ``mode='tensor'``.
+"""
+
+import argparse
+import json
+
+import torch
+from mmengine.config import DictAction
+
+from slak_mm.analysis.complexity import (
+    count_complexity,
+    masks_from_weights,
+    uniform_masks,
+)
+from slak_mm.tools_lib import build_model_from_config, load_model_checkpoint
+from slak_mm.utils import safe_torch_load
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Count dense and sparse parameters and MACs.'
+    )
+    parser.add_argument('config')
+    parser.add_argument(
+        '--shape', type=int, nargs='+', default=[224], help='H or H W'
+    )
+    sparse = parser.add_mutually_exclusive_group()
+    sparse.add_argument(
+        '--checkpoint', help='load these weights; masks are weight != 0'
+    )
+    sparse.add_argument(
+        '--masks', help='.pth holding {parameter name: bool tensor}'
+    )
+    sparse.add_argument(
+        '--uniform-sparsity',
+        type=float,
+        help='random masks at this sparsity on every 2-D/4-D weight',
+    )
+    parser.add_argument(
+        '--masks-key', help='entry of the --masks file holding the masks'
+    )
+    parser.add_argument('--out-json', help='also write the counts here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def load_masks(filename, key=None):
+    loaded = safe_torch_load(filename)
+    if key is not None:
+        if key not in loaded:
+            raise KeyError(
+                f'{filename}: no {key!r} entry; it has {sorted(loaded)[:10]}'
+            )
+        loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise TypeError(
+            f'{filename}: expected {{parameter name: tensor}}'
+            + ('' if key else '; pass --masks-key for a nested entry')
+        )
+    return {name: mask != 0 for name, mask in loaded.items()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        raise SystemExit(f'--shape takes H or H W, got {args.shape}')
+    height, width = args.shape * 2 if len(args.shape) == 1 else args.shape
+    model, cfg = build_model_from_config(args.config, args.cfg_options)
+    in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)
+    masks, source = None, 'dense'
+    if args.checkpoint:
+        load_model_checkpoint(model, args.checkpoint)
+        masks, source = masks_from_weights(model), args.checkpoint
+    elif args.masks:
+        masks, source = load_masks(args.masks, args.masks_key), args.masks
+    elif args.uniform_sparsity is not None:
+        masks = uniform_masks(model, args.uniform_sparsity)
+        source = f'uniform sparsity {args.uniform_sparsity}'
+    report = count_complexity(model, (in_channels, height, width), masks=masks)
+    print(f'Input: 1x{in_channels}x{height}x{width}; masks: {source}')
+    print(report.table())
+    total = report.to_dict()['total']
+    print(
+        f'Params: {total["params"] / 1e6:.2f}M dense, '
+        f'{total["params_nonzero"] / 1e6:.2f}M non-zero\n'
+        f'MACs: {total["macs"] / 1e9:.2f}G dense, '
+        f'{total["macs_sparse"] / 1e9:.2f}G sparse'
+    )
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump(dict(report.to_dict(), masks=source), f, indent=2)
+    return report
+
+
+if __name__ == '__main__':
+    main()
