@@ -107,3 +107,4 @@ custom_hooks = [
         update_interval=50,
     )
 ]
+randomness = dict(seed=0)
