@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import slak_mm.models.conv_backends as conv_backends
 from slak_mm.models import SLaK
 from slak_mm.models.conv_backends import (
     CONV_IMPLS,
     DepthwiseConvSame,
+    conv_grad_weight,
     depthwise_conv_same,
     reachable_kernel,
     resolve_conv_impl,
@@ -213,6 +215,75 @@ def test_toeplitz_grad_weight_matches_autograd():
     (expected,) = torch.autograd.grad(out, weight, grad_out)
     actual = toeplitz_grad_weight(x, grad_out, (19, 3))
     torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize('kernel_size', [(19, 3), (3, 19), (5, 5), (1, 3)])
+def test_conv_grad_weight_matches_autograd(kernel_size):
+    kh, kw = kernel_size
+    x = torch.randn(3, 2, 10, 7, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, 1, kh, kw, dtype=torch.float64, requires_grad=True)
+    out = F.conv2d(x, weight, padding=(kh // 2, kw // 2), groups=2)
+    grad_out = torch.randn_like(out)
+    (expected,) = torch.autograd.grad(out, weight, grad_out)
+    actual = conv_grad_weight(x, grad_out, kernel_size)
+    torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize('grad_weight_impl', ['conv', 'toeplitz', 'native'])
+def test_every_grad_weight_impl_matches_conv2d(monkeypatch, grad_weight_impl):
+    monkeypatch.setattr(conv_backends, 'GRAD_WEIGHT_IMPL', grad_weight_impl)
+    for kh, kw in [(27, 5), (5, 27), (5, 5)]:
+        x = torch.randn(2, 3, 14, 11)
+        weight = torch.randn(3, 1, kh, kw, requires_grad=True)
+        out = F.conv2d(x, weight, padding=(kh // 2, kw // 2), groups=3)
+        grad_out = torch.randn_like(out)
+        (expected,) = torch.autograd.grad(out, weight, grad_out)
+        fast_w = weight.detach().clone().requires_grad_(True)
+        fast_x = x.contiguous(memory_format=torch.channels_last)
+        depthwise_conv_same(fast_x, fast_w, None, 'fast').backward(grad_out)
+        relative_close(fast_w.grad, expected)
+
+
+def test_toeplitz_grad_weight_in_channel_chunks(monkeypatch):
+    """A tiny temporaries bound forces one channel per chunk."""
+    monkeypatch.setattr(conv_backends, '_TOEPLITZ_CHUNK_BYTES', 1)
+    x = torch.randn(2, 3, 9, 6, dtype=torch.float64)
+    weight = torch.randn(3, 1, 17, 5, dtype=torch.float64, requires_grad=True)
+    out = F.conv2d(x, weight, padding=(8, 2), groups=3)
+    grad_out = torch.randn_like(out)
+    (expected,) = torch.autograd.grad(out, weight, grad_out)
+    actual = toeplitz_grad_weight(x, grad_out, (17, 5))
+    torch.testing.assert_close(actual, expected)
+
+
+def test_eval_fold_follows_every_parameter_change():
+    """The eval-mode fold sees in-place updates, also those made through
+    ``.data`` (no version bump), as mmengine's EMAHook swaps weights."""
+    reference = LargeKernelConv(4, 13, 5, conv_impl='reference')
+    randomize_batch_norms(reference)
+    reference.eval()
+    fast = copy.deepcopy(reference)
+    fast.conv_impl = 'auto'
+    for module in fast.children():
+        module.conv_impl = 'auto'
+    x = torch.randn(2, 4, 9, 8)
+    with torch.no_grad():
+        relative_close(fast(x), reference(x))
+        for module in (reference, fast):
+            module.vertical.conv.weight.data.add_(0.5)
+            module.horizontal.bn.bias.data.sub_(1.0)
+        relative_close(fast(x), reference(x))
+        for module in (reference, fast):
+            module.small.bn.running_var.mul_(2.0)
+        relative_close(fast(x), reference(x))
+        fast.load_state_dict(LargeKernelConv(4, 13, 5).state_dict())
+        reference.load_state_dict(fast.state_dict())
+        relative_close(fast(x), reference(x))
+    # With gradients on, gradients reach the convs through the fold.
+    fast(x).sum().backward()
+    assert fast.vertical.conv.weight.grad is not None
+    assert fast.small.conv.weight.grad is not None
 
 
 def test_custom_backward_is_used_and_checks_gradients():
