@@ -179,3 +179,16 @@ def test_classification_recipe(arch, drop_path, prune_rate, interval):
 def test_fine_tuning_keeps_sparse_pattern(config):
     cfg = Config.fromfile(osp.join(REPO, config))
     assert [h.type for h in cfg.custom_hooks] == ['StaticSparsityHook']
+
+
+def test_erf_demo_config_builds_and_runs():
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    cfg = Config.fromfile(osp.join(REPO, 'docs/erf_demo/slak_erf_demo.py'))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    assert type(model.backbone).__name__ == 'SLaK'
+    with torch.no_grad():
+        (feats,) = model.extract_feat(torch.randn(1, 3, 64, 64))
+    assert feats.shape == (1, 256)
