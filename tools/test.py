@@ -13,7 +13,11 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
-from slak_mm.engine.runner_utils import load_config, set_local_rank
+from slak_mm.engine.runner_utils import (
+    close_process_group,
+    load_config,
+    set_local_rank,
+)
 
 
 def parse_args():
@@ -94,6 +98,7 @@ def main():
             DumpMetric(out_file_path=args.out)
         )
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

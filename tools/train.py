@@ -13,7 +13,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
-from slak_mm.engine.runner_utils import enable_amp, load_config, set_local_rank
+from slak_mm.engine.runner_utils import (
+    close_process_group,
+    enable_amp,
+    load_config,
+    set_local_rank,
+)
 
 
 def parse_args():
@@ -85,6 +90,7 @@ def main():
     else:
         runner = Runner.from_cfg(cfg)
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

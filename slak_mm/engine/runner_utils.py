@@ -106,3 +106,14 @@ def set_local_rank(local_rank: int) -> None:
     """Exports LOCAL_RANK for launchers that pass it as an argument."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def close_process_group() -> None:
+    """Destroys the default process group before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's threads can be torn down while
+    still joinable, which aborts the process after a finished run.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
