@@ -44,10 +44,17 @@ def write_config(cfg, path):
     return str(path)
 
 
-def config_from(base, tmp_path, **overrides):
-    cfg = Config.fromfile(osp.join(REPO, base))
-    cfg.merge_from_dict(overrides)
-    return cfg
+def use_generated_data(cfg, data, train_pipeline, test_pipeline):
+    """Points the three loaders at generated data, in-process and small."""
+    for loader, split, pipeline in (
+        ('train_dataloader', 'train', train_pipeline),
+        ('val_dataloader', 'val', test_pipeline),
+        ('test_dataloader', 'val', test_pipeline),
+    ):
+        cfg[loader].batch_size = 2
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+        cfg[loader].dataset = dict(data[f'{split}_dataset'], pipeline=pipeline)
 
 
 def test_segmentation_train_test_resume(tmp_path):
@@ -144,15 +151,7 @@ def test_classification_train_test_resume(tmp_path):
         dict(type='CenterCrop', crop_size=64),
         dict(type='PackInputs'),
     ]
-    for loader, split, pipeline in (
-        ('train_dataloader', 'train', train_pipeline),
-        ('val_dataloader', 'val', test_pipeline),
-        ('test_dataloader', 'val', test_pipeline),
-    ):
-        cfg[loader].batch_size = 2
-        cfg[loader].num_workers = 0
-        cfg[loader].persistent_workers = False
-        cfg[loader].dataset = dict(data[f'{split}_dataset'], pipeline=pipeline)
+    use_generated_data(cfg, data, train_pipeline, test_pipeline)
     cfg.val_evaluator = dict(type='Accuracy', topk=(1,))
     cfg.test_evaluator = cfg.val_evaluator
     cfg.train_cfg.max_epochs = 2
@@ -264,15 +263,7 @@ def test_detection_train_test_resume(tmp_path):
             ),
         ),
     ]
-    for loader, split, pipeline in (
-        ('train_dataloader', 'train', train_pipeline),
-        ('val_dataloader', 'val', test_pipeline),
-        ('test_dataloader', 'val', test_pipeline),
-    ):
-        cfg[loader].batch_size = 2
-        cfg[loader].num_workers = 0
-        cfg[loader].persistent_workers = False
-        cfg[loader].dataset = dict(data[f'{split}_dataset'], pipeline=pipeline)
+    use_generated_data(cfg, data, train_pipeline, test_pipeline)
     cfg.val_evaluator = data['val_evaluator']
     cfg.test_evaluator = cfg.val_evaluator
     cfg.train_cfg.max_epochs = 2

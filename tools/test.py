@@ -8,15 +8,13 @@ The config's ``default_scope`` decides the toolkit. Examples:
 
 import argparse
 
-from mmengine.config import DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
 from slak_mm.engine.runner_utils import (
+    add_runner_arguments,
+    build_runner,
     close_process_group,
     load_config,
-    set_local_rank,
+    parse_runner_args,
 )
 
 
@@ -33,22 +31,8 @@ def parse_args():
     parser.add_argument(
         '--show-dir', help='directory where painted predictions are saved'
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    set_local_rank(args.local_rank)
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser)
 
 
 def enable_visualization(cfg, show_dir):
@@ -82,10 +66,7 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
 
     if args.out and cfg.default_scope != 'mmseg':
         if not args.out.endswith(('.pkl', '.pickle')):

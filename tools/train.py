@@ -8,16 +8,14 @@ The config's ``default_scope`` decides the toolkit. Examples:
 
 import argparse
 
-from mmengine.config import DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
 from slak_mm.engine.runner_utils import (
+    add_runner_arguments,
+    build_runner,
     close_process_group,
     enable_amp,
     load_config,
-    set_local_rank,
+    parse_runner_args,
 )
 
 
@@ -44,22 +42,8 @@ def parse_args():
         help='scale the lr by the actual batch size over '
         'auto_scale_lr.base_batch_size',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    set_local_rank(args.local_rank)
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser)
 
 
 def main():
@@ -85,10 +69,7 @@ def main():
             )
         cfg.auto_scale_lr.enable = True
 
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     close_process_group()
 

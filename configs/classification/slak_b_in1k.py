@@ -5,16 +5,4 @@ _base_ = ['./_base_/slak_in1k.py']
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.5), head=dict(in_channels=1331)
 )
-# Released sparse-training settings of SLaK-B.
-custom_hooks = [
-    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
-    dict(
-        type='SparseTrainingHook',
-        sparsity=0.4,
-        init='snip',
-        growth='random',
-        prune_rate=0.3,
-        update_interval=100,
-        module_path=None,
-    ),
-]
+# The base config holds the released sparse-training settings of SLaK-S/B.

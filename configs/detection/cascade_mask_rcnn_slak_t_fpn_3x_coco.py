@@ -44,7 +44,7 @@ model = dict(
                 bbox_coder=dict(
                     type='DeltaXYWHBBoxCoder',
                     target_means=[0.0, 0.0, 0.0, 0.0],
-                    target_stds=[0.1, 0.1, 0.2, 0.2],
+                    target_stds=target_stds,
                 ),
                 reg_class_agnostic=False,
                 reg_decoded_bbox=True,
@@ -53,51 +53,13 @@ model = dict(
                     type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0
                 ),
                 loss_bbox=dict(type='GIoULoss', loss_weight=10.0),
-            ),
-            dict(
-                type='ConvFCBBoxHead',
-                num_shared_convs=4,
-                num_shared_fcs=1,
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0.0, 0.0, 0.0, 0.0],
-                    target_stds=[0.05, 0.05, 0.1, 0.1],
-                ),
-                reg_class_agnostic=False,
-                reg_decoded_bbox=True,
-                norm_cfg=norm_cfg,
-                loss_cls=dict(
-                    type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0
-                ),
-                loss_bbox=dict(type='GIoULoss', loss_weight=10.0),
-            ),
-            dict(
-                type='ConvFCBBoxHead',
-                num_shared_convs=4,
-                num_shared_fcs=1,
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0.0, 0.0, 0.0, 0.0],
-                    target_stds=[0.033, 0.033, 0.067, 0.067],
-                ),
-                reg_class_agnostic=False,
-                reg_decoded_bbox=True,
-                norm_cfg=norm_cfg,
-                loss_cls=dict(
-                    type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0
-                ),
-                loss_bbox=dict(type='GIoULoss', loss_weight=10.0),
-            ),
+            )
+            # One 4conv1fc GIoU head per cascade stage, tighter each time.
+            for target_stds in (
+                [0.1, 0.1, 0.2, 0.2],
+                [0.05, 0.05, 0.1, 0.1],
+                [0.033, 0.033, 0.067, 0.067],
+            )
         ]
     ),
 )

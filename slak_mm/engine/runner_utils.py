@@ -1,12 +1,15 @@
 """Config handling shared by tools/train.py and tools/test.py."""
 
+import argparse
 import os
 import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
@@ -102,10 +105,37 @@ def enable_amp(cfg: Config) -> None:
     optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
-def set_local_rank(local_rank: int) -> None:
-    """Exports LOCAL_RANK for launchers that pass it as an argument."""
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses the command line and exports LOCAL_RANK for launchers that
+    pass it as an argument."""
+    args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(local_rank)
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's own runner type if it names one, else mmengine's."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def close_process_group() -> None:
