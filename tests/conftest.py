@@ -20,3 +20,10 @@ def randomize_batch_norms(model: torch.nn.Module) -> None:
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
             assert module.weight.shape == (channels,)
+
+
+def set_conv_impl(model: torch.nn.Module, conv_impl: str) -> None:
+    """Switches every module of ``model`` that has a ``conv_impl``."""
+    for module in model.modules():
+        if hasattr(module, 'conv_impl'):
+            module.conv_impl = conv_impl

@@ -24,7 +24,7 @@ from slak_mm.models.conv_backends import (
 )
 from slak_mm.models.large_kernel import LargeKernelConv
 
-from .conftest import TINY_ARCH, randomize_batch_norms
+from .conftest import TINY_ARCH, randomize_batch_norms, set_conv_impl
 
 FAST_IMPLS = ['auto', 'native', 'fast']
 
@@ -104,6 +104,30 @@ def test_depthwise_conv_matches_conv2d(kernel, height, width, kernel_size):
 
 
 @pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
+def test_conv_with_fused_accumulate_matches_conv2d(kernel, height, width):
+    """The eval path sums the strips inside oneDNN's conv (sum post-op)."""
+    x = torch.randn(2, 5, height, width)
+    accumulate = torch.randn(2, 5, height, width)
+    weight = torch.randn(5, 1, 5, kernel)
+    bias = torch.randn(5)
+    expected = accumulate + F.conv2d(
+        x, weight, bias, padding=(2, kernel // 2), groups=5
+    )
+    channels_last = dict(memory_format=torch.channels_last)
+    for impl in CONV_IMPLS:
+        for grad in (False, True):
+            acc = accumulate.contiguous(**channels_last).clone()
+            with torch.set_grad_enabled(grad):
+                out = depthwise_conv_same(
+                    x.contiguous(**channels_last), weight, bias, impl, acc
+                )
+            relative_close(out, expected)
+            torch.testing.assert_close(
+                acc, accumulate, rtol=0, atol=0, msg='accumulate changed'
+            )
+
+
+@pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
 @pytest.mark.parametrize('train', [True, False])
 def test_large_kernel_module_matches_reference(kernel, height, width, train):
     """Whole module: BN in batch-statistics mode or folded (eval mode)."""
@@ -117,9 +141,7 @@ def test_large_kernel_module_matches_reference(kernel, height, width, train):
     )
     for impl in FAST_IMPLS:
         module = copy.deepcopy(reference)
-        module.conv_impl = impl
-        for branch in (module.vertical, module.horizontal, module.small):
-            branch.conv_impl = impl
+        set_conv_impl(module, impl)
         out, grads = run_module(module, x, grad_out)
         relative_close(out, expected)
         assert grads.keys() == expected_grads.keys()
@@ -134,9 +156,7 @@ def test_deploy_and_not_decomposed_match_reference(decompose):
     randomize_batch_norms(reference)
     reference.eval()
     fast = copy.deepcopy(reference)
-    fast.conv_impl = 'auto'
-    for module in fast.children():
-        module.conv_impl = 'auto'
+    set_conv_impl(fast, 'auto')
     x = torch.randn(2, 4, 11, 6)
     with torch.no_grad():
         expected = reference(x)
@@ -189,9 +209,7 @@ def test_masked_weights_stay_masked_and_get_gradients():
     with torch.no_grad():
         weight.mul_(mask)
     reference = copy.deepcopy(module)
-    for m in reference.modules():
-        if hasattr(m, 'conv_impl'):
-            m.conv_impl = 'reference'
+    set_conv_impl(reference, 'reference')
     x = torch.randn(2, 3, 9, 9)
     module(x).square().sum().backward()
     reference(x).square().sum().backward()
@@ -264,9 +282,7 @@ def test_eval_fold_follows_every_parameter_change():
     randomize_batch_norms(reference)
     reference.eval()
     fast = copy.deepcopy(reference)
-    fast.conv_impl = 'auto'
-    for module in fast.children():
-        module.conv_impl = 'auto'
+    set_conv_impl(fast, 'auto')
     x = torch.randn(2, 4, 9, 8)
     with torch.no_grad():
         relative_close(fast(x), reference(x))

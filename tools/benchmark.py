@@ -9,13 +9,15 @@ import argparse
 
 from slak_mm.analysis.benchmark import (
     MODEL_NAMES,
+    format_component_table,
     format_table,
     run_benchmark,
+    run_component_benchmark,
     save_report,
 )
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
     parser.add_argument(
@@ -35,26 +37,41 @@ def parse_args():
     parser.add_argument(
         '--no-memory', action='store_true', help='skip peak memory'
     )
+    parser.add_argument(
+        '--components',
+        action='store_true',
+        help='also time the large-kernel module and the MLP of every '
+        'SLaK-T stage, reference against default (a second table)',
+    )
     parser.add_argument('--out', default='work_dirs/benchmark.json')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
-    report = run_benchmark(
+def main(argv=None):
+    args = parse_args(argv)
+    timing = dict(
         sizes=args.sizes,
         batches=args.batches,
-        models=args.models,
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
         device=args.device,
-        memory=not args.no_memory,
+    )
+    report = run_benchmark(
+        models=args.models, memory=not args.no_memory, **timing
     )
     table = format_table(report)
     report['table'] = table
+    if args.components:
+        report['components'] = run_component_benchmark(**timing)
+        report['component_table'] = format_component_table(
+            report['components']
+        )
     save_report(report, args.out)
     print(table)
+    if args.components:
+        print()
+        print(report['component_table'])
     print(f'JSON written to {args.out}')
 
 

@@ -309,3 +309,139 @@ def save_report(report: dict, path: str) -> None:
         os.makedirs(folder, exist_ok=True)
     with open(path, 'w') as file:
         json.dump(report, file, indent=2)
+
+
+# (kernel K, channels C) of the four SLaK-T stages; maps are size / 4 / 2^i.
+SLAK_T_STAGES = ((51, 124), (49, 249), (47, 499), (13, 998))
+
+
+def _component_steps(
+    component: str, channels: int, kernel: int, x: torch.Tensor
+) -> Dict[str, Callable]:
+    """Eval and train steps of one SLaK-T component, reference and default.
+
+    The reference runs as in the released model (NCHW maps, ``nn.Linear``),
+    the default as the backbone runs it by default (channels-last maps,
+    ``conv_impl='auto'``). ``x`` is ``(N, C, H, W)``, NCHW.
+    """
+    from slak_mm.models.large_kernel import LargeKernelConv
+    from slak_mm.models.pointwise import block_mlp, select_mlp_impl
+
+    steps = {}
+    for variant, conv_impl in (('ref', 'reference'), ('default', 'auto')):
+        if component == 'large_kernel':
+            module = LargeKernelConv(
+                channels, kernel, 5, conv_impl=conv_impl
+            ).to(x.device)
+            if variant == 'ref':
+                inputs = x
+            else:
+                inputs = x.contiguous(memory_format=torch.channels_last)
+
+            def forward(module=module, inputs=inputs):
+                return module(inputs)
+
+        else:
+            module = nn.ModuleList(
+                [
+                    nn.Linear(channels, 4 * channels),
+                    nn.GELU(),
+                    nn.Linear(4 * channels, channels),
+                ]
+            ).to(x.device)
+            # The MLP sees (N, H, W, C) maps in both paths.
+            inputs = x.permute(0, 2, 3, 1).contiguous()
+            mlp_impl = select_mlp_impl(conv_impl, inputs, module[0], module[2])
+
+            def forward(module=module, inputs=inputs, mlp_impl=mlp_impl):
+                return block_mlp(inputs, *module, mlp_impl=mlp_impl)
+
+        def eval_step(module=module, forward=forward):
+            module.eval()
+            with torch.no_grad():
+                forward()
+
+        def train_step(module=module, forward=forward):
+            module.train()
+            module.zero_grad(set_to_none=True)
+            forward().sum().backward()
+
+        steps[f'{variant}/eval'] = eval_step
+        steps[f'{variant}/train'] = train_step
+    return steps
+
+
+def run_component_benchmark(
+    sizes: Sequence[int] = (224, 512),
+    batches: Sequence[int] = (4, 1),
+    threads: int = 2,
+    warmup: int = 2,
+    repeats: int = 5,
+    device: str = 'cpu',
+    log: Callable[[str], None] = print,
+) -> List[dict]:
+    """Times the large-kernel module and the MLP of every SLaK-T stage.
+
+    For each stage's feature map, interleaved in one process: the eval
+    forward and the train forward + backward of :class:`LargeKernelConv`
+    (three conv + BN branches) and of the block MLP, release-style
+    reference against the default path.
+
+    Returns:
+        list[dict]: One entry per (size, stage, component) with median
+        milliseconds ``ref_eval_ms``, ``default_eval_ms``,
+        ``ref_train_ms`` and ``default_train_ms``.
+    """
+    if len(sizes) != len(batches):
+        raise ValueError('give one batch size per input size')
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    results = []
+    for size, batch in zip(sizes, batches):
+        for stage, (kernel, channels) in enumerate(SLAK_T_STAGES):
+            side = size // 4 // 2**stage
+            torch.manual_seed(0)
+            x = torch.randn(batch, channels, side, side, device=dev)
+            for component in ('large_kernel', 'mlp'):
+                log(f'timing {component} of stage {stage} at {size}')
+                steps = _component_steps(component, channels, kernel, x)
+                seconds = time_interleaved(steps, dev, warmup, repeats)
+                entry = dict(
+                    size=size,
+                    batch=batch,
+                    stage=stage,
+                    component=component,
+                    map=side,
+                    channels=channels,
+                    kernel=kernel,
+                )
+                for key, values in seconds.items():
+                    variant, mode = key.split('/')
+                    entry[f'{variant}_{mode}_ms'] = (
+                        statistics.median(values) * 1e3
+                    )
+                results.append(entry)
+    return results
+
+
+def format_component_table(results: List[dict]) -> str:
+    """Renders :func:`run_component_benchmark` results as markdown."""
+    lines = [
+        '| input | stage | map | C | K | component | eval ref ms '
+        '| eval default ms | x | train ref ms | train default ms | x |',
+        '|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|',
+    ]
+    for r in results:
+        cells = [
+            f'{r["size"]}² x{r["batch"]}',
+            str(r['stage']),
+            str(r['map']),
+            str(r['channels']),
+            str(r['kernel']),
+            r['component'],
+        ]
+        for mode in ('eval', 'train'):
+            ref, default = r[f'ref_{mode}_ms'], r[f'default_{mode}_ms']
+            cells += [f'{ref:.1f}', f'{default:.1f}', f'{ref / default:.2f}']
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)

@@ -16,6 +16,9 @@ and memory:
   flipped kernel and the weight gradient a forward depthwise convolution
   of the input with the output gradient as kernel
   (:func:`conv_grad_weight`; alternatives: :data:`GRAD_WEIGHT_IMPL`).
+  In eval the two folded strips are summed inside oneDNN's conv (its sum
+  post-op), and the blocks run their MLPs on oneDNN GEMMs
+  (:mod:`slak_mm.models.pointwise`).
 - ``'auto'``: ``'fast'`` on CPU; on CUDA ``'native'`` (cuDNN's kernels are
   fast, and nothing needs building).
 
@@ -299,11 +302,19 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def onednn_conv_add_available() -> bool:
+    """Whether this PyTorch build has oneDNN's conv with a fused add."""
+    return torch.backends.mkldnn.is_available() and hasattr(
+        torch.ops.mkldnn, '_convolution_pointwise'
+    )
+
+
 def depthwise_conv_same(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     conv_impl: str = 'auto',
+    accumulate: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """A depthwise convolution with per-axis "same" padding.
 
@@ -312,6 +323,10 @@ def depthwise_conv_same(
         weight (Tensor): Shape ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
         bias (Tensor, optional): Shape ``(C,)``.
         conv_impl (str): One of :data:`CONV_IMPLS`.
+        accumulate (Tensor, optional): Shape ``(N, C, H, W)``, added to the
+            result. The ``'fast'`` path fuses the addition into the conv
+            when no gradient is needed (oneDNN's sum post-op on fp32
+            channels-last CPU maps), saving a pass over the map.
 
     Returns:
         Tensor: Shape ``(N, C, H, W)``, in the memory format of ``x``.
@@ -321,8 +336,34 @@ def depthwise_conv_same(
         # Taps outside the reachable window only multiply zero padding.
         weight = reachable_kernel(weight, *x.shape[2:])
     kh, kw = weight.shape[2:]
-    if impl == 'fast' and x.device.type == 'cpu' and torch.is_grad_enabled():
-        return DepthwiseConvSame.apply(x, weight, bias)
-    return F.conv2d(
-        x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
-    )
+    padding = (kh // 2, kw // 2)
+    on_cpu_fast = impl == 'fast' and x.device.type == 'cpu'
+    if on_cpu_fast and torch.is_grad_enabled():
+        out = DepthwiseConvSame.apply(x, weight, bias)
+    elif (
+        accumulate is not None
+        and on_cpu_fast
+        and x.dtype == torch.float32
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and accumulate.is_contiguous(memory_format=torch.channels_last)
+        and accumulate.shape == x.shape
+        and onednn_conv_add_available()
+    ):
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x,
+            accumulate,
+            weight,
+            bias,
+            list(padding),
+            [1, 1],
+            [1, 1],
+            x.shape[1],
+            'add',
+            None,
+            None,
+            [],
+            None,
+        )
+    else:
+        out = F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+    return out if accumulate is None else accumulate + out

@@ -242,8 +242,9 @@ class LargeKernelConv(nn.Module):
             return sum(outs[1:], outs[0])
         out = None
         for weight, bias in kernels:
-            branch_out = depthwise_conv_same(x, weight, bias, self.conv_impl)
-            out = branch_out if out is None else out + branch_out
+            out = depthwise_conv_same(
+                x, weight, bias, self.conv_impl, accumulate=out
+            )
         return out
 
     def _branches(self):

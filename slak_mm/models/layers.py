@@ -14,7 +14,7 @@ class LayerNorm2d(nn.LayerNorm):
 
     Shape:
         - Input: ``(N, C, H, W)`` or an already pooled ``(N, C)``.
-        - Output: same as the input.
+        - Output: same shape and memory layout as the input.
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
@@ -30,11 +30,20 @@ class LayerNorm2d(nn.LayerNorm):
                 'LayerNorm2d expects (N, C, H, W) or (N, C) '
                 f'input, got shape {tuple(x.shape)}'
             )
-        x = x.permute(0, 2, 3, 1)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
         x = F.layer_norm(
-            x, self.normalized_shape, self.weight, self.bias, self.eps
-        )
-        return x.permute(0, 3, 1, 2)
+            x.permute(0, 2, 3, 1),
+            self.normalized_shape,
+            self.weight,
+            self.bias,
+            self.eps,
+        ).permute(0, 3, 1, 2)
+        # The output keeps the input's memory layout, as the released
+        # channels-first LayerNorm does: NCHW stays NCHW (the reference
+        # path) and channels-last stays channels-last without a copy.
+        if channels_last:
+            return x
+        return x.contiguous()
 
 
 class DropPath(nn.Module):

@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .conv_backends import check_conv_impl, uses_channels_last
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
+from .pointwise import block_mlp, select_mlp_impl
 
 
 class SLaKBlock(nn.Module):
@@ -29,7 +30,9 @@ class SLaKBlock(nn.Module):
         with_cp (bool): Use gradient checkpointing.
         deploy (bool): Build the large kernel in deploy form.
         conv_impl (str): Implementation of the large-kernel convs, see
-            :class:`LargeKernelConv`.
+            :class:`LargeKernelConv`; with ``'fast'`` (``'auto'`` on CPU)
+            the MLP runs on oneDNN GEMMs too
+            (:func:`~slak_mm.models.pointwise.select_mlp_impl`).
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -52,6 +55,7 @@ class SLaKBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.with_cp = with_cp
+        self.conv_impl = check_conv_impl(conv_impl)
         self.large_kernel = LargeKernelConv(
             channels,
             kernel_size,
@@ -81,7 +85,22 @@ class SLaKBlock(nn.Module):
         # a copy inside the norm otherwise (the reference path).
         x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
-        x = self.pointwise_conv2(self.act(self.pointwise_conv1(x)))
+        mlp_impl = select_mlp_impl(
+            self.conv_impl, x, self.pointwise_conv1, self.pointwise_conv2
+        )
+        x = block_mlp(
+            x, self.pointwise_conv1, self.act, self.pointwise_conv2, mlp_impl
+        )
+        drops_paths = self.training and self.drop_path.drop_prob > 0
+        if mlp_impl == 'onednn' and not drops_paths:
+            # One pass for scale and residual add, in NHWC (a free view of
+            # the channels-last shortcut).
+            shortcut = shortcut.permute(0, 2, 3, 1)
+            if self.gamma is None:
+                x = shortcut + x
+            else:
+                x = torch.addcmul(shortcut, x, self.gamma)
+            return x.permute(0, 3, 1, 2)
         if self.gamma is not None:
             x = x * self.gamma
         x = x.permute(0, 3, 1, 2)
@@ -136,7 +155,8 @@ class SLaK(BaseModule):
         conv_impl (str): How the large-kernel depthwise convs run; every
             choice has the same parameters, outputs and gradients.
             ``'auto'`` (fast channels-last kernels with a GEMM-based
-            backward on CPU, cuDNN on CUDA), ``'fast'``, ``'native'``
+            backward and oneDNN block MLPs on CPU, cuDNN on CUDA),
+            ``'fast'``, ``'native'``
             (PyTorch's backward) or ``'reference'`` (as released: NCHW,
             one ``nn.Conv2d`` + BN per branch). See
             :mod:`slak_mm.models.conv_backends`. Defaults to ``'auto'``.

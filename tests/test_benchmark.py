@@ -1,0 +1,75 @@
+"""The benchmark tool runs end to end and reports what it measured."""
+
+import json
+
+import pytest
+
+from slak_mm.analysis.benchmark import (
+    MODEL_NAMES,
+    SLAK_T_STAGES,
+    format_table,
+    measure_train_memory,
+)
+
+from .tool_utils import load_tool
+
+
+def test_benchmark_tool_writes_tables_and_json(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    load_tool('benchmark').main(
+        [
+            '--sizes', '64',
+            '--batches', '1',
+            '--warmup', '0',
+            '--repeats', '1',
+            '--threads', '1',
+            '--no-memory',
+            '--components',
+            '--out', str(out),
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [r['model'] for r in report['results']] == list(MODEL_NAMES)
+    for entry in report['results']:
+        assert entry['eval_images_per_s'] > 0
+        assert ('train_images_per_s' in entry) == (
+            entry['model'] != 'slak_t_deploy'
+        )
+    reference = report['results'][2]
+    assert '| slak_t_reference | 64² x1 |' in printed
+    assert f'| {reference["eval_images_per_s"]:.2f} | 1.00 |' in printed
+    components = report['components']
+    assert len(components) == 2 * len(SLAK_T_STAGES)
+    assert {c['component'] for c in components} == {'large_kernel', 'mlp'}
+    assert [c['map'] for c in components[::2]] == [16, 8, 4, 2]
+    for entry in components:
+        for key in ('ref_eval_ms', 'default_eval_ms', 'ref_train_ms'):
+            assert entry[key] > 0
+    assert report['component_table'] in printed
+
+
+def test_table_ratios():
+    report = dict(
+        results=[
+            dict(model='slak_t', size=8, batch=1, eval_images_per_s=6.0),
+            dict(
+                model='slak_t_reference', size=8, batch=1,
+                eval_images_per_s=2.0,
+            ),
+            dict(model='convnext_t', size=8, batch=1, eval_images_per_s=12.0),
+        ]
+    )  # fmt: skip
+    table = format_table(report)
+    assert '| slak_t | 8² x1 | 6.00 | 3.00 | 0.50 | - | - | - | - |' in table
+
+
+def test_train_memory_is_measured_in_a_subprocess():
+    mib = measure_train_memory('slak_t', 64, 1, 'cpu', 1)
+    # Gradients and AdamW state of SLaK-T alone take 3 x 190 MiB.
+    assert mib > 300
+
+
+def test_sizes_and_batches_must_pair():
+    with pytest.raises(ValueError, match='batch size per input size'):
+        load_tool('benchmark').main(['--sizes', '64', '64', '--batches', '1'])

@@ -1,0 +1,209 @@
+"""The oneDNN block MLP equals ``nn.Linear -> GELU -> nn.Linear``."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import slak_mm.models.pointwise as pointwise
+from slak_mm.models import SLaK, SLaKBlock
+from slak_mm.models.pointwise import block_mlp, select_mlp_impl
+
+from .conftest import TINY_ARCH, randomize_batch_norms, set_conv_impl
+from .test_conv_backends import relative_close, run_module
+
+# Block widths of SLaK-T/S (124, 249, 499, 998) and SLaK-B (166 ... 1331).
+WIDTHS = [124, 249, 499, 998, 166, 1331]
+
+
+def make_mlp(channels, approximate='none'):
+    fc1 = nn.Linear(channels, 4 * channels)
+    fc2 = nn.Linear(4 * channels, channels)
+    return fc1, nn.GELU(approximate=approximate), fc2
+
+
+def mlp_node(out):
+    """The autograd node under the final reshape of :func:`block_mlp`."""
+    assert type(out.grad_fn).__name__ == 'ViewBackward0'
+    return out.grad_fn.next_functions[0][0]
+
+
+def mlp_grads(x, mlp, impl, grad_out):
+    x = x.clone().requires_grad_(True)
+    out = block_mlp(x, *mlp, mlp_impl=impl)
+    out.backward(grad_out)
+    params = [p for m in mlp for p in m.parameters()]
+    grads = [x.grad] + [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return out, grads
+
+
+@pytest.mark.parametrize('channels', WIDTHS)
+@pytest.mark.parametrize('approximate', ['none', 'tanh'])
+def test_onednn_mlp_matches_torch(channels, approximate):
+    mlp = make_mlp(channels, approximate)
+    x = torch.randn(2, 5, 7, channels)
+    grad_out = torch.randn(2, 5, 7, channels)
+    expected, expected_grads = mlp_grads(x, mlp, 'torch', grad_out)
+    out, grads = mlp_grads(x, mlp, 'onednn', grad_out)
+    assert type(mlp_node(out)).__name__ == 'OneDNNMLPBackward'
+    relative_close(out, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert grad.shape == expected_grad.shape
+        relative_close(grad, expected_grad)
+    with torch.no_grad():
+        fused = block_mlp(x, *mlp, mlp_impl='onednn')
+    assert fused.grad_fn is None
+    relative_close(fused, expected)
+
+
+def test_onednn_mlp_keeps_no_hidden_activation():
+    """Only the input and the pre-GELU activation stay for the backward."""
+    mlp = make_mlp(16)
+    x = torch.randn(3, 4, 16, requires_grad=True)
+    out = block_mlp(x, *mlp, mlp_impl='onednn')
+    saved = mlp_node(out).saved_tensors
+    shapes = sorted(tuple(t.shape) for t in saved)
+    assert shapes == sorted([(12, 16), (12, 64), (64, 16), (16, 64)])
+
+
+def test_onednn_mlp_input_only_or_weights_only_gradients():
+    mlp = make_mlp(8)
+    x = torch.randn(6, 8)
+    for p in mlp[0].parameters():
+        p.requires_grad_(False)
+    out = block_mlp(x, *mlp, mlp_impl='onednn')
+    out.sum().backward()
+    assert mlp[0].weight.grad is None
+    assert mlp[2].weight.grad is not None
+    expected = block_mlp(x, *mlp, mlp_impl='torch')
+    relative_close(out, expected)
+    for p in (*mlp[0].parameters(), *mlp[2].parameters()):
+        p.requires_grad_(False)
+    x.requires_grad_(True)
+    block_mlp(x, *mlp, mlp_impl='onednn').sum().backward()
+    x_grad = x.grad.clone()
+    x.grad = None
+    block_mlp(x, *mlp, mlp_impl='torch').sum().backward()
+    relative_close(x_grad, x.grad)
+
+
+def test_bad_mlp_choices_are_named():
+    mlp = make_mlp(8)
+    with pytest.raises(ValueError, match="mlp_impl must be one of.*'mkl'"):
+        block_mlp(torch.randn(2, 8), *mlp, mlp_impl='mkl')
+    with pytest.raises(ValueError, match='float64'):
+        block_mlp(
+            torch.randn(2, 8, dtype=torch.float64),
+            *[m.double() for m in mlp],
+            mlp_impl='onednn',
+        )
+    with pytest.raises(TypeError, match='ReLU'):
+        block_mlp(torch.randn(2, 8), mlp[0], nn.ReLU(), mlp[2], 'onednn')
+
+
+def test_mlp_impl_selection():
+    fc1, _, fc2 = make_mlp(8)
+    x = torch.randn(1, 3, 3, 8)
+    assert pointwise.onednn_linear_available()
+    for conv_impl in ('auto', 'fast'):
+        assert select_mlp_impl(conv_impl, x, fc1, fc2) == 'onednn'
+    for conv_impl in ('native', 'reference'):
+        assert select_mlp_impl(conv_impl, x, fc1, fc2) == 'torch'
+    assert select_mlp_impl('fast', x.double(), fc1, fc2) == 'torch'
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert select_mlp_impl('fast', x, fc1, fc2) == 'torch'
+    # Forward hooks (FLOP counters, feature probes) must keep running.
+    handle = fc2.register_forward_hook(lambda *args: None)
+    assert select_mlp_impl('fast', x, fc1, fc2) == 'torch'
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_pre_hook(
+        lambda *args: None
+    )
+    assert select_mlp_impl('fast', x, fc1, fc2) == 'torch'
+    handle.remove()
+    assert select_mlp_impl('fast', x, fc1, fc2) == 'onednn'
+
+
+def test_hooks_on_block_linears_still_fire():
+    block = SLaKBlock(8, 13, 5)
+    seen = []
+    block.pointwise_conv1.register_forward_hook(
+        lambda module, inputs, output: seen.append(output.shape)
+    )
+    block(torch.randn(1, 8, 6, 6))
+    assert seen == [torch.Size([1, 6, 6, 32])]
+
+
+@pytest.mark.parametrize('layer_scale', [0.0, 0.5])
+@pytest.mark.parametrize('train', [True, False])
+def test_block_matches_reference(layer_scale, train):
+    """Fused scale + residual and the oneDNN MLP inside a whole block."""
+    reference = SLaKBlock(
+        24, 13, 5, layer_scale_init_value=layer_scale, conv_impl='reference'
+    )
+    randomize_batch_norms(reference)
+    reference.train(train)
+    fast = copy.deepcopy(reference)
+    set_conv_impl(fast, 'auto')
+    x = torch.randn(2, 24, 9, 11)
+    grad_out = torch.randn(2, 24, 9, 11)
+    expected, expected_grads = run_module(reference, x, grad_out)
+    out, grads = run_module(
+        fast, x.contiguous(memory_format=torch.channels_last), grad_out
+    )
+    relative_close(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert grads.keys() == expected_grads.keys()
+    for name in grads:
+        relative_close(grads[name], expected_grads[name])
+
+
+def conv_input_layouts(model, x):
+    """Memory layouts of the inputs of the depthwise convs of ``model``."""
+    layouts = []
+
+    def record(module, inputs):
+        if module.groups > 1:
+            layouts.append(
+                'nchw'
+                if inputs[0].is_contiguous()
+                else 'channels_last'
+                if inputs[0].is_contiguous(memory_format=torch.channels_last)
+                else 'other'
+            )
+
+    handles = [
+        m.register_forward_pre_hook(record)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    model(x)
+    for handle in handles:
+        handle.remove()
+    return layouts
+
+
+def test_reference_path_runs_nchw_as_released():
+    """The release's channels-first LayerNorm and ``input + x`` residual
+    keep every map NCHW; a channels-last leak would make it a fast path."""
+    model = SLaK(arch=TINY_ARCH, conv_impl='reference').eval()
+    with torch.no_grad():
+        layouts = conv_input_layouts(model, torch.randn(1, 3, 64, 64))
+    assert len(layouts) == 3 * 5
+    assert set(layouts) == {'nchw'}
+
+
+def test_fast_path_keeps_channels_last_and_layer_norm_keeps_layout():
+    model = SLaK(arch=TINY_ARCH).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))[0]
+    assert out.is_contiguous()
+    norm = model.downsample_layers[1][0]
+    x = torch.randn(2, norm.normalized_shape[0], 5, 7)
+    assert norm(x).is_contiguous()
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert norm(channels_last).is_contiguous(memory_format=torch.channels_last)
+    relative_close(norm(channels_last), norm(x))
