@@ -326,7 +326,8 @@ def depthwise_conv_same(
         accumulate (Tensor, optional): Shape ``(N, C, H, W)``, added to the
             result. The ``'fast'`` path fuses the addition into the conv
             when no gradient is needed (oneDNN's sum post-op on fp32
-            channels-last CPU maps), saving a pass over the map.
+            channels-last CPU maps, not while tracing so that exported
+            graphs hold standard ops), saving a pass over the map.
 
     Returns:
         Tensor: Shape ``(N, C, H, W)``, in the memory format of ``x``.
@@ -343,6 +344,7 @@ def depthwise_conv_same(
     elif (
         accumulate is not None
         and on_cpu_fast
+        and not torch.jit.is_tracing()
         and x.dtype == torch.float32
         and x.is_contiguous(memory_format=torch.channels_last)
         and accumulate.is_contiguous(memory_format=torch.channels_last)
