@@ -7,6 +7,9 @@ from mmengine.config import Config
 from mmengine.registry import PARAM_SCHEDULERS
 from mmengine.runner import Runner
 
+from slak_mm.models.conv_backends import resolve_conv_impl
+from slak_mm.models.pointwise import select_mlp_impl
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(
     osp.relpath(p, REPO)
@@ -31,6 +34,23 @@ def test_config_loads_and_builds(config, tmp_path):
     runner = Runner.from_cfg(cfg)
     backbone = runner.model.backbone
     assert type(backbone).__name__ == 'SLaK'
+    # Configs run the fast implementation: channels-last maps, the custom
+    # conv backward and oneDNN MLPs on CPU.
+    assert {
+        m.conv_impl for m in backbone.modules() if hasattr(m, 'conv_impl')
+    } == {'auto'}
+    block = backbone.stages[0][0]
+    probe = torch.zeros(1, 2, 2, block.pointwise_conv1.in_features)
+    assert resolve_conv_impl(block.conv_impl, probe.device) == 'fast'
+    assert (
+        select_mlp_impl(
+            block.conv_impl,
+            probe,
+            block.pointwise_conv1,
+            block.pointwise_conv2,
+        )
+        == 'onednn'
+    )
     # SyncBN is reverted to BN on a single process.
     assert not any(
         isinstance(m, torch.nn.SyncBatchNorm) for m in runner.model.modules()
