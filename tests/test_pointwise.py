@@ -222,3 +222,16 @@ def test_traced_model_uses_standard_ops_only():
     with torch.no_grad():
         for out, ref in zip(traced(x), expected):
             relative_close(out, ref)
+
+
+def test_onednn_mlp_follows_in_place_weight_changes():
+    """Masks and EMA swaps write through ``.data``; nothing may be cached."""
+    mlp = make_mlp(16)
+    x = torch.randn(10, 16)
+    with torch.no_grad():
+        before = block_mlp(x, *mlp, mlp_impl='onednn')
+        mlp[0].weight.data.mul_(torch.rand_like(mlp[0].weight) > 0.5)
+        mlp[2].bias.data.add_(1.0)
+        after = block_mlp(x, *mlp, mlp_impl='onednn')
+        relative_close(after, block_mlp(x, *mlp, mlp_impl='torch'))
+    assert (after - before).abs().max() > 0.5
