@@ -209,15 +209,20 @@ def test_fast_path_keeps_channels_last_and_layer_norm_keeps_layout():
     relative_close(norm(channels_last), norm(x))
 
 
-def test_traced_model_uses_standard_ops_only():
+@pytest.mark.parametrize('tracer', ['jit', 'export'])
+def test_traced_model_uses_standard_ops_only(tracer):
     """Exporters trace the model: no oneDNN-only op may enter the graph."""
     model = SLaK(arch=TINY_ARCH, out_indices=(0, 3)).eval()
     x = torch.randn(1, 3, 48, 40)
     with torch.no_grad():
         expected = model(x)
-        traced = torch.jit.trace(model, x)
-    graph = str(traced.inlined_graph)
-    assert 'aten::linear' in graph and 'aten::_convolution' in graph
+        if tracer == 'jit':
+            traced = torch.jit.trace(model, x)
+            graph = str(traced.inlined_graph)
+        else:
+            traced = torch.export.export(model, (x,)).module()
+            graph = str(traced.graph)
+    assert 'linear' in graph and 'conv' in graph
     assert 'mkldnn' not in graph
     with torch.no_grad():
         for out, ref in zip(traced(x), expected):

@@ -302,6 +302,12 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def is_tracing() -> bool:
+    """Whether a tracer (``torch.jit.trace``, ``torch.export``,
+    ``torch.compile``) is recording, so that only standard ops may run."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def onednn_conv_add_available() -> bool:
     """Whether this PyTorch build has oneDNN's conv with a fused add."""
     return torch.backends.mkldnn.is_available() and hasattr(
@@ -326,8 +332,9 @@ def depthwise_conv_same(
         accumulate (Tensor, optional): Shape ``(N, C, H, W)``, added to the
             result. The ``'fast'`` path fuses the addition into the conv
             when no gradient is needed (oneDNN's sum post-op on fp32
-            channels-last CPU maps, not while tracing so that exported
-            graphs hold standard ops), saving a pass over the map.
+            channels-last CPU maps, not while tracing (:func:`is_tracing`)
+            so that exported graphs hold standard ops), saving a pass over
+            the map.
 
     Returns:
         Tensor: Shape ``(N, C, H, W)``, in the memory format of ``x``.
@@ -344,7 +351,7 @@ def depthwise_conv_same(
     elif (
         accumulate is not None
         and on_cpu_fast
-        and not torch.jit.is_tracing()
+        and not is_tracing()
         and x.dtype == torch.float32
         and x.is_contiguous(memory_format=torch.channels_last)
         and accumulate.is_contiguous(memory_format=torch.channels_last)

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .conv_backends import resolve_conv_impl
+from .conv_backends import is_tracing, resolve_conv_impl
 
 MLP_IMPLS = ('torch', 'onednn')
 
@@ -161,7 +161,8 @@ def select_mlp_impl(
 
     ``'onednn'`` for the ``'fast'`` path (``'auto'`` on CPU) on fp32 CPU
     tensors; ``'torch'`` otherwise, and also under CPU autocast, while
-    tracing or scripting (exporters and FLOP counters see ``nn.Linear``)
+    tracing, exporting, compiling or scripting (exported graphs and FLOP
+    counters see ``nn.Linear``)
     and when ``fc1`` / ``fc2`` carry forward hooks, which would not run.
     """
     if (
@@ -169,7 +170,7 @@ def select_mlp_impl(
         or x.device.type != 'cpu'
         or x.dtype != torch.float32
         or torch.is_autocast_enabled('cpu')
-        or torch.jit.is_tracing()
+        or is_tracing()
         or torch.jit.is_scripting()
         or not onednn_linear_available()
     ):
