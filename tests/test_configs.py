@@ -142,6 +142,12 @@ def test_detection_recipe():
         and h.num_shared_fcs == 1
         for h in cfg.model.roi_head.bbox_head
     )
+    # DETR multi-scale: both resize branches use short sides 480..800.
+    resize, crop = cfg.train_pipeline[3].transforms
+    expected_scales = [(short, 1333) for short in range(480, 801, 32)]
+    assert [tuple(s) for s in resize[0].scales] == expected_scales
+    assert [tuple(s) for s in crop[2].scales] == expected_scales
+    assert crop[1].crop_size == (384, 600)
     one_x = Config.fromfile(
         osp.join(
             REPO, 'configs/detection/cascade_mask_rcnn_slak_t_fpn_1x_coco.py'

@@ -15,8 +15,9 @@ from slak_mm.datasets import (
 )
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
 TINY_BACKBONE = dict(
-    arch=dict(_delete_=True, depths=[1, 1, 1, 1], channels=[8, 16, 24, 32]),
+    arch=TINY_ARCH,
     kernel_sizes=(13, 11, 9, 7),
     small_kernel=3,
     drop_path_rate=0.0,
@@ -26,10 +27,12 @@ TINY_BACKBONE = dict(
 TINY_WIDTHS = [10, 20, 31, 41]
 
 
-def run_tool(*args, timeout=900):
+def run_command(command, env=None, timeout=900):
+    """Runs ``command`` in the repository; returns stdout + stderr."""
     result = subprocess.run(
-        [sys.executable, *args],
+        command,
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -37,6 +40,10 @@ def run_tool(*args, timeout=900):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
+
+
+def run_tool(*args):
+    return run_command([sys.executable, *args])
 
 
 def write_config(cfg, path):
@@ -74,9 +81,7 @@ def test_segmentation_train_test_resume(tmp_path):
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = data['data_root']
     cfg.train_dataloader.batch_size = 2
-    cfg.model.backbone.arch = dict(
-        depths=[1, 1, 1, 1], channels=[8, 16, 24, 32]
-    )
+    cfg.model.backbone.arch = TINY_ARCH
     cfg.model.decode_head.in_channels = TINY_WIDTHS
     cfg.model.auxiliary_head.in_channels = TINY_WIDTHS[2]
     cfg.train_cfg.max_iters = 4
@@ -133,9 +138,6 @@ def test_classification_train_test_resume(tmp_path):
         osp.join(REPO, 'configs/classification/slak_t_in1k.py')
     )
     cfg.model.backbone.update(TINY_BACKBONE)
-    cfg.model.backbone.arch = dict(
-        depths=[1, 1, 1, 1], channels=[8, 16, 24, 32]
-    )
     cfg.model.head.num_classes = 4
     cfg.model.head.in_channels = TINY_WIDTHS[-1]
     cfg.data_preprocessor.num_classes = 4
@@ -231,9 +233,6 @@ def test_detection_train_test_resume(tmp_path):
         )
     )
     cfg.model.backbone.update(TINY_BACKBONE)
-    cfg.model.backbone.arch = dict(
-        depths=[1, 1, 1, 1], channels=[8, 16, 24, 32]
-    )
     cfg.model.neck.in_channels = TINY_WIDTHS
     for head in cfg.model.roi_head.bbox_head:
         head.num_classes = 3
@@ -311,7 +310,7 @@ def test_dist_train_two_processes(tmp_path):
     )
     root = data['data_root']
     env = dict(os.environ, PYTHON=sys.executable, PORT='29511')
-    result = subprocess.run(
+    output = run_command(
         [
             'bash',
             'tools/dist_train.sh',
@@ -328,14 +327,8 @@ def test_dist_train_two_processes(tmp_path):
             'default_hooks.logger.interval=1',
             'train_dataloader.batch_size=2',
         ],
-        cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
     assert 'using the gloo backend' in output
     # mmengine reports the world size as "GPU number".
     assert 'Distributed training: True' in output

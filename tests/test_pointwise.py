@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import slak_mm.models.pointwise as pointwise
 from slak_mm.models import SLaK, SLaKBlock
+from slak_mm.models.conv_backends import onednn_op_available
 from slak_mm.models.pointwise import block_mlp, select_mlp_impl
 
 from .conftest import TINY_ARCH, randomize_batch_norms, set_conv_impl
@@ -107,7 +107,8 @@ def test_bad_mlp_choices_are_named():
 def test_mlp_impl_selection():
     fc1, _, fc2 = make_mlp(8)
     x = torch.randn(1, 3, 3, 8)
-    assert pointwise.onednn_linear_available()
+    assert onednn_op_available('_linear_pointwise')
+    assert onednn_op_available('_convolution_pointwise')
     for conv_impl in ('auto', 'fast'):
         assert select_mlp_impl(conv_impl, x, fc1, fc2) == 'onednn'
     for conv_impl in ('native', 'reference'):

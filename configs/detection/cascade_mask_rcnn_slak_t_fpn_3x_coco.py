@@ -65,6 +65,8 @@ model = dict(
 )
 
 # Multi-scale resize / crop as in DETR and Sparse R-CNN.
+# Short sides 480, 512, ..., 800, long sides at most 1333.
+detr_scales = [(480 + 32 * i, 1333) for i in range(11)]
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
@@ -75,19 +77,7 @@ train_pipeline = [
             [
                 dict(
                     type='RandomChoiceResize',
-                    scales=[
-                        (480, 1333),
-                        (512, 1333),
-                        (544, 1333),
-                        (576, 1333),
-                        (608, 1333),
-                        (640, 1333),
-                        (672, 1333),
-                        (704, 1333),
-                        (736, 1333),
-                        (768, 1333),
-                        (800, 1333),
-                    ],
+                    scales=detr_scales,
                     keep_ratio=True,
                 )
             ],
@@ -105,19 +95,7 @@ train_pipeline = [
                 ),
                 dict(
                     type='RandomChoiceResize',
-                    scales=[
-                        (480, 1333),
-                        (512, 1333),
-                        (544, 1333),
-                        (576, 1333),
-                        (608, 1333),
-                        (640, 1333),
-                        (672, 1333),
-                        (704, 1333),
-                        (736, 1333),
-                        (768, 1333),
-                        (800, 1333),
-                    ],
+                    scales=detr_scales,
                     keep_ratio=True,
                 ),
             ],

@@ -199,6 +199,20 @@ def measure_train_memory(
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def _prepare_run(
+    sizes: Sequence[int], batches: Sequence[int], threads: int, device: str
+) -> torch.device:
+    """Checks that sizes and batches pair up, sets the thread count and
+    returns the device."""
+    if len(sizes) != len(batches):
+        raise ValueError(
+            f'give one batch size per input size, got sizes {list(sizes)} '
+            f'and batches {list(batches)}'
+        )
+    torch.set_num_threads(threads)
+    return torch.device(device)
+
+
 def run_benchmark(
     sizes: Sequence[int] = (224, 512),
     batches: Sequence[int] = (4, 1),
@@ -223,10 +237,7 @@ def run_benchmark(
         memory (bool): Also measure peak train memory.
         log (callable): Progress output.
     """
-    if len(sizes) != len(batches):
-        raise ValueError('give one batch size per input size')
-    torch.set_num_threads(threads)
-    dev = torch.device(device)
+    dev = _prepare_run(sizes, batches, threads, device)
     report = dict(
         torch=torch.__version__,
         device=device,
@@ -392,10 +403,7 @@ def run_component_benchmark(
         milliseconds ``ref_eval_ms``, ``default_eval_ms``,
         ``ref_train_ms`` and ``default_train_ms``.
     """
-    if len(sizes) != len(batches):
-        raise ValueError('give one batch size per input size')
-    torch.set_num_threads(threads)
-    dev = torch.device(device)
+    dev = _prepare_run(sizes, batches, threads, device)
     results = []
     for size, batch in zip(sizes, batches):
         for stage, (kernel, channels) in enumerate(SLAK_T_STAGES):

@@ -27,6 +27,7 @@ the modules as they are, so masks and checkpoints are unaffected, and
 gradients land on those weights as usual.
 """
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -130,8 +131,14 @@ def toeplitz_grad_weight(
     Returns:
         Tensor: Shape ``(C, 1, kh, kw)``.
     """
-    batch, channels, height, width = x.shape
     kh, kw = kernel_size
+    if kw > kh:
+        # The Toeplitz products run along the long kernel axis: put it
+        # vertical, as conv_grad_weight does.
+        return toeplitz_grad_weight(
+            x.transpose(2, 3), grad_out.transpose(2, 3), (kw, kh)
+        ).transpose(2, 3)
+    batch, channels, height, width = x.shape
     pad_w = kw // 2
     padded_width = width + 2 * pad_w
     # Columns run over (n, j) of the W-padded maps; the gradient is zero in
@@ -271,12 +278,7 @@ class DepthwiseConvSame(torch.autograd.Function):
             elif GRAD_WEIGHT_IMPL == 'toeplitz' and use_toeplitz_grad_weight(
                 x.shape, (kh, kw)
             ):
-                if kh >= kw:
-                    grad_weight = toeplitz_grad_weight(x, grad_out, (kh, kw))
-                else:
-                    grad_weight = toeplitz_grad_weight(
-                        x.transpose(2, 3), grad_out.transpose(2, 3), (kw, kh)
-                    ).transpose(2, 3)
+                grad_weight = toeplitz_grad_weight(x, grad_out, (kh, kw))
             else:
                 grad_weight = torch.ops.aten.convolution_backward(
                     grad_out,
@@ -308,10 +310,12 @@ def is_tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
-def onednn_conv_add_available() -> bool:
-    """Whether this PyTorch build has oneDNN's conv with a fused add."""
+@functools.cache
+def onednn_op_available(name: str) -> bool:
+    """Whether this PyTorch build has the oneDNN op ``torch.ops.mkldnn.<name>``
+    (``'_convolution_pointwise'``, ``'_linear_pointwise'``)."""
     return torch.backends.mkldnn.is_available() and hasattr(
-        torch.ops.mkldnn, '_convolution_pointwise'
+        torch.ops.mkldnn, name
     )
 
 
@@ -356,7 +360,7 @@ def depthwise_conv_same(
         and x.is_contiguous(memory_format=torch.channels_last)
         and accumulate.is_contiguous(memory_format=torch.channels_last)
         and accumulate.shape == x.shape
-        and onednn_conv_add_available()
+        and onednn_op_available('_convolution_pointwise')
     ):
         return torch.ops.mkldnn._convolution_pointwise.binary(
             x,

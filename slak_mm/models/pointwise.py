@@ -19,16 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .conv_backends import is_tracing, resolve_conv_impl
+from .conv_backends import (
+    is_tracing,
+    onednn_op_available,
+    resolve_conv_impl,
+)
 
 MLP_IMPLS = ('torch', 'onednn')
-
-
-def onednn_linear_available() -> bool:
-    """Whether this PyTorch build has oneDNN's fused linear op."""
-    return torch.backends.mkldnn.is_available() and hasattr(
-        torch.ops.mkldnn, '_linear_pointwise'
-    )
 
 
 def _onednn_linear(
@@ -118,7 +115,8 @@ def block_mlp(
         fc2 (nn.Linear): ``hidden -> C_out``.
         mlp_impl (str): ``'torch'`` (the modules as they are) or
             ``'onednn'`` (see the module docstring; CPU fp32 only, and only
-            when :func:`onednn_linear_available`).
+            when :func:`~slak_mm.models.conv_backends.onednn_op_available`
+            finds ``_linear_pointwise``).
 
     Returns:
         Tensor: Shape ``(..., C_out)``.
@@ -172,7 +170,7 @@ def select_mlp_impl(
         or torch.is_autocast_enabled('cpu')
         or is_tracing()
         or torch.jit.is_scripting()
-        or not onednn_linear_available()
+        or not onednn_op_available('_linear_pointwise')
     ):
         return 'torch'
     for module in (fc1, fc2):
