@@ -299,9 +299,95 @@ def test_sparsity_report_tool(tmp_path, capsys):
         ('conv.weight', 0.75),
         ('fc.weight', 0.1),
     ]
-    assert 'overall density 0.3721' in printed  # (54 + 10) / 172
+    # No "backbone." keys (a released ImageNet file): the whole model is
+    # the masked set, as the release trained it.
+    assert (
+        'Masked set (the whole model, 2 layers): density 0.3721'  # 64 / 172
+        in printed
+    )
+    assert 'Whole model (2 layers): density 0.3721' in printed
     assert format_table(layer_densities(state)) in printed
     csv_lines = (tmp_path / 'report' / 'density.csv').read_text().splitlines()
-    assert csv_lines[1] == 'conv.weight,4x2x3x3,72,54,0.750000'
+    assert csv_lines[1] == 'conv.weight,4x2x3x3,72,54,0.750000,1'
     with Image.open(tmp_path / 'report' / 'density.png') as png:
         assert png.size[0] > 100
+
+
+def test_sparsity_report_separates_the_masked_backbone(tmp_path, capsys):
+    """A training checkpoint: sparse backbone, dense head, and the masks of
+    SparseTrainingHook, one of whose kept weights was regrown at zero."""
+    state = OrderedDict(
+        [
+            ('backbone.conv.weight', torch.ones(10, 10)),
+            ('backbone.conv.bias', torch.ones(10)),
+            ('backbone.fc.weight', torch.ones(10, 10)),
+            ('decode_head.conv_seg.weight', torch.ones(4, 10, 1, 1)),
+        ]
+    )
+    masks = {'conv.weight': torch.ones(10, 10, dtype=torch.bool)}
+    masks['conv.weight'][:, :5] = False  # 50 kept of 100
+    state['backbone.conv.weight'][:, :5] = 0
+    state['backbone.conv.weight'][0, 7] = 0  # regrown, still zero
+    path = str(tmp_path / 'iter_200.pth')
+    torch.save(
+        dict(
+            state_dict=state,
+            sparse_training=dict(
+                masks=masks, module_path='backbone', optimizer_steps=200
+            ),
+        ),
+        path,
+    )
+    rows = load_tool('sparsity_report').main([path])
+    printed = capsys.readouterr().out
+    assert len(rows) == 3
+    # backbone: (49 + 100) / 200 non-zero; the masks keep (50 + 100) / 200
+    # (fc is selected but dense, so it counts as fully kept).
+    assert (
+        'Masked set (backbone, 2 layers, marked *): density 0.7450 '
+        '(sparsity 0.2550)'
+    ) in printed
+    assert (
+        'by the saved sparse_training masks: density 0.7500 '
+        '(what SparseTrainingHook logs)'
+    ) in printed
+    assert 'Whole model (3 layers): density 0.7875' in printed  # 189 / 240
+    assert 'backbone.conv.weight*' in printed
+    assert 'decode_head.conv_seg.weight ' in printed
+
+    # An explicit --module-path, and one that matches nothing.
+    load_tool('sparsity_report').main([path, '--module-path', ''])
+    printed = capsys.readouterr().out
+    assert 'Masked set (the whole model, 3 layers): density 0.7875' in printed
+    assert 'by the saved' not in printed  # the masks cover the backbone
+    with pytest.raises(SystemExit, match="no 2-D/4-D weights under 'neck'"):
+        load_tool('sparsity_report').main([path, '--module-path', 'neck'])
+
+
+def test_analyze_erf_without_checkpoint_prints_only_what_matters(tmp_path):
+    """No per-parameter initialisation log: the tool prints its summary."""
+    import os.path as osp
+    import subprocess
+    import sys
+
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    config = write_classifier_config(
+        tmp_path / 'cfg.py', TINY_ARCH, KERNELS, SMALL
+    )
+    images = write_images(tmp_path / 'images', count=1)
+    result = subprocess.run(
+        [sys.executable, 'tools/analyze_erf.py', config, images]
+        + ['--input-size', '64', '--out-dir', str(tmp_path / 'erf')],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    lines = output.strip().splitlines()
+    assert lines[0] == 'No --checkpoint: using randomly initialised weights'
+    assert 'ERF of backbone.stages.-1 over 1 images' in output
+    assert lines[-1].startswith('Saved erf.npy')
+    assert len(lines) <= 10, output
+    assert 'Initialized by' not in output and 'TruncNormalInit' not in output

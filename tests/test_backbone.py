@@ -201,6 +201,74 @@ def test_bad_config_raises(kwargs, error, match):
         SLaK(**kwargs)
 
 
+@pytest.mark.parametrize(
+    'kwargs, error, match',
+    [
+        (dict(width_factor='1.3'), TypeError, "width_factor.*'1.3'"),
+        (dict(width_factor=0), ValueError, 'width_factor=0'),
+        (dict(width_factor=-1.0), ValueError, 'width_factor'),
+        (dict(width_factor=0.001), ValueError, 'at least one channel'),
+        (dict(kernel_sizes=13), TypeError, 'kernel_sizes.*13'),
+        (dict(kernel_sizes='51'), TypeError, 'kernel_sizes'),
+        (dict(kernel_sizes=(13.0, 11, 9, 7)), TypeError, 'kernel_sizes'),
+        (dict(kernel_sizes=(13, -11, 9, 7)), ValueError, 'kernel_sizes'),
+        (dict(small_kernel=3.0), TypeError, 'small_kernel'),
+        (
+            dict(arch=dict(depths=[1, -1, 1, 1], channels=[8, 8, 8, 8])),
+            ValueError,
+            'depths',
+        ),
+        (
+            dict(arch=dict(depths=[1, 1, 1, 1], channels=[8, 0, 8, 8])),
+            ValueError,
+            'channels',
+        ),
+        (dict(arch=dict(depths=[], channels=[])), ValueError, 'no stages'),
+        (dict(arch=dict(depths=3, channels=8)), TypeError, 'depths'),
+        (dict(out_indices=[]), ValueError, 'out_indices is empty'),
+        (dict(out_indices='0'), TypeError, 'out_indices'),
+        (dict(in_channels=0), ValueError, 'in_channels'),
+        (dict(in_channels='3'), ValueError, 'in_channels'),
+    ],
+)
+def test_bad_argument_types_are_named(kwargs, error, match):
+    kwargs.setdefault('arch', TINY_ARCH)
+    with pytest.raises(error, match=match):
+        SLaK(**kwargs)
+
+
+def test_zero_depth_stage_and_int_width_factor_still_build():
+    model = SLaK(
+        arch=dict(depths=[1, 0, 1, 1], channels=[8, 8, 8, 8]), width_factor=2
+    )
+    assert model.channels == [16, 16, 16, 16]
+    assert len(model.stages[1]) == 0
+
+
+def test_minimum_input_size_is_named():
+    model = SLaK(arch=TINY_ARCH, out_indices=(0, 1, 2, 3)).eval()
+    assert model.min_input_size == 32
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 32, 33))
+    assert [tuple(o.shape[2:]) for o in outs][-1] == (1, 1)
+    for size in ((31, 64), (64, 31), (16, 16)):
+        with pytest.raises(ValueError, match='at least 32 pixels') as info:
+            model(torch.randn(1, 3, *size))
+        assert f'{size[0]}x{size[1]}' in str(info.value)
+    # Fewer stages need less: 4 * 2 ** (stages - 1).
+    two_stages = SLaK(
+        arch=dict(depths=[1, 1], channels=[8, 16]),
+        kernel_sizes=(7, 5),
+        small_kernel=3,
+    ).eval()
+    assert two_stages.min_input_size == 8
+    with torch.no_grad():
+        (out,) = two_stages(torch.randn(1, 3, 8, 8))
+    assert out.shape[2:] == (1, 1)
+    with pytest.raises(ValueError, match='at least 8 pixels'):
+        two_stages(torch.randn(1, 3, 7, 8))
+
+
 def test_default_init_is_truncated_normal():
     model = SLaK(arch=TINY_ARCH)
     model.init_weights()

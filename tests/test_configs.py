@@ -204,7 +204,21 @@ def test_classification_recipe(arch, drop_path, prune_rate, interval):
 )
 def test_fine_tuning_keeps_sparse_pattern(config):
     cfg = Config.fromfile(osp.join(REPO, config))
-    assert [h.type for h in cfg.custom_hooks] == ['StaticSparsityHook']
+    hooks = [h.type for h in cfg.custom_hooks]
+    assert hooks[0] == 'StaticSparsityHook'
+    # The own-dataset template also checks the annotation values.
+    assert hooks[1:] in ([], ['SegLabelCheckHook'])
+    assert 'SparseTrainingHook' not in hooks
+
+
+@pytest.mark.parametrize(
+    'config', [c for c in CONFIGS if c.startswith('configs/segmentation')]
+)
+def test_segmentation_evaluates_one_image_per_batch(config):
+    """mmseg cannot batch images of different sizes for testing."""
+    cfg = Config.fromfile(osp.join(REPO, config))
+    assert cfg.val_dataloader.batch_size == 1
+    assert cfg.test_dataloader.batch_size == 1
 
 
 def test_erf_demo_config_builds_and_runs():

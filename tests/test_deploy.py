@@ -1,5 +1,9 @@
 """tools/deploy.py: fused export, output check, reload with deploy=True."""
 
+import os.path as osp
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -16,6 +20,8 @@ from slak_mm.utils import safe_torch_load
 from .conftest import TINY_ARCH, randomize_batch_norms
 from .test_checkpoint import KERNELS, SMALL
 from .tool_utils import load_tool, write_classifier_config
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 @pytest.fixture
@@ -129,3 +135,49 @@ def test_wrong_checkpoint_is_named(tmp_path, trained):
         load_tool('deploy').main(
             [config, other, str(tmp_path / 'x.pth'), '--shape', '32']
         )
+
+
+def test_nan_weight_fails_the_tool_naming_the_tensor(tmp_path, trained):
+    config, path, _ = trained
+    checkpoint = safe_torch_load(path)
+    key = 'backbone.stages.1.0.large_kernel.vertical.conv.weight'
+    checkpoint['state_dict'][key].view(-1)[3] = float('nan')
+    bad = str(tmp_path / 'one_nan.pth')
+    torch.save(checkpoint, bad)
+    out = tmp_path / 'never.pth'
+    result = subprocess.run(
+        [sys.executable, 'tools/deploy.py', config, bad, str(out)]
+        + ['--shape', '32'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"tensor '{key}'" in result.stderr
+    assert 'holds 1 NaN and 0 infinite values' in result.stderr
+    assert 'max abs diff' not in result.stdout
+    assert not out.exists()
+
+
+def test_infinite_running_var_fails_in_process(tmp_path, trained):
+    config, path, _ = trained
+    checkpoint = safe_torch_load(path)
+    key = 'backbone.stages.0.0.large_kernel.small.bn.running_var'
+    checkpoint['state_dict'][key][0] = float('inf')
+    bad = str(tmp_path / 'inf.pth')
+    torch.save(checkpoint, bad)
+    with pytest.raises(ValueError, match=f'{key}.*0 NaN and 1 infinite'):
+        load_tool('deploy').main([config, bad, str(tmp_path / 'o.pth')])
+
+
+def test_non_finite_outputs_are_not_dropped_by_the_maximum():
+    reference = [torch.ones(2, 3), torch.ones(4)]
+    deployed = [torch.ones(2, 3), torch.tensor([1.0, float('nan'), 1, 1])]
+    with pytest.raises(ValueError, match="deployed model output '#1'.*1 NaN"):
+        relative_difference(reference, deployed)
+    with pytest.raises(ValueError, match="original model output '#0'"):
+        relative_difference(
+            [torch.full((2, 3), float('inf')), torch.ones(4)], reference
+        )
+    assert relative_difference(reference, reference) == (0.0, 0.0)

@@ -12,12 +12,15 @@ thresholds 0.2/0.3/0.5/0.99.
 """
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 
 import numpy as np
 import torch
 from mmengine.config import DictAction
+from mmengine.logging import MMLogger
 
 from slak_mm.analysis.erf import (
     ERF_THRESHOLDS,
@@ -60,6 +63,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@contextlib.contextmanager
+def quiet_current_logger(level=logging.WARNING):
+    """Raises mmengine's current logger to ``level`` for the block."""
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def normalization(cfg):
     preprocessor = cfg.model.get('data_preprocessor') or {}
     return (
@@ -79,7 +94,10 @@ def main(argv=None):
     else:
         print('No --checkpoint: using randomly initialised weights')
         torch.manual_seed(args.seed)
-        model.init_weights()
+        # mmengine logs every parameter's initialisation at INFO level
+        # (hundreds of lines); only warnings matter here.
+        with quiet_current_logger():
+            model.init_weights()
     model.eval()
     mean, std = normalization(cfg)
     files = list_images(args.image_dir, args.num_images)

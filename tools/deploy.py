@@ -71,7 +71,8 @@ def main(argv=None):
         cfg_options=args.cfg_options,
     )
     print(
-        f'Outputs on a {args.batch_size}x3x{shape[0]}x{shape[1]} test batch: '
+        f'Compared the {report["compared"]} on a '
+        f'{args.batch_size}x3x{shape[0]}x{shape[1]} test batch: '
         f'max abs diff {report["max_abs_diff"]:.3e}, relative '
         f'{report["rel_diff"]:.3e} (tolerance {args.tolerance:.0e})'
     )

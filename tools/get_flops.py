@@ -9,7 +9,12 @@ Examples:
 MACs count the multiply-accumulates of convolutions and linear layers (the
 "FLOPs" of the paper and of OpenMMLab's get_flops); sparse MACs count only
 those with a kept weight. The input is one image of the given shape fed to
-the network in ``mode='tensor'``.
+the network in ``mode='tensor'`` (classifiers, segmentors: inference without
+post-processing; an auxiliary head that only runs in training is listed
+without MACs). For mmdet detectors the first table counts the backbone and
+neck (``extract_feat``), the second the whole detector in ``mode='tensor'``
+with generated image metadata; its RoI-head MACs depend on the number of
+proposals the RPN returns for the (all-zero) input, which is printed.
 """
 
 import argparse
@@ -23,7 +28,11 @@ from slak_mm.analysis.complexity import (
     masks_from_weights,
     uniform_masks,
 )
-from slak_mm.tools_lib import build_model_from_config, load_model_checkpoint
+from slak_mm.tools_lib import (
+    build_model_from_config,
+    is_mmdet_detector,
+    load_model_checkpoint,
+)
 from slak_mm.utils import safe_torch_load
 
 
@@ -89,8 +98,40 @@ def main(argv=None):
     elif args.uniform_sparsity is not None:
         masks = uniform_masks(model, args.uniform_sparsity)
         source = f'uniform sparsity {args.uniform_sparsity}'
-    report = count_complexity(model, (in_channels, height, width), masks=masks)
+    shape = (in_channels, height, width)
     print(f'Input: 1x{in_channels}x{height}x{width}; masks: {source}')
+    if is_mmdet_detector(model):
+        report = count_complexity(
+            model, shape, masks=masks, forward_fn=extract_feat
+        )
+        print('Backbone + neck (extract_feat):')
+        print_report(report)
+        full, num_proposals = count_detector(model, shape, masks)
+        print("\nWhole detector (mode='tensor'", end='')
+        if num_proposals is not None:
+            print(
+                f', {num_proposals} RPN proposals on this input; the '
+                'RoI-head MACs scale with their number',
+                end='',
+            )
+        print('):')
+        print_report(full)
+    else:
+        report = count_complexity(model, shape, masks=masks)
+        print_report(report)
+        full = None
+    if args.out_json:
+        result = dict(report.to_dict(), masks=source)
+        if full is not None:
+            result['whole_detector'] = dict(
+                full.to_dict(), rpn_proposals=num_proposals
+            )
+        with open(args.out_json, 'w') as f:
+            json.dump(result, f, indent=2)
+    return report
+
+
+def print_report(report):
     print(report.table())
     total = report.to_dict()['total']
     print(
@@ -99,10 +140,57 @@ def main(argv=None):
         f'MACs: {total["macs"] / 1e9:.2f}G dense, '
         f'{total["macs_sparse"] / 1e9:.2f}G sparse'
     )
-    if args.out_json:
-        with open(args.out_json, 'w') as f:
-            json.dump(dict(report.to_dict(), masks=source), f, indent=2)
-    return report
+
+
+def extract_feat(model, inputs):
+    return model.extract_feat(inputs)
+
+
+def count_detector(model, shape, masks):
+    """Counts a whole mmdet detector in ``mode='tensor'``.
+
+    Two-stage detectors need image metadata there; one generated data
+    sample per image supplies it (image, pad and batch shape = the input,
+    scale factor 1).
+
+    Returns:
+        tuple: The report and the number of RPN proposals per image
+        (None without an RPN).
+    """
+    from mmdet.structures import DetDataSample
+
+    height, width = shape[1:]
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(height, width),
+            ori_shape=(height, width),
+            pad_shape=(height, width),
+            batch_input_shape=(height, width),
+            scale_factor=(1.0, 1.0),
+        )
+    )
+    proposals = []
+    rpn_head = getattr(model, 'rpn_head', None)
+    if rpn_head is not None:
+        rpn_predict = rpn_head.predict
+
+        def predict_and_count(*args, **kwargs):
+            results = rpn_predict(*args, **kwargs)
+            proposals.append(len(results[0]))
+            return results
+
+        rpn_head.predict = predict_and_count
+    try:
+        report = count_complexity(
+            model,
+            shape,
+            masks=masks,
+            forward_fn=lambda m, x: m(x, [sample], mode='tensor'),
+        )
+    finally:
+        if rpn_head is not None:
+            del rpn_head.predict
+    return report, proposals[-1] if proposals else None
 
 
 if __name__ == '__main__':

@@ -62,8 +62,10 @@ train_dataloader = dict(
         pipeline=train_pipeline,
     ),
 )
+# One image per batch for validation and testing, as in mmseg: images of
+# different sizes cannot share a batch (nothing pads them there).
 val_dataloader = dict(
-    batch_size=4,
+    batch_size=1,
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
@@ -105,6 +107,8 @@ custom_hooks = [
         growth='random',
         prune_rate=0.3,
         update_interval=50,
-    )
+    ),
+    # Warns when annotation values fall outside the configured classes.
+    dict(type='SegLabelCheckHook'),
 ]
 randomness = dict(seed=0)

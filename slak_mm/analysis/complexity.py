@@ -65,10 +65,14 @@ class ComplexityReport:
         groups (dict[str, dict[str, float]]): For each group, ``params``,
             ``params_nonzero``, ``macs`` and ``macs_sparse``.
         input_shape (tuple[int]): The traced input's shape.
+        not_run (list[str]): Groups with parameters whose modules the traced
+            forward never called (e.g. an auxiliary head that only runs in
+            training): their MACs are not counted, not zero.
     """
 
     groups: Dict[str, Dict[str, float]] = field(default_factory=OrderedDict)
     input_shape: Sequence[int] = ()
+    not_run: List[str] = field(default_factory=list)
 
     def total(self, key: str) -> float:
         """Sum of ``key`` over the groups."""
@@ -80,49 +84,62 @@ class ComplexityReport:
             input_shape=list(self.input_shape),
             groups={name: dict(g) for name, g in self.groups.items()},
             total={k: self.total(k) for k in keys},
+            not_run=list(self.not_run),
         )
 
     def table(self) -> str:
-        """A text table in M params and G MACs."""
+        """A text table in M params and G MACs.
+
+        Groups that did not run show ``-`` for their MACs and are explained
+        under the table.
+        """
+        keys = ('params', 'params_nonzero', 'macs', 'macs_sparse')
+        items = list(self.groups.items())
+        items.append(('total', {k: self.total(k) for k in keys}))
+        width = max(12, max(len(name) for name, _ in items) + 2)
         header = (
-            f'{"part":<12}{"params(M)":>11}{"non-zero(M)":>13}'
+            f'{"part":<{width}}{"params(M)":>11}{"non-zero(M)":>13}'
             f'{"MACs(G)":>10}{"sparse MACs(G)":>16}'
         )
         rows = [header, '-' * len(header)]
-        items = list(self.groups.items()) + [
-            (
-                'total',
-                {
-                    k: self.total(k)
-                    for k in (
-                        'params',
-                        'params_nonzero',
-                        'macs',
-                        'macs_sparse',
-                    )
-                },
-            )
-        ]
         for name, g in items:
             if name == 'total':
                 rows.append('-' * len(header))
+            if name in self.not_run:
+                macs, sparse = f'{"-":>10}', f'{"-":>16}'
+            else:
+                macs = f'{g["macs"] / 1e9:>10.3f}'
+                sparse = f'{g["macs_sparse"] / 1e9:>16.3f}'
             rows.append(
-                f'{name:<12}{g["params"] / 1e6:>11.3f}'
-                f'{g["params_nonzero"] / 1e6:>13.3f}'
-                f'{g["macs"] / 1e9:>10.3f}{g["macs_sparse"] / 1e9:>16.3f}'
+                f'{name:<{width}}{g["params"] / 1e6:>11.3f}'
+                f'{g["params_nonzero"] / 1e6:>13.3f}{macs}{sparse}'
+            )
+        if self.not_run:
+            rows.append(
+                f'-: {", ".join(self.not_run)} did not run in the counted '
+                'forward (inference), so no MACs are counted for it; its '
+                'parameters are in the totals'
             )
         return '\n'.join(rows)
 
 
-class _TensorMode(nn.Module):
-    """Traces an OpenMMLab model's ``mode='tensor'`` forward."""
+class _Forward(nn.Module):
+    """Traces ``forward_fn(model, inputs)``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, forward_fn: Callable) -> None:
         super().__init__()
         self.model = model
+        self.forward_fn = forward_fn
 
     def forward(self, inputs: torch.Tensor):
-        return self.model(inputs, mode='tensor')
+        return self.forward_fn(self.model, inputs)
+
+
+def tensor_mode_forward(model: nn.Module, inputs: torch.Tensor):
+    """OpenMMLab models in ``mode='tensor'``, plain modules as they are."""
+    if isinstance(model, BaseModel):
+        return model(inputs, mode='tensor')
+    return model(inputs)
 
 
 def _no_macs(inputs, outputs) -> int:
@@ -225,36 +242,60 @@ def count_complexity(
     input_shape: Sequence[int] = (3, 224, 224),
     masks: Optional[Dict[str, torch.Tensor]] = None,
     group_fn: Callable[[str], str] = slak_group,
+    forward_fn: Optional[Callable] = None,
 ) -> ComplexityReport:
     """Counts parameters and MACs, dense and under ``masks``.
 
     Args:
-        model (nn.Module): The model; OpenMMLab models are traced in
-            ``mode='tensor'`` (no data preprocessor, no post-processing).
+        model (nn.Module): The model.
         input_shape (Sequence[int]): ``(C, H, W)`` of one image.
         masks (dict[str, Tensor], optional): ``{parameter name: bool
             tensor}``; unmasked parameters count as dense.
         group_fn (callable): Maps a parameter or module name to its group.
+        forward_fn (callable, optional): ``forward_fn(model, inputs)`` is
+            what gets traced, e.g. ``lambda m, x: m.extract_feat(x)`` for a
+            detector's backbone and neck. By default
+            :func:`tensor_mode_forward`: OpenMMLab models in
+            ``mode='tensor'`` (no data preprocessor, no post-processing).
 
     Returns:
-        ComplexityReport: Per-group counts for a batch of one.
+        ComplexityReport: Per-group counts for a batch of one. Groups whose
+        modules the forward never called are listed in ``not_run``.
     """
     masks = masks or {}
     _check_masks(model, masks)
     was_training = model.training
     model.eval()
-    traced = _TensorMode(model) if isinstance(model, BaseModel) else model
+    traced = _Forward(model, forward_fn or tensor_mode_forward)
     inputs = torch.zeros((1, *input_shape))
     analyzer = FlopAnalyzer(traced, inputs)
     # A None handle does not remove a default one in mmengine 0.10.7.
     analyzer.set_op_handle(**{op: _no_macs for op in _NON_MAC_OPS})
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    with reference_convs(model):
-        module_macs = analyzer.by_module()
-    model.train(was_training)
+    # Names of the parameters of every module the forward calls.
+    called = set()
+    handles = [
+        module.register_forward_pre_hook(
+            lambda module, args, prefix=f'{name}.' if name else '': (
+                called.update(
+                    prefix + p
+                    for p, _ in module.named_parameters(recurse=False)
+                )
+            )
+        )
+        for name, module in model.named_modules()
+        if next(module.parameters(recurse=False), None) is not None
+    ]
+    try:
+        with reference_convs(model):
+            module_macs = analyzer.by_module()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
 
-    prefix = 'model.' if traced is not model else ''
+    prefix = 'model.'
     groups: Dict[str, Dict[str, float]] = OrderedDict()
 
     def group(name: str) -> Dict[str, float]:
@@ -294,7 +335,15 @@ def count_complexity(
         for name in sorted(groups, key=_group_order)
         if any(groups[name].values())
     )
-    report = ComplexityReport(groups=ordered, input_shape=tuple(input_shape))
+    ran = {group_fn(name) for name in called}
+    not_run = [
+        name
+        for name, g in ordered.items()
+        if g['params'] and not g['macs'] and name not in ran
+    ]
+    report = ComplexityReport(
+        groups=ordered, input_shape=tuple(input_shape), not_run=not_run
+    )
     # Traced MACs must all be attributed to modules.
     attributed = report.total('macs')
     if abs(attributed - analyzer.total()) > 0.5:

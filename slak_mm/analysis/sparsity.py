@@ -2,7 +2,7 @@
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 
@@ -57,15 +57,88 @@ def overall_density(rows: Sequence[LayerDensity]) -> float:
     return sum(r.nonzero for r in rows) / sum(r.numel for r in rows)
 
 
-def format_table(rows: Sequence[LayerDensity]) -> str:
-    """A fixed-width text table, one line per layer, then the total."""
-    width = max(len(r.name) for r in rows)
+def default_module_path(
+    state_dict: Dict[str, torch.Tensor], sparse_state: Optional[dict] = None
+) -> str:
+    """The module whose weights sparse training masked, as a name prefix.
+
+    Args:
+        state_dict (dict[str, Tensor]): The checkpoint's weights.
+        sparse_state (dict, optional): ``SparseTrainingHook``'s checkpoint
+            entry (``sparse_training``), which records its ``module_path``.
+
+    Returns:
+        str: The hook's ``module_path`` when recorded; else ``'backbone'``
+        when the weights have ``backbone.`` keys (the hook's default); else
+        ``''``, the whole model (e.g. a released ImageNet checkpoint, whose
+        sparse training masked the head too).
+    """
+    if sparse_state is not None and 'module_path' in sparse_state:
+        return sparse_state['module_path'] or ''
+    if any(key.startswith('backbone.') for key in state_dict):
+        return 'backbone'
+    return ''
+
+
+def select_rows(
+    rows: Sequence[LayerDensity], module_path: str
+) -> List[LayerDensity]:
+    """The rows under ``module_path`` (``''``: all rows)."""
+    if not module_path:
+        return list(rows)
+    prefix = module_path.rstrip('.') + '.'
+    return [r for r in rows if r.name.startswith(prefix)]
+
+
+def mask_density(
+    rows: Sequence[LayerDensity],
+    masks: Dict[str, torch.Tensor],
+    module_path: str = '',
+) -> float:
+    """Kept fraction over ``rows`` as saved masks count it.
+
+    Layers without a mask are dense (``SparseTrainingHook`` keeps no mask
+    for a layer it left dense), as in the hook's logged density.
+
+    Args:
+        rows (Sequence[LayerDensity]): The masked set.
+        masks (dict[str, Tensor]): Bool masks named relative to
+            ``module_path``.
+        module_path (str): Prefix of the mask names in ``rows``.
+    """
+    prefix = module_path.rstrip('.') + '.' if module_path else ''
+    kept = total = 0
+    for r in rows:
+        mask = masks.get(r.name[len(prefix) :])
+        if mask is not None and tuple(mask.shape) != tuple(r.shape):
+            raise ValueError(
+                f'saved mask of {r.name!r} has shape {tuple(mask.shape)}, '
+                f'the weight {tuple(r.shape)}'
+            )
+        kept += r.numel if mask is None else int(mask.sum())
+        total += r.numel
+    return kept / total
+
+
+def format_table(
+    rows: Sequence[LayerDensity], masked: Optional[Set[str]] = None
+) -> str:
+    """A fixed-width text table, one line per layer, then the total.
+
+    Args:
+        rows (Sequence[LayerDensity]): One per weight.
+        masked (set[str], optional): Names in the masked set; they get a
+            ``*`` after the name.
+    """
+    masked = masked or set()
+    width = max(len(r.name) for r in rows) + (1 if masked else 0)
     header = f'{"layer":<{width}}  {"shape":<18}{"numel":>10}{"density":>9}'
     lines = [header, '-' * len(header)]
     for r in rows:
         shape = 'x'.join(str(s) for s in r.shape)
+        name = r.name + ('*' if r.name in masked else '')
         lines.append(
-            f'{r.name:<{width}}  {shape:<18}{r.numel:>10}{r.density:>9.4f}'
+            f'{name:<{width}}  {shape:<18}{r.numel:>10}{r.density:>9.4f}'
         )
     lines.append('-' * len(header))
     total = sum(r.numel for r in rows)

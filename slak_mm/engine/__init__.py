@@ -3,9 +3,12 @@ from .layer_decay import (
     get_slak_layer_id,
     get_slak_stage_id,
 )
+from .seg_label_check import SegLabelCheckHook, find_label_problems
 
 __all__ = [
     'SLaKLearningRateDecayOptimizerConstructor',
+    'SegLabelCheckHook',
+    'find_label_problems',
     'get_slak_layer_id',
     'get_slak_stage_id',
 ]

@@ -15,6 +15,92 @@ from .layers import DropPath, LayerNorm2d
 from .pointwise import block_mlp, select_mlp_impl
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_backbone_args(
+    depths: Sequence,
+    base_channels: Sequence,
+    kernel_sizes,
+    small_kernel,
+    width_factor,
+    in_channels,
+    out_indices,
+) -> List[int]:
+    """Checks the types and ranges of the SLaK constructor arguments.
+
+    Returns:
+        list[int]: ``kernel_sizes`` as a list.
+
+    Raises:
+        TypeError: If an argument has the wrong type (e.g. a string width
+            factor or a single int for ``kernel_sizes``); names it.
+        ValueError: If a value is out of range (an empty arch, a negative
+            depth, a width factor that leaves no channel, ...); names it.
+    """
+    if not depths:
+        raise ValueError(
+            'arch has no stages: "depths" and "channels" are empty'
+        )
+    for name, values, low in (
+        ('depths', depths, 0),
+        ('channels', base_channels, 1),
+    ):
+        for value in values:
+            if not _is_int(value) or value < low:
+                raise ValueError(
+                    f'arch {name!r} must hold ints >= {low}, got {values}'
+                )
+    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
+        kernel_sizes, (list, tuple)
+    ):
+        raise TypeError(
+            'kernel_sizes must be a list with one odd int per stage, e.g. '
+            f'(51, 49, 47, 13), got {kernel_sizes!r}'
+        )
+    kernel_sizes = list(kernel_sizes)
+    for name, values in (
+        ('kernel_sizes', kernel_sizes),
+        ('small_kernel', [small_kernel]),
+    ):
+        if not all(_is_int(size) for size in values):
+            raise TypeError(f'{name} must hold ints, got {values}')
+        if min(values, default=1) < 1:
+            raise ValueError(f'{name} must be positive, got {values}')
+    if not isinstance(width_factor, (int, float)) or isinstance(
+        width_factor, bool
+    ):
+        raise TypeError(
+            f'width_factor must be a number, got {width_factor!r} '
+            f'({type(width_factor).__name__})'
+        )
+    widths = [int(c * width_factor) for c in base_channels]
+    if not width_factor > 0 or min(widths) < 1:
+        raise ValueError(
+            f'width_factor={width_factor} gives stage widths {widths}; '
+            'every stage needs at least one channel'
+        )
+    if not _is_int(in_channels) or in_channels < 1:
+        raise ValueError(
+            f'in_channels must be a positive int, got {in_channels!r}'
+        )
+    indices = [out_indices] if _is_int(out_indices) else out_indices
+    if not isinstance(indices, (list, tuple)) or not all(
+        _is_int(i) for i in indices
+    ):
+        raise TypeError(
+            'out_indices must be an int or a list of ints, got '
+            f'{out_indices!r}'
+        )
+    if not indices:
+        raise ValueError(
+            'out_indices is empty: the backbone would return nothing; give '
+            'at least one stage index, e.g. (0, 1, 2, 3) or -1'
+        )
+    return kernel_sizes
+
+
 class SLaKBlock(nn.Module):
     """One SLaK block: ``x + drop_path(gamma * MLP(LN(LK(x))))``.
 
@@ -214,7 +300,15 @@ class SLaK(BaseModule):
 
         depths, base_channels = self._parse_arch(arch)
         self.num_stages = len(depths)
-        kernel_sizes = list(kernel_sizes)
+        kernel_sizes = _check_backbone_args(
+            depths,
+            base_channels,
+            kernel_sizes,
+            small_kernel,
+            width_factor,
+            in_channels,
+            out_indices,
+        )
         if len(kernel_sizes) != self.num_stages:
             raise ValueError(
                 f'kernel_sizes needs one size per stage ({self.num_stages}), '
@@ -306,6 +400,11 @@ class SLaK(BaseModule):
         missing = {'depths', 'channels'} - set(arch)
         if missing:
             raise ValueError(f'arch dict lacks keys {sorted(missing)}')
+        for key in ('depths', 'channels'):
+            if not isinstance(arch[key], (list, tuple)):
+                raise TypeError(
+                    f'arch {key!r} must be a list of ints, got {arch[key]!r}'
+                )
         depths, channels = list(arch['depths']), list(arch['channels'])
         if len(depths) != len(channels):
             raise ValueError(
@@ -336,7 +435,11 @@ class SLaK(BaseModule):
 
         Returns:
             tuple[Tensor]: One tensor per entry of ``out_indices``.
+
+        Raises:
+            ValueError: If H or W is below :attr:`min_input_size`.
         """
+        self._check_input_size(x)
         channels_last = uses_channels_last(self.conv_impl, x.device)
         if channels_last:
             # Kept through every layer: the depthwise convs are several
@@ -354,6 +457,27 @@ class SLaK(BaseModule):
                     # Necks and heads get the usual contiguous NCHW maps.
                     outs.append(norm(x).contiguous())
         return tuple(outs)
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the unpadded 4x4/s4 stem and 2x2/s2
+        downsamplings need at least one pixel at every stage, so
+        ``4 * 2 ** (num_stages - 1)`` (32 for four stages)."""
+        return 4 * 2 ** (self.num_stages - 1)
+
+    def _check_input_size(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(
+                f'SLaK expects (N, C, H, W) inputs, got shape {tuple(x.shape)}'
+            )
+        height, width = x.shape[-2:]
+        if height < self.min_input_size or width < self.min_input_size:
+            raise ValueError(
+                f'input of {int(height)}x{int(width)} is too small for SLaK '
+                f'with {self.num_stages} stages: both sides must be at least '
+                f'{self.min_input_size} pixels (the stem and the downsampling '
+                'layers are unpadded strided convs)'
+            )
 
     def _freeze_stages(self) -> None:
         for i in range(self.frozen_stages):

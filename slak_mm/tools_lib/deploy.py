@@ -11,11 +11,36 @@ from .model_builder import (
     build_model_from_config,
     flatten_tensors,
     load_model_checkpoint,
-    run_tensor_mode,
+    network_output_kind,
+    run_network,
 )
 
 #: Top-level checkpoint entries that are always kept.
 KEPT_ENTRIES = ('meta', 'state_dict')
+
+
+def check_finite(tensors: Dict[str, torch.Tensor], what: str) -> None:
+    """Fails on the first tensor holding NaN or infinity.
+
+    Args:
+        tensors (dict[str, Tensor]): Named tensors (non-float ones are
+            skipped).
+        what (str): What they are, for the message (e.g. ``'weight'``).
+
+    Raises:
+        ValueError: Naming the tensor and how many entries are NaN / inf.
+    """
+    for name, tensor in tensors.items():
+        if not torch.is_floating_point(tensor):
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            num_nan = int(torch.isnan(tensor).sum())
+            num_inf = int((~finite).sum()) - num_nan
+            raise ValueError(
+                f'{what} {name!r} (shape {tuple(tensor.shape)}) holds '
+                f'{num_nan} NaN and {num_inf} infinite values'
+            )
 
 
 def relative_difference(
@@ -30,11 +55,22 @@ def relative_difference(
     Returns:
         tuple[float, float]: ``max |a - b|`` and ``max |a - b| / max |a|``
         over all tensors (computed in float64).
+
+    Raises:
+        ValueError: If the counts or shapes differ, or an output holds NaN
+            or infinity (a NaN difference would otherwise vanish in the
+            maximum).
     """
     if len(reference) != len(other):
         raise ValueError(
             f'output count differs: {len(reference)} vs {len(other)}'
         )
+    check_finite(
+        {f'#{i}': t for i, t in enumerate(reference)}, 'original model output'
+    )
+    check_finite(
+        {f'#{i}': t for i, t in enumerate(other)}, 'deployed model output'
+    )
     max_abs = max_ref = 0.0
     for index, (a, b) in enumerate(zip(reference, other)):
         if a.shape != b.shape:
@@ -106,26 +142,31 @@ def deploy_checkpoint(
 
     Returns:
         dict: ``max_abs_diff``, ``rel_diff``, ``dropped`` (entry names),
-        ``num_params_before``/``num_params_after``.
+        ``num_params_before``/``num_params_after``, ``compared`` (which
+        outputs were compared, see :func:`run_network`).
 
     Raises:
         RuntimeError: If the deployed outputs differ by more than
             ``tolerance`` (relative); nothing is saved then.
+        ValueError: If a checkpoint tensor, a fused tensor or an output
+            holds NaN or infinity (names it); nothing is saved then.
     """
     model, _ = build_model_from_config(config, cfg_options)
     loaded = load_model_checkpoint(model, checkpoint)
+    check_finite(model.state_dict(), f'{checkpoint}: tensor')
     model.eval()
     batch = make_test_batch(shape, batch_size)
     # The reference backend runs the training form as defined (three convs
     # and BNs per block); faster backends already fold eval-mode BNs on the
     # fly, which would make the comparison vacuous.
     with reference_convs(model):
-        before = flatten_tensors(run_tensor_mode(model, batch))
+        before = flatten_tensors(run_network(model, batch))
     if not before:
         raise RuntimeError(f'{config}: the model returned no tensors')
     params_before = sum(p.numel() for p in model.parameters())
     switch_backbone_to_deploy(model)
-    after = flatten_tensors(run_tensor_mode(model, batch))
+    check_finite(model.state_dict(), 'deployed tensor')
+    after = flatten_tensors(run_network(model, batch))
     max_abs, rel = relative_difference(before, after)
     if not rel <= tolerance:
         raise RuntimeError(
@@ -153,4 +194,5 @@ def deploy_checkpoint(
         kept_extra=extra if keep_extra else [],
         num_params_before=params_before,
         num_params_after=sum(p.numel() for p in model.parameters()),
+        compared=network_output_kind(model),
     )

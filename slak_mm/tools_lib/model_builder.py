@@ -138,6 +138,44 @@ def run_tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
         return model(inputs)
 
 
+def is_mmdet_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is an mmdet detector (mmdet need not be
+    installed for other models)."""
+    try:
+        from mmdet.models.detectors import BaseDetector
+    except ImportError:
+        return False
+    return isinstance(model, BaseDetector)
+
+
+def network_output_kind(model: nn.Module) -> str:
+    """Says which outputs :func:`run_network` returns for ``model``."""
+    if is_mmdet_detector(model):
+        return 'backbone + neck features'
+    if isinstance(model, BaseModel):
+        return "mode='tensor' outputs"
+    return 'forward outputs'
+
+
+def run_network(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """Runs the network part that needs no data samples.
+
+    mmdet detectors return their backbone + neck features
+    (``extract_feat``): their ``mode='tensor'`` runs the RPN and RoI heads,
+    which need image metadata. Other OpenMMLab models run
+    ``mode='tensor'`` (see :func:`run_tensor_mode`), plain modules their
+    forward.
+
+    Args:
+        model (nn.Module): The model.
+        inputs (Tensor): Batch of shape ``(N, C, H, W)``.
+    """
+    if is_mmdet_detector(model):
+        with torch.no_grad():
+            return model.extract_feat(inputs)
+    return run_tensor_mode(model, inputs)
+
+
 def flatten_tensors(outputs: Any) -> List[torch.Tensor]:
     """Collects the tensors of nested tuples, lists and dicts in order."""
     if isinstance(outputs, torch.Tensor):
