@@ -201,7 +201,7 @@ def test_width_mismatch_raises(tmp_path):
     path = str(tmp_path / 'width1.pth')
     save_release(path, release)
     model = build(init_cfg=dict(type='Pretrained', checkpoint=path))
-    with pytest.raises(ValueError, match='do not fit the model'):
+    with pytest.raises(ValueError, match='does not fit the model'):
         model.init_weights()
 
 

@@ -85,7 +85,8 @@ def test_ranks_hold_identical_masks_after_updates(tmp_path):
         start_method='fork',
     )
     rank0, rank1 = (
-        torch.load(results / f'rank{r}.pth') for r in range(WORLD_SIZE)
+        torch.load(results / f'rank{r}.pth', weights_only=True)
+        for r in range(WORLD_SIZE)
     )
     assert rank0['seed'] != rank1['seed']
     assert rank0['num_updates'] == rank1['num_updates'] == NUM_ITERS

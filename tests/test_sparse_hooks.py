@@ -173,7 +173,7 @@ def test_updates_count_optimizer_steps_under_accumulation(uninterrupted):
 def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
     full_run, work_dir = uninterrupted
     checkpoint = work_dir / 'iter_6.pth'
-    saved = torch.load(checkpoint, map_location='cpu')  # weights_only
+    saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
     state = saved['sparse_training']
     assert (state['optimizer_steps'], state['num_updates']) == (3, 1)
     final_masks = sparse_hook(full_run).mask_state.masks
@@ -203,7 +203,9 @@ def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
 
 def test_resume_without_mask_state_is_an_error(uninterrupted, tmp_path):
     _, work_dir = uninterrupted
-    checkpoint = torch.load(work_dir / 'iter_6.pth', map_location='cpu')
+    checkpoint = torch.load(
+        work_dir / 'iter_6.pth', map_location='cpu', weights_only=True
+    )
     del checkpoint['sparse_training']
     dense_checkpoint = tmp_path / 'dense.pth'
     torch.save(checkpoint, dense_checkpoint)
@@ -269,7 +271,9 @@ def test_ema_copy_and_saved_weights_stay_masked(tmp_path):
     ema_weights = ema_hook.ema_model.module.state_dict()
     assert_masked_zero(ema_weights, masks)
 
-    saved = torch.load(tmp_path / 'iter_6.pth', map_location='cpu')
+    saved = torch.load(
+        tmp_path / 'iter_6.pth', map_location='cpu', weights_only=True
+    )
     assert_masked_zero(saved['state_dict'], saved['sparse_training']['masks'])
     # After EMAHook's swap the raw weights are under ema_state_dict.
     assert_masked_zero(
@@ -328,7 +332,9 @@ def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
     weights = runner.model.state_dict()
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert_masked_zero(weights, hook.mask_state.masks)
-    saved = torch.load(tmp_path / 'iter_8.pth', map_location='cpu')
+    saved = torch.load(
+        tmp_path / 'iter_8.pth', map_location='cpu', weights_only=True
+    )
     assert_masked_zero(saved['state_dict'], saved['sparse_training']['masks'])
     for param, mask in zip(
         hook.mask_state.params.values(), hook.mask_state.masks.values()

@@ -7,10 +7,18 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
+# The project's environment (.venv, made by `make env`) unless PYTHON is set.
+REPO_DIR="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$REPO_DIR/.venv/bin/python" ]; then
+        PYTHON="$REPO_DIR/.venv/bin/python"
+    else
+        PYTHON=python
+    fi
+fi
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-$PYTHON -m torch.distributed.run \
+PYTHONPATH="$REPO_DIR":$PYTHONPATH \
+"$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -10,8 +10,17 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:4}
+# The project's environment (.venv, made by `make env`) unless PYTHON is set.
+REPO_DIR="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$REPO_DIR/.venv/bin/python" ]; then
+        PYTHON="$REPO_DIR/.venv/bin/python"
+    else
+        PYTHON=python
+    fi
+fi
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
+PYTHONPATH="$REPO_DIR":$PYTHONPATH \
 srun -p "${PARTITION}" \
     --job-name="${JOB_NAME}" \
     --gres=gpu:"${GPUS_PER_NODE}" \
@@ -20,4 +29,4 @@ srun -p "${PARTITION}" \
     --cpus-per-task="${CPUS_PER_TASK}" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    python -u tools/train.py "${CONFIG}" --launcher="slurm" ${PY_ARGS}
+    "$PYTHON" -u "$REPO_DIR/tools/train.py" "${CONFIG}" --launcher="slurm" ${PY_ARGS}

@@ -92,7 +92,7 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
+    checkpoint=dict(interval=max_iters),
     visualization=dict(draw=False),
 )
 env_cfg = dict(cudnn_benchmark=False)

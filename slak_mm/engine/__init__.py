@@ -4,6 +4,7 @@ from .layer_decay import (
     get_slak_stage_id,
 )
 from .seg_label_check import SegLabelCheckHook, find_label_problems
+from .runner import StrictLoadingRunner
 
 __all__ = [
     'SLaKLearningRateDecayOptimizerConstructor',
@@ -11,4 +12,5 @@ __all__ = [
     'find_label_problems',
     'get_slak_layer_id',
     'get_slak_stage_id',
+    'StrictLoadingRunner',
 ]

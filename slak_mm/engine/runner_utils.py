@@ -1,6 +1,7 @@
 """Config handling shared by tools/train.py and tools/test.py."""
 
 import argparse
+import logging
 import os
 import os.path as osp
 from typing import Optional
@@ -132,10 +133,22 @@ def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The config's own runner type if it names one, else mmengine's."""
+    """The config's own runner type if it names one, else
+    :class:`StrictLoadingRunner` (mmengine's Runner with strict, checked
+    checkpoint loading for ``load_from``, ``--resume`` and testing)."""
+    from .runner import StrictLoadingRunner
+
     if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
+        if not isinstance(runner, StrictLoadingRunner):
+            print_log(
+                f'runner_type {cfg.runner_type!r} loads checkpoints '
+                'non-strictly (StrictLoadingRunner checks them)',
+                logger='current',
+                level=logging.WARNING,
+            )
+        return runner
+    return StrictLoadingRunner.from_cfg(cfg)
 
 
 def close_process_group() -> None:

@@ -506,16 +506,49 @@ class SLaK(BaseModule):
         self.deploy = True
 
     def init_weights(self) -> None:
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from .checkpoint import load_slak_pretrained
+        """Initialises the weights, loading ``Pretrained`` entries with
+        :func:`load_slak_pretrained`.
 
+        ``init_cfg`` may be one dict or a list (mmengine accepts both); every
+        ``dict(type='Pretrained', ...)`` entry goes through the SLaK loader
+        (released names converted, every shape checked, missing tensors an
+        error) after the other entries have initialised the weights, as
+        mmengine orders them. mmengine's own ``PretrainedInit`` would load a
+        released checkpoint non-strictly, i.e. not at all.
+        """
+        entries = self.init_cfg
+        if isinstance(entries, dict):
+            entries = [entries]
+        entries = list(entries or [])
+        pretrained = [e for e in entries if _is_pretrained_entry(e)]
+        if not pretrained:
+            super().init_weights()
+            return
+        from .checkpoint import load_slak_pretrained
+
+        others = [e for e in entries if not _is_pretrained_entry(e)]
+        original = self.init_cfg
+        self.init_cfg = others or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = original
+        for entry in pretrained:
+            if 'checkpoint' not in entry:
+                raise KeyError(
+                    f'init_cfg entry {entry} has no "checkpoint" path'
+                )
             load_slak_pretrained(
                 self,
-                init_cfg['checkpoint'],
-                prefix=init_cfg.get('prefix'),
-                map_location=init_cfg.get('map_location', 'cpu'),
+                entry['checkpoint'],
+                prefix=entry.get('prefix'),
+                map_location=entry.get('map_location', 'cpu'),
             )
-            self._is_init = True
-            return
-        super().init_weights()
+        self._is_init = True
+
+
+def _is_pretrained_entry(entry) -> bool:
+    return isinstance(entry, dict) and entry.get('type') in (
+        'Pretrained',
+        'PretrainedInit',
+    )

@@ -1,29 +1,30 @@
 """Building a model from a config and loading a checkpoint into it."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS, init_default_scope
 
 from ..models.checkpoint import (
+    check_checkpoint_fits,
     check_shapes,
     extract_state_dict,
-    is_release_state_dict,
     strip_module_prefix,
 )
 from ..utils.safe_load import safe_torch_load
 
 
 def build_model_from_config(
-    config: str, cfg_options: Optional[Dict[str, Any]] = None
+    config: Union[str, Config], cfg_options: Optional[Dict[str, Any]] = None
 ) -> Tuple[nn.Module, Config]:
     """Builds ``cfg.model`` in the config's ``default_scope``.
 
     Args:
-        config (str): Path of an OpenMMLab 2.x config. Its
+        config (str | Config): An OpenMMLab 2.x config or its path. Its
             ``custom_imports`` (e.g. ``imports=['slak_mm']``) are imported
             when the file is read.
         cfg_options (dict, optional): Overrides merged into the config, e.g.
@@ -33,7 +34,7 @@ def build_model_from_config(
         tuple[nn.Module, Config]: The model in eval mode (on the CPU, not
         initialised: load a checkpoint into it) and the config.
     """
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if 'model' not in cfg:
@@ -63,7 +64,12 @@ def _is_pretrained(init_cfg) -> bool:
 def load_model_checkpoint(
     model: nn.Module, filename: str, state_key: Optional[str] = None
 ) -> dict:
-    """Loads a whole-model checkpoint strictly (keys and shapes).
+    """Loads a whole-model checkpoint strictly.
+
+    Every tensor of the model must be in the checkpoint with its shape;
+    entries the model does not have (an EMA copy, ...) are logged and
+    ignored. The same check guards ``tools/test.py``, ``load_from`` and
+    ``--resume`` (:class:`slak_mm.engine.StrictLoadingRunner`).
 
     Args:
         model (nn.Module): The model built from the matching config.
@@ -75,31 +81,26 @@ def load_model_checkpoint(
         dict: The loaded checkpoint object (all its top-level entries).
 
     Raises:
-        ValueError: On a shape mismatch or a released (unconverted) file.
-        KeyError: On missing or unexpected keys; names them.
+        CheckpointMismatchError: On missing tensors or other shapes (a
+            ``KeyError`` and ``ValueError``); the message lists the keys
+            with both shapes and hints at the fix (e.g. a deployed
+            checkpoint needs ``model.backbone.deploy=True``).
     """
     checkpoint = safe_torch_load(filename)
     state_dict = strip_module_prefix(
         extract_state_dict(checkpoint, filename, state_key)
     )
-    if is_release_state_dict(state_dict):
-        raise ValueError(
-            f'{filename} uses the released SLaK names; convert it first '
-            'with tools/convert_release_checkpoint.py'
+    unexpected, _ = check_checkpoint_fits(state_dict, model, filename)
+    if unexpected:
+        print_log(
+            f'{filename}: {len(unexpected)} entries not in the model '
+            f'(ignored): {unexpected[:20]}',
+            logger='current',
         )
-    missing, unexpected = compare_with_model(state_dict, model, filename)
-    if missing or unexpected:
-        raise KeyError(
-            f'{filename} does not match the model built from the config: '
-            f'missing {missing[:10]}, unexpected {unexpected[:10]}'
-            + (
-                ' (a deployed checkpoint needs --cfg-options '
-                'model.backbone.deploy=True)'
-                if any('fused_' in k for k in unexpected + missing)
-                else ''
-            )
-        )
-    model.load_state_dict(state_dict, strict=True)
+    own = model.state_dict()
+    model.load_state_dict(
+        {k: v for k, v in state_dict.items() if k in own}, strict=True
+    )
     return checkpoint
 
 
@@ -111,7 +112,7 @@ def compare_with_model(
     """Checks shapes and returns the missing and unexpected keys.
 
     Raises:
-        ValueError: If any shared key has another shape (see
+        CheckpointMismatchError: If any shared key has another shape (see
             :func:`check_shapes`).
     """
     check_shapes(state_dict, model, filename)
