@@ -679,3 +679,17 @@ def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'StaticSparsityHook: every selected layer is dense' in out
     assert 'SparseTrainingHook' not in out
+
+
+def test_resuming_a_list_gives_a_clear_error(tmp_path):
+    not_a_checkpoint = tmp_path / 'list.pth'
+    torch.save([{'masks': {}}], not_a_checkpoint)
+    runner = make_runner(
+        tmp_path,
+        [copy.deepcopy(DYNAMIC_HOOK)],
+        resume=True,
+        load_from=str(not_a_checkpoint),
+    )
+    with pytest.raises(TypeError, match='is a list, not a dict') as info:
+        runner.train()
+    assert 'saved without this hook' not in str(info.value)
