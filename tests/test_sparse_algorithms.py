@@ -124,8 +124,9 @@ def test_snip_densities_from_global_top_k_by_hand():
         'a': torch.tensor([9.0, 8.0, 7.0, 6.0]),
         'b': torch.tensor([5.0, 0.1, 0.2, 0.3, 0.4, 4.0, 0.0, 0.0]),
     }
-    # 12 weights at density 0.5 keep the 6 largest: all of a, two of b.
-    assert snip_densities(scores, 0.5) == {'a': 1.0, 'b': 0.25}
+    # 12 weights at density 0.5: the 6th largest score is 4.0, and each
+    # layer keeps its scores strictly above it: all of a, one of b.
+    assert snip_densities(scores, 0.5) == {'a': 1.0, 'b': 0.125}
     masks = initial_masks(
         {'a': torch.ones(4), 'b': torch.ones(8)},
         'snip',
@@ -133,7 +134,7 @@ def test_snip_densities_from_global_top_k_by_hand():
         seeded_generator(0, 0),
         snip_scores=scores,
     )
-    assert list(masks) == ['b'] and int(masks['b'].sum()) == 2
+    assert list(masks) == ['b'] and int(masks['b'].sum()) == 1
 
 
 def test_from_weights_keeps_zeros_and_drops_dense_layers():
@@ -179,7 +180,7 @@ def _adam_after_one_step(model):
     return optimizer
 
 
-def test_apply_zeroes_weights_and_optimizer_state():
+def test_apply_zeroes_weights_and_sgd_momentum_only_by_default():
     model = SmallNet()
     params = select_maskable_parameters(model)
     masks = initial_masks(params, 'uniform', 0.5, seeded_generator(0, 0))
@@ -196,10 +197,15 @@ def test_apply_zeroes_weights_and_optimizer_state():
         param = params[name]
         assert (param[~mask] == 0).all()
         assert (param[mask] != 0).any()
+        # As released: Adam's moments stay, SGD's momentum is masked.
         for key in ('exp_avg', 'exp_avg_sq'):
-            assert (adam.state[param][key][~mask] == 0).all()
-            assert (adam.state[param][key][mask] != 0).any()
+            assert (adam.state[param][key][~mask] != 0).any()
         assert (sgd.state[param]['momentum_buffer'][~mask] == 0).all()
+    state.apply(adam, all_state=True)
+    for name, mask in masks.items():
+        for key in ('exp_avg', 'exp_avg_sq'):
+            assert (adam.state[params[name]][key][~mask] == 0).all()
+            assert (adam.state[params[name]][key][mask] != 0).any()
     # The scalar step count is not a per-weight state and is left alone.
     assert all(float(s['step']) == 1 for s in adam.state.values())
 
@@ -240,6 +246,26 @@ def test_magnitude_prune_drops_the_smallest_kept_weights():
     mask = torch.tensor([False, True, True, True, True, True])
     pruned = magnitude_prune(weight, mask, 2)
     assert pruned.tolist() == [False, True, False, True, False, True]
+    # NaN at a masked position is no problem; at a kept one it stops.
+    weight[0] = math.nan
+    assert torch.equal(magnitude_prune(weight, mask, 2), pruned)
+    weight[3] = math.nan
+    with pytest.raises(FloatingPointError, match='NaN or inf'):
+        magnitude_prune(weight, mask, 2)
+
+
+def test_update_on_non_finite_weights_names_the_layers():
+    params = {
+        'good': nn.Parameter(torch.randn(10)),
+        'bad': nn.Parameter(torch.randn(10)),
+    }
+    masks = {n: torch.arange(10) < 6 for n in params}
+    with torch.no_grad():
+        params['bad'][8] = math.inf  # a masked position
+    with pytest.raises(FloatingPointError, match=r'1 masked .*\(bad\)'):
+        prune_and_regrow(
+            params, masks, 0.5, 'random', generator=seeded_generator(0, 1)
+        )
 
 
 def test_gradient_growth_picks_the_largest_gradients():
@@ -261,7 +287,7 @@ def test_growth_errors():
     with pytest.raises(RuntimeError, match='gradient'):
         prune_and_regrow({'p': param}, {'p': mask}, 0.5, 'gradient')
     plain_sgd = torch.optim.SGD([param], lr=0.1)
-    with pytest.raises(RuntimeError, match='exp_avg or momentum_buffer'):
+    with pytest.raises(RuntimeError, match='or momentum_buffer'):
         prune_and_regrow(
             {'p': param}, {'p': mask}, 0.5, 'momentum', optimizer=plain_sgd
         )
@@ -271,7 +297,9 @@ def test_cosine_prune_rate():
     assert cosine_prune_rate(0, 100, 0.5, 0.005) == 0.5
     assert math.isclose(cosine_prune_rate(50, 100, 0.5, 0.005), 0.2525)
     assert math.isclose(cosine_prune_rate(100, 100, 0.5, 0.005), 0.005)
-    assert math.isclose(cosine_prune_rate(250, 100, 0.5, 0.005), 0.005)
+    # Past the end the cosine goes on, as CosineAnnealingLR does.
+    assert math.isclose(cosine_prune_rate(200, 100, 0.5, 0.005), 0.5)
+    assert math.isclose(cosine_prune_rate(250, 100, 0.5, 0.005), 0.2525)
     rates = [cosine_prune_rate(s, 100, 0.3, 0.0) for s in range(101)]
     assert all(a > b for a, b in zip(rates, rates[1:]))
 

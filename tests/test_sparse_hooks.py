@@ -239,7 +239,10 @@ def test_density_and_prune_rate_are_logged(uninterrupted):
     assert groups == {f'train/sparse/density_{i}' for i in (0, 2, 6)}
     log_dir = runner.log_dir
     log_text = next(Path(log_dir).glob('*.log')).read_text()
-    assert 'sparse/density: 0.5' in log_text
+    # SNIP keeps the scores strictly above the k-th largest, as released:
+    # one weight fewer than half here.
+    assert f'sparse/density: {hook.density:.4f}' in log_text
+    assert math.isclose(hook.density, 0.5, abs_tol=1e-3)
     assert 'sparse/prune_rate:' in log_text
     # The default LocalVisBackend gets them too.
     scalars_file = Path(log_dir) / 'vis_data' / 'scalars.json'
@@ -420,6 +423,138 @@ def test_hook_argument_errors():
 
 
 @pytest.mark.parametrize(
+    'hook_args, error',
+    [
+        (dict(sparsity='abc'), TypeError),
+        (dict(sparsity=None), TypeError),
+        (dict(update_interval=2.5), TypeError),
+        (dict(update_interval='100'), TypeError),
+        (dict(stop_update_iter=-1), ValueError),
+        (dict(stop_update_epoch=1.0), TypeError),
+        (dict(total_steps=0), ValueError),
+        (dict(total_steps=-5), ValueError),
+        (dict(seed='abc'), TypeError),
+        (dict(include=5), TypeError),
+        (dict(exclude=['*.head*', 3]), TypeError),
+        (dict(prune_rate='0.5'), TypeError),
+        (dict(mask_all_optimizer_state='yes'), TypeError),
+    ],
+)
+def test_wrong_argument_types_fail_at_construction(hook_args, error):
+    (name,) = hook_args
+    with pytest.raises(error, match=name):
+        SparseTrainingHook(**hook_args)
+
+
+@pytest.mark.parametrize(
+    'optimizer, message',
+    [
+        (dict(type='SGD', lr=0.1), 'momentum=0'),
+        (dict(type='Adagrad', lr=0.1), 'Adagrad keeps neither'),
+        (dict(type='Adamax', lr=0.1), 'Adamax keeps neither'),
+    ],
+)
+def test_momentum_growth_without_momentum_fails_before_training(
+    tmp_path, optimizer, message
+):
+    runner = make_runner(
+        tmp_path,
+        [dict(type='SparseTrainingHook', init='uniform', growth='momentum')],
+        optim_wrapper=dict(optimizer=optimizer),
+    )
+    with pytest.raises(ValueError, match=message):
+        runner.train()
+    assert runner.iter == 0
+
+
+def test_non_finite_weights_stop_the_update(tmp_path):
+    # Sample 5 is inf: the second batch's step makes every weight NaN.
+    runner = make_runner(
+        tmp_path,
+        [
+            dict(
+                type='SparseTrainingHook',
+                sparsity=0.4,
+                init='uniform',
+                update_interval=1,
+            )
+        ],
+        dataset=ToyDataset(inf_samples=(5,)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+    )
+    with pytest.raises(FloatingPointError, match='hold NaN or inf') as info:
+        runner.train()
+    assert 'mask update 2 (after optimizer step 2, iteration 2)' in str(
+        info.value
+    )
+    hook = sparse_hook(runner)
+    assert hook.num_updates == 1
+    assert math.isclose(hook.density, 0.6, abs_tol=0.01)
+
+
+def test_resume_into_other_settings_warns_naming_both(
+    uninterrupted, tmp_path, capsys
+):
+    _, work_dir = uninterrupted
+    other = dict(DYNAMIC_HOOK, sparsity=0.3, init='erk')
+    resumed = make_runner(
+        tmp_path,
+        [other],
+        accumulative_counts=2,
+        resume=True,
+        load_from=str(work_dir / 'iter_6.pth'),
+    )
+    resumed.train()
+    out = capsys.readouterr().out
+    assert (
+        'sparsity=0.5 (checkpoint) vs sparsity=0.3 (config); '
+        "init='snip' (checkpoint) vs init='erk' (config)" in out
+    )
+    hook = sparse_hook(resumed)
+    assert (hook.sparsity, hook.init) == (0.5, 'snip')
+    assert 'sparsity=0.5, init=snip' in out
+    assert math.isclose(hook.density, 0.5, abs_tol=0.01)
+
+
+@pytest.mark.parametrize(
+    'damage, error, message',
+    [
+        (
+            lambda c: c.update(sparse_training=[1, 2]),
+            TypeError,
+            r"checkpoint\['sparse_training'\] must be a dict .* got a list",
+        ),
+        (
+            lambda c: c['sparse_training'].update(masks=[]),
+            TypeError,
+            r"\['masks'\] must be a dict of bool tensors .* got a list",
+        ),
+        (
+            lambda c: c['sparse_training'].pop('num_updates'),
+            KeyError,
+            "no 'num_updates' entry",
+        ),
+    ],
+)
+def test_damaged_mask_state_gives_a_clear_error(
+    uninterrupted, tmp_path, damage, error, message
+):
+    _, work_dir = uninterrupted
+    checkpoint = torch.load(work_dir / 'iter_6.pth', map_location='cpu')
+    damage(checkpoint)
+    damaged = tmp_path / 'damaged.pth'
+    torch.save(checkpoint, damaged)
+    runner = make_runner(
+        tmp_path,
+        [copy.deepcopy(DYNAMIC_HOOK)],
+        resume=True,
+        load_from=str(damaged),
+    )
+    with pytest.raises(error, match=message):
+        runner.train()
+
+
+@pytest.mark.parametrize(
     'hook_args, error, message',
     [
         (dict(module_path='neck'), AttributeError, "no submodule 'neck'"),
@@ -547,4 +682,20 @@ def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
     )
     runner.train()
     assert len(sparse_hook(runner).mask_state) == 0
-    assert 'every selected layer is dense' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'StaticSparsityHook: every selected layer is dense' in out
+    assert 'SparseTrainingHook' not in out
+
+
+def test_resuming_a_list_gives_a_clear_error(tmp_path):
+    not_a_checkpoint = tmp_path / 'list.pth'
+    torch.save([{'masks': {}}], not_a_checkpoint)
+    runner = make_runner(
+        tmp_path,
+        [copy.deepcopy(DYNAMIC_HOOK)],
+        resume=True,
+        load_from=str(not_a_checkpoint),
+    )
+    with pytest.raises(TypeError, match='is a list, not a dict') as info:
+        runner.train()
+    assert 'saved without this hook' not in str(info.value)

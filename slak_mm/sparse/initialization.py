@@ -23,8 +23,24 @@ def seeded_generator(seed: int, index: int) -> torch.Generator:
     return generator
 
 
+# The release leaves a layer dense when its drawn initial density is at
+# least this (after SNIP, ERK or uniform; ``sparse_core.Masking.init``).
+DENSE_LAYER_DENSITY = 0.99
+
+
+def is_real_number(value) -> bool:
+    """True for int and float values, False for bool, str, None, ..."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_sparsity(sparsity: float) -> None:
-    """Raises ValueError unless ``0 <= sparsity < 1``."""
+    """Raises TypeError for a non-number and ValueError unless
+    ``0 <= sparsity < 1``."""
+    if not is_real_number(sparsity):
+        raise TypeError(
+            'sparsity must be a number in [0, 1) (the pruned fraction), '
+            f'got {sparsity!r} ({type(sparsity).__name__})'
+        )
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(
             f'sparsity must lie in [0, 1) (the pruned fraction), got '
@@ -84,11 +100,12 @@ def erk_densities(
 def snip_densities(
     scores: Mapping[str, torch.Tensor], density: float
 ) -> Dict[str, float]:
-    """Layer densities from a global top-k of SNIP scores.
+    """Layer densities from a global top-k of SNIP scores, as released.
 
-    The release keeps the ``density`` fraction of all weights with the
-    largest ``|w * dL/dw|`` over one batch and uses the kept fraction of
-    each layer as that layer's density (the mask itself is then random).
+    With ``k = int(density * n)`` over all ``n`` scores, the threshold is
+    the k-th largest score, and each layer's density is the fraction of its
+    scores strictly above it (the release's ``SNIP``); the masks are then
+    drawn at random at those densities.
 
     Args:
         scores (Mapping[str, Tensor]): ``|w * grad|`` of each layer, any
@@ -100,14 +117,13 @@ def snip_densities(
     """
     names = list(scores)
     flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])
-    num_keep = max(1, round(density * flat.numel()))
-    kept_index = torch.topk(flat, num_keep, sorted=False).indices
-    # Which layer each kept index falls into, from the layer boundaries.
-    sizes = torch.tensor([scores[n].numel() for n in names])
-    ends = torch.cumsum(sizes, 0)
-    layer_of = torch.searchsorted(ends, kept_index.cpu(), right=True)
-    kept = torch.bincount(layer_of, minlength=len(names))
-    return {n: kept[i].item() / sizes[i].item() for i, n in enumerate(names)}
+    num_keep = min(flat.numel(), max(1, int(density * flat.numel())))
+    threshold = torch.topk(flat, num_keep, sorted=True).values[-1]
+    return {
+        n: (scores[n].detach().float() > threshold).sum().item()
+        / scores[n].numel()
+        for n in names
+    }
 
 
 def random_masks(
@@ -141,9 +157,22 @@ def masks_from_weights(
     return {name: w.detach() != 0 for name, w in weights.items()}
 
 
-def drop_dense(masks: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Leaves out masks that keep everything, as the release does."""
-    return {name: m for name, m in masks.items() if not bool(m.all())}
+def drop_dense(
+    masks: Mapping[str, torch.Tensor], min_density: float = 1.0
+) -> Dict[str, torch.Tensor]:
+    """Leaves out masks whose kept fraction is ``min_density`` or more.
+
+    Args:
+        masks (Mapping[str, Tensor]): Bool masks by name.
+        min_density (float): Masks keeping at least this fraction are
+            dropped (the layer stays dense). 1.0 drops only full masks;
+            the release uses :data:`DENSE_LAYER_DENSITY` (0.99).
+    """
+    return {
+        name: m
+        for name, m in masks.items()
+        if not int(m.sum()) / m.numel() >= min_density
+    }
 
 
 def initial_masks(
@@ -154,7 +183,12 @@ def initial_masks(
     snip_scores: Optional[Mapping[str, torch.Tensor]] = None,
     erk_power: float = 1.0,
 ) -> Dict[str, torch.Tensor]:
-    """Builds the initial masks, fully dense layers left out.
+    """Builds the initial masks, dense layers left out.
+
+    As released, a layer whose drawn mask keeps 99% or more of it
+    (:data:`DENSE_LAYER_DENSITY`) stays dense (``'snip'``, ``'erk'``,
+    ``'uniform'``). ``'from_weights'`` only leaves out layers without any
+    zero, so a sparse checkpoint's zeros are all kept.
 
     Args:
         weights (Mapping[str, Tensor]): The parameters to mask by name.
@@ -194,5 +228,6 @@ def initial_masks(
         densities = snip_densities(snip_scores, density)
     masks = random_masks(shapes, densities, generator)
     return drop_dense(
-        {name: m.to(weights[name].device) for name, m in masks.items()}
+        {name: m.to(weights[name].device) for name, m in masks.items()},
+        DENSE_LAYER_DENSITY,
     )

@@ -14,6 +14,9 @@ import torch.nn as nn
 # Conv (out, in / groups, kh, kw) and linear (out, in) weights, as released.
 MASKABLE_NDIMS = (2, 4)
 
+# The optimizer state the release masks with the weights (SGD momentum).
+MOMENTUM_BUFFER_KEY = 'momentum_buffer'
+
 Patterns = Optional[Union[str, Sequence[str]]]
 
 
@@ -147,24 +150,33 @@ class MaskState:
         return len(self.masks)
 
     @torch.no_grad()
-    def apply(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-        """Zeroes masked weights and their per-parameter optimizer state.
+    def apply(
+        self,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        all_state: bool = False,
+    ) -> None:
+        """Zeroes masked weights and, as released, SGD's momentum there.
 
-        Every tensor in ``optimizer.state[param]`` shaped like the parameter
-        (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``,
-        ``momentum_buffer``, ...) is zeroed too, so a masked weight cannot
-        drift back through its momentum.
+        Only ``momentum_buffer`` (SGD, RMSprop with momentum) is masked by
+        default; Adam's ``exp_avg`` and ``exp_avg_sq`` at masked positions
+        are left as they are, so a regrown weight resumes with its moments.
 
         Args:
             optimizer (Optimizer, optional): The optimizer of the params.
+            all_state (bool): Also zero every other per-parameter state
+                tensor shaped like the weight (``exp_avg``, ``exp_avg_sq``,
+                ``max_exp_avg_sq``, ...), so a regrown weight starts with
+                fresh moments. Not in the release. Defaults to False.
         """
         for name, param in self.params.items():
             mask = self.masks[name]
             param.mul_(mask)
             if optimizer is None:
                 continue
-            for value in optimizer.state.get(param, {}).values():
-                if torch.is_tensor(value) and value.shape == param.shape:
+            for key, value in optimizer.state.get(param, {}).items():
+                if not torch.is_tensor(value) or value.shape != param.shape:
+                    continue
+                if all_state or key == MOMENTUM_BUFFER_KEY:
                     value.mul_(mask)
 
     @torch.no_grad()
@@ -228,6 +240,37 @@ class MaskState:
     ) -> 'MaskState':
         """Rebuilds masks saved by :meth:`state_dict` over ``module``."""
         return cls(module, state['masks'])
+
+
+@torch.no_grad()
+def update_ema_of_masked_weight(
+    ema_weight: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    ema_was_zero: torch.Tensor,
+) -> None:
+    """Masks an EMA copy after its update, as the release's ``ModelEma``.
+
+    The release gives a kept position whose EMA value was exactly zero
+    before the EMA update (a regrown weight, which the masks held at zero)
+    the weight's current value instead of ``(1 - decay) * w``, and zeroes
+    masked positions. Run this right after the EMA update; ``ema_was_zero``
+    must hold ``ema_weight == 0`` from just before it and is refreshed in
+    place for the next update.
+
+    Args:
+        ema_weight (Tensor): The averaged copy, any shape; updated in place.
+        weight (Tensor): The live weight, shaped like ``ema_weight``.
+        mask (Tensor): Bool, shaped like ``ema_weight``.
+        ema_was_zero (Tensor): Bool, shaped like ``ema_weight``.
+    """
+    device = ema_weight.device
+    mask = mask.to(device)
+    fresh = ema_was_zero & mask
+    if bool(fresh.any()):
+        ema_weight[fresh] = weight.detach().to(device, ema_weight.dtype)[fresh]
+    ema_weight.mul_(mask)
+    torch.eq(ema_weight, 0, out=ema_was_zero)
 
 
 def broadcast_masks(

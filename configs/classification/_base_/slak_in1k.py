@@ -53,8 +53,19 @@ optim_wrapper = dict(
 
 # Dynamic sparse training over the whole model (head included, as
 # released): SNIP layer densities, magnitude prune + random regrow.
+# EMA as the release's ModelEma: decay 0.9999 per optimizer step (one
+# update every 4 accumulated iterations), BN buffers averaged too.
+# T of the prune-rate cosine as the release derives it: optimizer steps
+# per epoch = len(train set) // total batch (1,281,167 // 4096 = 312),
+# times 300 epochs = 93,600 (mmengine itself runs 313 steps per epoch).
 custom_hooks = [
-    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    dict(
+        type='EMAHook',
+        momentum=1e-4,
+        interval=4,
+        update_buffers=True,
+        priority='ABOVE_NORMAL',
+    ),
     dict(
         type='SparseTrainingHook',
         sparsity=0.4,
@@ -62,6 +73,7 @@ custom_hooks = [
         growth='random',
         prune_rate=0.3,
         update_interval=100,
+        total_steps=(1281167 // (128 * 8 * 4)) * 300,
         module_path=None,
     ),
 ]
