@@ -1,0 +1,200 @@
+"""Triton kernels of the "same"-padded depthwise convolution, channels-last.
+
+Imported only where Triton is installed (see :mod:`.triton_dwconv`). The
+functions are left undecorated: :mod:`.triton_dwconv` wraps them with
+``triton.jit`` (compiled for CUDA tensors, or Triton's interpreter for CPU
+tensors) and, when compiled, with ``triton.autotune``.
+
+Layouts: maps are ``(N, H, W, C)`` contiguous (a channels-last NCHW tensor
+seen through ``permute(0, 2, 3, 1)``), kernels ``(kh, kw, C)`` contiguous
+so that one tap of a block of channels is one coalesced load. Every
+product is accumulated in fp32, whatever the input dtype.
+
+Only long-standing Triton builtins are used (``program_id``, ``arange``,
+``full``, masked ``load``/``store``, ``reduce``, ``range`` loops), so that
+the kernels compile with Triton 3.6 as well as with the newest releases.
+None of the ``@triton.jit`` helpers of ``triton.language.standard``
+(``cdiv``, ``zeros``, ``sum``) is called: those are compiled or
+interpreted as decided when Triton was first imported, and a compiled
+helper cannot run inside an interpreted kernel, so the kernels would fail
+under the interpreter whenever Triton was imported before
+``TRITON_INTERPRET=1`` was set (as in a test session). The sum over
+positions is ``tl.reduce`` with ``tl.standard._sum_combine``, the combine
+function of ``tl.sum`` itself, which the interpreter recognises and
+evaluates with numpy without calling it.
+"""
+
+import triton.language as tl
+
+
+def dwconv_forward_kernel(
+    x_ptr,
+    w1_ptr,
+    w2_ptr,
+    bias_ptr,
+    out_ptr,
+    N,
+    H,
+    W,
+    C,
+    KH1,
+    KW1,
+    KH2,
+    KW2,
+    HAS_SECOND: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """``out = conv(x, w1) [+ conv(x, w2)] [+ bias]``, "same" padding.
+
+    One program computes a ``BLOCK_H x BLOCK_W`` tile of output positions
+    of one image for ``BLOCK_C`` channels: for every tap it loads the
+    shifted input tile (neighbouring taps hit the cache) and the tap's
+    weights of those channels, and accumulates in fp32 registers. The
+    second kernel (the other folded strip in eval) reuses the same input
+    tile, so both strips and the bias cost one pass over the output.
+
+    Grid: ``(N * cdiv(H, BLOCK_H) * cdiv(W, BLOCK_W), cdiv(C, BLOCK_C))``.
+    """
+    pid_tile = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    tiles_h = (H + BLOCK_H - 1) // BLOCK_H
+    tiles_w = (W + BLOCK_W - 1) // BLOCK_W
+    tiles_per_image = tiles_h * tiles_w
+    n = pid_tile // tiles_per_image
+    tile = pid_tile % tiles_per_image
+    offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
+    oh = (tile // tiles_w) * BLOCK_H + offs_p // BLOCK_W
+    ow = (tile % tiles_w) * BLOCK_W + offs_p % BLOCK_W
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    c_mask_row = c_mask[None, :]
+    out_ok = (oh < H) & (ow < W)
+    image = n.to(tl.int64) * H * W * C
+    # Pointers of the unshifted tile: a tap (dh, dw) adds one scalar.
+    centre = (oh * W + ow)[:, None] * C + offs_c[None, :]
+    x_tile = x_ptr + image + centre
+    acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
+    for a in range(0, KH1):
+        dh = a - KH1 // 2
+        h_ok = out_ok & (oh + dh >= 0) & (oh + dh < H)
+        x_row = x_tile + dh * W * C
+        w_row = w1_ptr + a * KW1 * C + offs_c
+        for b in range(0, KW1):
+            dw = b - KW1 // 2
+            ok = h_ok & (ow + dw >= 0) & (ow + dw < W)
+            xv = tl.load(
+                x_row + dw * C, mask=ok[:, None] & c_mask_row, other=0.0
+            )
+            wv = tl.load(w_row + b * C, mask=c_mask, other=0.0)
+            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if HAS_SECOND:
+        for a in range(0, KH2):
+            dh = a - KH2 // 2
+            h_ok = out_ok & (oh + dh >= 0) & (oh + dh < H)
+            x_row = x_tile + dh * W * C
+            w_row = w2_ptr + a * KW2 * C + offs_c
+            for b in range(0, KW2):
+                dw = b - KW2 // 2
+                ok = h_ok & (ow + dw >= 0) & (ow + dw < W)
+                xv = tl.load(
+                    x_row + dw * C, mask=ok[:, None] & c_mask_row, other=0.0
+                )
+                wv = tl.load(w_row + b * C, mask=c_mask, other=0.0)
+                acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        bv = tl.load(bias_ptr + offs_c, mask=c_mask, other=0.0)
+        acc += bv.to(tl.float32)[None, :]
+    tl.store(
+        out_ptr + image + centre,
+        acc.to(out_ptr.dtype.element_ty),
+        mask=out_ok[:, None] & c_mask_row,
+    )
+
+
+def dwconv_weight_grad_kernel(
+    x_ptr,
+    grad_ptr,
+    partial_ptr,
+    N,
+    H,
+    W,
+    C,
+    KH,
+    KW,
+    NUM_SPLITS,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Partial weight gradients of a "same" depthwise conv.
+
+    ``partial[s, a * KW + b, c]`` receives ``sum grad[n, h, w, c] *
+    x[n, h + a - KH // 2, w + b - KW // 2, c]`` over split ``s`` of the
+    output tiles (tiles as in :func:`dwconv_forward_kernel`, numbered
+    image by image, row by row; split ``s`` holds a contiguous run of
+    ``cdiv(num_tiles, NUM_SPLITS)`` of them, so its maps stay in the
+    cache while the program runs over every tap); the caller sums over
+    ``s``. Products are accumulated elementwise in fp32 registers and
+    reduced once per tap. Every element of ``partial`` is written exactly
+    once, so the result depends neither on the buffer's previous contents
+    nor on scheduling (and autotuning may rerun the kernel freely).
+
+    Grid: ``(NUM_SPLITS, cdiv(C, BLOCK_C))``; ``partial`` is fp32 of shape
+    ``(NUM_SPLITS, KH * KW, C)``.
+    """
+    pid_split = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    tiles_h = (H + BLOCK_H - 1) // BLOCK_H
+    tiles_w = (W + BLOCK_W - 1) // BLOCK_W
+    tiles_per_image = tiles_h * tiles_w
+    num_tiles = N * tiles_per_image
+    tiles_per_split = (num_tiles + NUM_SPLITS - 1) // NUM_SPLITS
+    first_tile = pid_split * tiles_per_split
+    last_tile = tl.minimum(first_tile + tiles_per_split, num_tiles)
+    offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
+    tile_h = offs_p // BLOCK_W
+    tile_w = offs_p % BLOCK_W
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    c_mask_row = c_mask[None, :]
+    channel_row = offs_c[None, :]
+    image_size = H * W * C
+    partial = partial_ptr + pid_split.to(tl.int64) * KH * KW * C + offs_c
+    for a in range(0, KH):
+        dh = a - KH // 2
+        for b in range(0, KW):
+            dw = b - KW // 2
+            shift = (dh * W + dw) * C
+            acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
+            for tile_id in range(first_tile, last_tile):
+                n = tile_id // tiles_per_image
+                tile = tile_id % tiles_per_image
+                oh = (tile // tiles_w) * BLOCK_H + tile_h
+                ow = (tile % tiles_w) * BLOCK_W + tile_w
+                out_ok = (oh < H) & (ow < W)
+                ok = out_ok & (oh + dh >= 0) & (oh + dh < H)
+                ok = ok & (ow + dw >= 0) & (ow + dw < W)
+                centre = (
+                    n.to(tl.int64) * image_size
+                    + (oh * W + ow)[:, None] * C
+                    + channel_row
+                )
+                grad = tl.load(
+                    grad_ptr + centre,
+                    mask=out_ok[:, None] & c_mask_row,
+                    other=0.0,
+                )
+                xv = tl.load(
+                    x_ptr + centre + shift,
+                    mask=ok[:, None] & c_mask_row,
+                    other=0.0,
+                )
+                acc += grad.to(tl.float32) * xv.to(tl.float32)
+            tl.store(
+                partial + (a * KW + b) * C,
+                tl.reduce(acc, 0, tl.standard._sum_combine),
+                mask=c_mask,
+            )
