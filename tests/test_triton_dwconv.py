@@ -244,6 +244,76 @@ def test_import_needs_no_triton():
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
+def compile_for_hopper(kernel, dtype, constexprs, num_warps=4):
+    """Compiles ``kernel`` for sm_90 (H100/H200) without a GPU: Triton's
+    code generation and its bundled ptxas. Pointers and ``CP`` are
+    declared 16-byte aligned/divisible, as Triton specialises them for
+    real (aligned) tensors. Returns the compiled kernel's ``asm`` dict."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    params = inspect.signature(kernel).parameters
+    signature, aligned = {}, {}
+    for index, name in enumerate(params):
+        if name in constexprs:
+            signature[name] = 'constexpr'
+        elif name.endswith('_ptr'):
+            is_map = name in ('x_ptr', 'out_ptr', 'grad_ptr')
+            signature[name] = f'*{dtype}' if is_map else '*fp32'
+            aligned[(index,)] = [['tt.divisibility', 16]]
+        else:
+            signature[name] = 'i32'
+            if name == 'CP':
+                aligned[(index,)] = [['tt.divisibility', 16]]
+    source = ASTSource(triton.jit(kernel), signature, constexprs, aligned)
+    compiled = triton.compile(
+        source,
+        target=GPUTarget('cuda', 90, 32),
+        options=dict(num_warps=num_warps),
+    )
+    return compiled.asm
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    'name,dtype,constexprs',
+    [
+        (
+            'dwconv_forward_kernel',
+            'bf16',
+            dict(HAS_SECOND=True, HAS_BIAS=True),
+        ),
+        (
+            'dwconv_forward_kernel',
+            'fp32',
+            dict(HAS_SECOND=False, HAS_BIAS=False),
+        ),
+        ('dwconv_weight_grad_kernel', 'bf16', {}),
+    ],
+)
+def test_kernels_compile_for_hopper_with_128_bit_loads(
+    monkeypatch, name, dtype, constexprs
+):
+    """Without a GPU: the kernels compile to an sm_90 binary, and every
+    global load reads 128 bits (channel rows padded and aligned, so SLaK's
+    odd widths do not fall back to one element per load)."""
+    import re
+
+    from slak_mm.ops import _triton_dwconv_kernels as kernels
+
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    blocks = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32)
+    asm = compile_for_hopper(
+        getattr(kernels, name), dtype, {**constexprs, **blocks}
+    )
+    assert asm['cubin']
+    loads = set(re.findall(r'ld\.global[.a-z0-9]*', asm['ptx']))
+    assert loads == {'ld.global.v4.b32'}
+
+
 def tiny_slak(**kwargs):
     """A narrow SLaK, all kernels 2-9 taps long (kept cheap under the
     interpreter)."""

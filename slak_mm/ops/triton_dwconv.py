@@ -42,6 +42,7 @@ import os
 from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 try:
@@ -73,7 +74,9 @@ _WEIGHT_GRAD_CONFIGS = (
     dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
 )
 _FORWARD_KEY = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
-_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'C', 'KH', 'KW', 'NUM_SPLITS']
+_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'CP', 'KH', 'KW', 'NUM_SPLITS']
+# Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
+CHANNEL_ALIGN = 64
 
 # The weight gradient is reduced in two steps: NUM_SPLITS programs per
 # channel block write partial sums, which torch then adds up. Enough
@@ -153,14 +156,27 @@ def _kernels(interpret: bool):
                 triton.jit(kernels.dwconv_weight_grad_kernel),
             )
         # Shapes vary per stage and input size: do not compile one variant
-        # per divisibility of every integer argument.
+        # per divisibility of every integer argument. CP stays specialised
+        # (always a multiple of 16): it tells Triton that channel rows are
+        # aligned, so that loads are vectorised.
         forward = triton.jit(
             kernels.dwconv_forward_kernel,
-            do_not_specialize=['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2'],
+            do_not_specialize=[
+                'N',
+                'H',
+                'W',
+                'C',
+                'PH',
+                'PW',
+                'KH1',
+                'KW1',
+                'KH2',
+                'KW2',
+            ],
         )
         weight_grad = triton.jit(
             kernels.dwconv_weight_grad_kernel,
-            do_not_specialize=['N', 'H', 'W', 'C', 'KH', 'KW', 'NUM_SPLITS'],
+            do_not_specialize=['N', 'H', 'W', 'KH', 'KW', 'NUM_SPLITS'],
         )
     forward = triton.autotune(
         configs=_autotune_configs(_FORWARD_CONFIGS), key=_FORWARD_KEY
@@ -261,9 +277,15 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def _taps_last(weight: torch.Tensor) -> torch.Tensor:
-    """``(C, 1, kh, kw)`` -> ``(kh, kw, C)`` contiguous."""
-    return weight[:, 0].permute(1, 2, 0).contiguous()
+def padded_channels(channels: int) -> int:
+    """Channels rounded up to :data:`CHANNEL_ALIGN`."""
+    return -(-channels // CHANNEL_ALIGN) * CHANNEL_ALIGN
+
+
+def _taps_last(weight: torch.Tensor, padded: int) -> torch.Tensor:
+    """``(C, 1, kh, kw)`` -> ``(kh, kw, CP)`` contiguous, zero-padded."""
+    taps = weight[:, 0].permute(1, 2, 0)
+    return F.pad(taps, (0, padded - weight.shape[0])).contiguous()
 
 
 def _device_guard(x: torch.Tensor):
@@ -294,11 +316,17 @@ def conv_forward_nhwc(
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
-    first = _taps_last(weights[0])
-    second = _taps_last(weights[1]) if len(weights) > 1 else first
-    kh2, kw2 = second.shape[:2]
+    padded = padded_channels(channels)
+    pad_h = max(w.shape[2] for w in weights) // 2
+    pad_w = max(w.shape[3] for w in weights) // 2
+    # The "same" zero padding and the channel padding, in one copy.
+    x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
+    first = _taps_last(weights[0], padded)
+    second = _taps_last(weights[1], padded) if len(weights) > 1 else first
+    if bias is not None:
+        bias = F.pad(bias, (0, padded - channels))
     args = (
-        x,
+        x_padded,
         first,
         second,
         bias if bias is not None else first,
@@ -307,10 +335,13 @@ def conv_forward_nhwc(
         height,
         width,
         channels,
+        padded,
+        pad_h,
+        pad_w,
         first.shape[0],
         first.shape[1],
-        kh2,
-        kw2,
+        second.shape[0],
+        second.shape[1],
     )
     flags = dict(HAS_SECOND=len(weights) > 1, HAS_BIAS=bias is not None)
 
@@ -366,23 +397,28 @@ def conv_weight_grad_nhwc(
     interpret = _use_interpreter(x)
     _, weight_grad = _kernels(interpret)
     batch, height, width, channels = x.shape
+    padded = padded_channels(channels)
     if interpret:
         splits = _INTERPRETER_SPLITS
     else:
         splits = _num_splits(
             x.device, batch * height * width, kh * kw, channels
         )
+    extra = padded - channels
+    x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
+    grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
+    # Channels past the grid's last block stay unwritten: sliced off below.
     partial = torch.empty(
-        splits, kh * kw, channels, device=x.device, dtype=torch.float32
+        splits, kh * kw, padded, device=x.device, dtype=torch.float32
     )
     args = (
-        x,
-        grad_out,
+        x_padded,
+        grad_padded,
         partial,
         batch,
         height,
         width,
-        channels,
+        padded,
         kh,
         kw,
         splits,
@@ -396,7 +432,7 @@ def conv_weight_grad_nhwc(
             weight_grad[grid(INTERPRETER_BLOCKS)](*args, **INTERPRETER_BLOCKS)
         else:
             weight_grad[grid](*args)
-    grad = partial.sum(0) if splits > 1 else partial[0]
+    grad = partial[:, :, :channels].sum(0)
     return grad.reshape(kh, kw, channels).permute(2, 0, 1).unsqueeze(1)
 
 
