@@ -4,13 +4,17 @@ The Triton paths run under Triton's interpreter here, on tiny shapes.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from slak_mm.analysis import cuda_benchmark
 from slak_mm.ops import triton_dwconv
 
-from .tool_utils import load_tool
+from .tool_utils import TOOLS_DIR, load_tool
 
 
 @pytest.fixture
@@ -122,3 +126,30 @@ def test_backbone_dry_run(interpreter):
     # Without ConvNeXt-T the ratio columns are empty, not invented.
     assert '| slak_t_triton | 32² x2 | fp32 |' in table
     assert table.splitlines()[2].split('|')[5].strip() == '-'
+
+
+def test_gpu_scripts_parse():
+    for script in ('gpu_check.sh', 'download_gpu_wheels.sh'):
+        subprocess.run(
+            ['bash', '-n', os.path.join(TOOLS_DIR, script)], check=True
+        )
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason='would run the whole GPU check'
+)
+def test_gpu_check_stops_cleanly_without_a_gpu(tmp_path):
+    result = subprocess.run(
+        [
+            'bash',
+            os.path.join(TOOLS_DIR, 'gpu_check.sh'),
+            str(tmp_path / 'no_wheels'),
+            str(tmp_path / 'out'),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
+    assert result.returncode == 1
+    assert '== environment' in result.stdout
+    assert 'no CUDA device' in result.stderr

@@ -11,18 +11,22 @@
 #   WHEELS  folder of wheels (default: gpu_wheels); may be absent when
 #           mmengine, cv2 and pytest are importable already
 #   OUT     folder for logs and JSON (default: work_dirs/gpu_check)
+#   (relative paths are taken from the repository root)
 # Environment: PYTHON (default python3), BENCH_ARGS (extra arguments for
 # tools/benchmark_cuda.py, e.g. "--skip-backbones").
 # Exit status: non-zero if the tests or the benchmark failed (the
 # benchmark runs even when a test fails, so that its numbers are there).
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+# Relative folders are taken from the repository root.
+cd "$REPO"
 WHEELS=${1:-gpu_wheels}
 OUT=${2:-work_dirs/gpu_check}
 PYTHON=${PYTHON:-python3}
-SITE="$OUT/site-packages"
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+SITE="$OUT/site-packages"
 START=$SECONDS
 
 echo "== environment"
@@ -52,7 +56,7 @@ else
     "run tools/download_gpu_wheels.sh where PyPI is reachable" >&2
   exit 1
 fi
-export PYTHONPATH="$PWD:$PWD/$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" -c 'import slak_mm.ops.triton_dwconv as t, sys
 sys.exit(0 if t.available("cuda") else "Triton kernels unavailable")' \
   || exit 1
