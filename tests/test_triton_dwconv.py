@@ -230,16 +230,22 @@ def test_available_without_triton(monkeypatch):
         )
 
 
-def test_import_needs_no_triton():
-    """The module (and slak_mm) import where Triton is missing."""
+def test_import_needs_neither_triton_nor_the_toolkits():
+    """slak_mm, the kernels' modules and the CUDA benchmark import where
+    Triton is missing (then unavailable) and without mmcv, mmdet, mmseg
+    and mmpretrain (the GPU machine has mmengine only)."""
     import subprocess
     import sys
 
     code = (
-        'import sys; sys.modules["triton"] = None; '
-        'from slak_mm.ops import triton_dwconv as t; '
-        'assert t.triton is None and not t.available(); '
-        'import slak_mm.ops.triton_large_kernel'
+        'import sys\n'
+        'for name in ("triton", "mmcv", "mmdet", "mmseg", "mmpretrain"):\n'
+        '    sys.modules[name] = None\n'
+        'from slak_mm.ops import triton_dwconv as t\n'
+        'assert t.triton is None and not t.available()\n'
+        'import slak_mm.ops.triton_large_kernel\n'
+        'from slak_mm.analysis import cuda_benchmark\n'
+        'cuda_benchmark.build_backbone("slak_t_triton")\n'
     )
     subprocess.run([sys.executable, '-c', code], check=True)
 
