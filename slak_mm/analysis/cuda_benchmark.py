@@ -1,0 +1,472 @@
+"""CUDA benchmark: SLaK-T's large kernels on Triton, cuDNN and as released.
+
+Two tables, both in bf16 (``torch.autocast``) and fp32, timed with CUDA
+events after warm-up (which also compiles and autotunes the Triton
+kernels), medians reported:
+
+- components: the large-kernel module of each SLaK-T stage on that
+  stage's map, ``triton`` (channels-last, the Triton kernels through
+  :func:`~slak_mm.ops.triton_large_kernel.triton_large_kernels`),
+  ``cudnn`` (``conv_impl='native'``, channels-last, cuDNN's kernels) and
+  ``release`` (``conv_impl='reference'``, NCHW, one ``nn.Conv2d`` + BN per
+  branch); eval forward and train forward + backward, with each path's
+  peak memory and, for the Triton kernels, a lower bound on their time
+  from nominal peak rates (FLOPs over the CUDA-core rate, bytes over the
+  memory bandwidth; the kernels compute on CUDA cores in fp32);
+- backbones: SLaK-T through each of the three paths against timm's
+  ConvNeXt-T (channels-last, same precision), eval forward and a full
+  train step (forward, backward, AdamW), peak train memory from
+  ``torch.cuda.max_memory_allocated``.
+
+On CPU (a dry run of the code path, not a measurement) the timer is
+``time.perf_counter`` and the Triton kernels need ``TRITON_INTERPRET=1``.
+"""
+
+import contextlib
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+PRECISIONS = ('bf16', 'fp32')
+LARGE_KERNEL_PATHS = ('triton', 'cudnn', 'release')
+BACKBONES = ('slak_t_triton', 'slak_t_cudnn', 'slak_t_release', 'convnext_t')
+# (kernel K, channels C) of the four SLaK-T stages; maps are size / 4 / 2^i.
+SLAK_T_STAGES = ((51, 124), (49, 249), (47, 499), (13, 998))
+SMALL_KERNEL = 5
+# Nominal H200 rates (datasheet): fp32 on CUDA cores, HBM3e bandwidth.
+DEFAULT_PEAK_TFLOPS = 67.0
+DEFAULT_BANDWIDTH_TBS = 4.8
+
+
+def precision_context(precision: str, device: torch.device):
+    """``torch.autocast`` for ``'bf16'``, nothing for ``'fp32'``."""
+    if precision == 'bf16':
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == 'fp32':
+        return contextlib.nullcontext()
+    raise ValueError(
+        f'precision must be one of {PRECISIONS}, got {precision!r}'
+    )
+
+
+def time_ms(
+    step: Callable, device: torch.device, warmup: int, repeats: int
+) -> List[float]:
+    """Milliseconds of each of ``repeats`` runs of ``step`` after
+    ``warmup`` runs: CUDA events on CUDA, ``perf_counter`` on CPU."""
+    for _ in range(warmup):
+        step()
+    times = []
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return times
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def peak_memory_mib(step: Callable, device: torch.device) -> Optional[float]:
+    """Memory that one run of ``step`` allocates beyond what was allocated
+    before it (MiB, ``max_memory_allocated``); None on CPU."""
+    if device.type != 'cuda':
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def _routing(path: str, model: nn.Module):
+    if path in ('triton', 'slak_t_triton'):
+        from slak_mm.ops.triton_large_kernel import triton_large_kernels
+
+        return triton_large_kernels(model)
+    return contextlib.nullcontext()
+
+
+def _layout(path: str) -> torch.memory_format:
+    if path in ('release', 'slak_t_release'):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def _conv_impl(path: str) -> str:
+    return 'reference' if path in ('release', 'slak_t_release') else 'native'
+
+
+def reachable_taps(kernel: int, side: int) -> Tuple[int, int, int]:
+    """Taps of the ``K x s``, ``s x K`` and ``s x s`` kernels after cropping
+    to a ``side x side`` map (``min(k, 2 side - 1)`` per axis)."""
+    reach = 2 * side - 1
+    large, small = min(kernel, reach), min(SMALL_KERNEL, reach)
+    return large * small, small * large, small * small
+
+
+def triton_bound_ms(
+    batch: int,
+    side: int,
+    channels: int,
+    kernel: int,
+    mode: str,
+    element_bytes: int,
+    peak_tflops: float,
+    bandwidth_tbs: float,
+) -> float:
+    """Lower bound on the Triton kernels' time for one module call.
+
+    Eval: one pass of the two folded strips (read the map, write the
+    output). Train: three branch convs, each a forward, an input-gradient
+    and a weight-gradient kernel (each reading two maps or reading one and
+    writing one). Batch-norm and elementwise work is not counted.
+    """
+    vertical, horizontal, small = reachable_taps(kernel, side)
+    positions = batch * side * side * channels
+    if mode == 'eval':
+        taps, maps = vertical + horizontal, 2
+    else:
+        taps, maps = 3 * (vertical + horizontal + small), 18
+    flops = 2.0 * positions * taps
+    moved = float(maps * positions * element_bytes)
+    seconds = max(flops / (peak_tflops * 1e12), moved / (bandwidth_tbs * 1e12))
+    return seconds * 1e3
+
+
+def _large_kernel_steps(
+    path: str,
+    kernel: int,
+    channels: int,
+    x: torch.Tensor,
+    precision: str,
+) -> Dict[str, Callable]:
+    """Eval and train steps of one large-kernel module on one path."""
+    from slak_mm.models.large_kernel import LargeKernelConv
+
+    module = LargeKernelConv(
+        channels, kernel, SMALL_KERNEL, conv_impl=_conv_impl(path)
+    ).to(x.device)
+    inputs = x.contiguous(memory_format=_layout(path))
+    train_inputs = inputs.detach().clone().requires_grad_()
+    grads = {}
+
+    def eval_step():
+        module.eval()
+        with torch.no_grad(), precision_context(precision, x.device):
+            with _routing(path, module):
+                module(inputs)
+
+    def train_step():
+        module.train()
+        with precision_context(precision, x.device):
+            with _routing(path, module):
+                out = module(train_inputs)
+        if 'grad' not in grads:
+            grads['grad'] = torch.randn_like(out)
+        out.backward(grads['grad'])
+
+    return dict(eval=eval_step, train=train_step)
+
+
+def run_component_benchmark(
+    sizes: Sequence[int] = (224, 512),
+    batches: Sequence[int] = (64, 16),
+    precisions: Sequence[str] = PRECISIONS,
+    paths: Sequence[str] = LARGE_KERNEL_PATHS,
+    stages: Sequence[Tuple[int, int]] = SLAK_T_STAGES,
+    device: str = 'cuda',
+    warmup: int = 3,
+    repeats: int = 10,
+    peak_tflops: float = DEFAULT_PEAK_TFLOPS,
+    bandwidth_tbs: float = DEFAULT_BANDWIDTH_TBS,
+    log: Callable[[str], None] = print,
+) -> List[dict]:
+    """Times the large-kernel module of every stage on every path.
+
+    Returns:
+        list[dict]: One entry per (size, stage, precision, path) with
+        ``eval_ms``, ``train_ms`` (medians), ``train_peak_mib`` and the
+        Triton bound ``bound_eval_ms`` / ``bound_train_ms``.
+    """
+    dev = torch.device(device)
+    results = []
+    for size, batch in zip(sizes, batches):
+        for stage, (kernel, channels) in enumerate(stages):
+            side = size // 4 // 2**stage
+            torch.manual_seed(0)
+            x = torch.randn(batch, channels, side, side, device=dev)
+            for precision in precisions:
+                element_bytes = 2 if precision == 'bf16' else 4
+                bounds = {
+                    mode: triton_bound_ms(
+                        batch,
+                        side,
+                        channels,
+                        kernel,
+                        mode,
+                        element_bytes,
+                        peak_tflops,
+                        bandwidth_tbs,
+                    )
+                    for mode in ('eval', 'train')
+                }
+                for path in paths:
+                    log(
+                        f'large kernel: {size}² x{batch}, stage {stage}, '
+                        f'{precision}, {path}'
+                    )
+                    steps = _large_kernel_steps(
+                        path, kernel, channels, x, precision
+                    )
+                    entry = dict(
+                        size=size,
+                        batch=batch,
+                        stage=stage,
+                        map=side,
+                        channels=channels,
+                        kernel=kernel,
+                        precision=precision,
+                        path=path,
+                        bound_eval_ms=bounds['eval'],
+                        bound_train_ms=bounds['train'],
+                    )
+                    for mode, step in steps.items():
+                        times = time_ms(step, dev, warmup, repeats)
+                        entry[f'{mode}_ms'] = statistics.median(times)
+                    entry['train_peak_mib'] = peak_memory_mib(
+                        steps['train'], dev
+                    )
+                    results.append(entry)
+                    del steps
+                    _release_memory(dev)
+    return results
+
+
+def build_backbone(name: str, slak_kwargs: Optional[dict] = None) -> nn.Module:
+    """One benchmarked backbone (pooled features), on CPU.
+
+    Args:
+        name (str): One of :data:`BACKBONES`.
+        slak_kwargs (dict, optional): Overrides of the SLaK arguments
+            (default SLaK-T: ``arch='tiny'``).
+    """
+    if name == 'convnext_t':
+        import timm
+
+        return timm.create_model(
+            'convnext_tiny', pretrained=False, num_classes=0
+        )
+    if name not in BACKBONES:
+        raise ValueError(f'unknown backbone {name!r}; choose from {BACKBONES}')
+    from slak_mm.models import SLaK
+
+    kwargs = dict(arch='tiny', out_indices=-1, gap_before_final_norm=True)
+    kwargs.update(slak_kwargs or {})
+    return SLaK(conv_impl=_conv_impl(name), **kwargs)
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def _backbone_steps(
+    name: str, model: nn.Module, images: torch.Tensor, precision: str
+) -> Dict[str, Callable]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def forward():
+        with precision_context(precision, images.device):
+            with _routing(name, model):
+                outs = model(images)
+        return outs if isinstance(outs, (tuple, list)) else (outs,)
+
+    def eval_step():
+        model.eval()
+        with torch.no_grad():
+            forward()
+
+    def train_step():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(out.float().mean() for out in forward())
+        loss.backward()
+        optimizer.step()
+
+    return dict(eval=eval_step, train=train_step)
+
+
+def run_backbone_benchmark(
+    sizes: Sequence[int] = (224, 512),
+    batches: Sequence[int] = (64, 16),
+    precisions: Sequence[str] = PRECISIONS,
+    models: Sequence[str] = BACKBONES,
+    slak_kwargs: Optional[dict] = None,
+    device: str = 'cuda',
+    warmup: int = 2,
+    repeats: int = 5,
+    log: Callable[[str], None] = print,
+) -> List[dict]:
+    """Times eval and train steps of every backbone, one model at a time.
+
+    Returns:
+        list[dict]: One entry per (size, precision, model) with
+        ``eval_images_per_s``, ``train_images_per_s`` and
+        ``train_peak_mib`` (what one train step allocates beyond the model
+        and AdamW's state: gradients, activations, workspace).
+    """
+    dev = torch.device(device)
+    results = []
+    for size, batch in zip(sizes, batches):
+        for precision in precisions:
+            for name in models:
+                log(f'backbone: {name}, {size}² x{batch}, {precision}')
+                torch.manual_seed(0)
+                layout = _layout(name)
+                model = build_backbone(name, slak_kwargs).to(dev)
+                model = model.to(memory_format=layout)
+                images = torch.randn(batch, 3, size, size, device=dev)
+                images = images.contiguous(memory_format=layout)
+                steps = _backbone_steps(name, model, images, precision)
+                entry = dict(
+                    model=name, size=size, batch=batch, precision=precision
+                )
+                eval_ms = statistics.median(
+                    time_ms(steps['eval'], dev, warmup, repeats)
+                )
+                entry['eval_images_per_s'] = batch / eval_ms * 1e3
+                train_ms = statistics.median(
+                    time_ms(steps['train'], dev, warmup, repeats)
+                )
+                entry['train_images_per_s'] = batch / train_ms * 1e3
+                # After warm-up: compiling, autotuning (which allocates
+                # scratch) and AdamW's state are not counted.
+                entry['train_peak_mib'] = peak_memory_mib(steps['train'], dev)
+                results.append(entry)
+                del model, steps, images
+                _release_memory(dev)
+    return results
+
+
+def _mib(value: Optional[float]) -> str:
+    return '-' if value is None else f'{value:.0f}'
+
+
+def format_component_table(results: List[dict]) -> str:
+    """Markdown: one row per (input, stage, precision), the three paths'
+    eval and train milliseconds side by side, Triton's bound and speed-up
+    over cuDNN, and each path's peak train memory."""
+    rows = {}
+    for r in results:
+        key = (r['size'], r['batch'], r['stage'], r['precision'])
+        rows.setdefault(key, {})[r['path']] = r
+    lines = [
+        '| input | stage | map | C | K | prec. | mode | triton ms '
+        '| cudnn ms | release ms | triton bound ms | x cudnn '
+        '| x release |',
+        '|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|',
+    ]
+    memory_lines = [
+        '| input | stage | prec. | triton MiB | cudnn MiB | release MiB |',
+        '|---|---:|---|---:|---:|---:|',
+    ]
+
+    def cell(paths, path, key):
+        return f'{paths[path][key]:.2f}' if path in paths else '-'
+
+    def ratio(paths, other, key):
+        if 'triton' not in paths or other not in paths:
+            return '-'
+        return f'{paths[other][key] / paths["triton"][key]:.2f}'
+
+    for (size, batch, stage, precision), paths in rows.items():
+        first = next(iter(paths.values()))
+        for mode in ('eval', 'train'):
+            key = f'{mode}_ms'
+            cells = [
+                f'{size}² x{batch}',
+                str(stage),
+                str(first['map']),
+                str(first['channels']),
+                str(first['kernel']),
+                precision,
+                mode,
+                cell(paths, 'triton', key),
+                cell(paths, 'cudnn', key),
+                cell(paths, 'release', key),
+                f'{first[f"bound_{mode}_ms"]:.3f}',
+                ratio(paths, 'cudnn', key),
+                ratio(paths, 'release', key),
+            ]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        memory_lines.append(
+            '| '
+            + ' | '.join(
+                [f'{size}² x{batch}', str(stage), precision]
+                + [
+                    _mib(paths[p]['train_peak_mib']) if p in paths else '-'
+                    for p in LARGE_KERNEL_PATHS
+                ]
+            )
+            + ' |'
+        )
+    return (
+        '\n'.join(lines)
+        + '\n\nPeak train memory:\n\n'
+        + '\n'.join(memory_lines)
+    )
+
+
+def format_backbone_table(results: List[dict]) -> str:
+    """Markdown: images/s and peak train memory of every backbone, with
+    ratios to ConvNeXt-T at the same input and precision."""
+    by_key = {(r['model'], r['size'], r['precision']): r for r in results}
+    lines = [
+        '| model | input | prec. | eval img/s | x CNX | train img/s '
+        '| x CNX | train peak MiB |',
+        '|---|---|---|---:|---:|---:|---:|---:|',
+    ]
+    for r in results:
+        cnx = by_key.get(('convnext_t', r['size'], r['precision']))
+        cells = [r['model'], f'{r["size"]}² x{r["batch"]}', r['precision']]
+        for mode in ('eval', 'train'):
+            key = f'{mode}_images_per_s'
+            cells.append(f'{r[key]:.1f}')
+            cells.append(f'{r[key] / cnx[key]:.2f}' if cnx else '-')
+        cells.append(_mib(r['train_peak_mib']))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def environment_report(device: torch.device) -> dict:
+    """Versions and settings that the numbers depend on."""
+    report = dict(
+        torch=torch.__version__,
+        device=str(device),
+        cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+        matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+    )
+    try:
+        import triton
+
+        report['triton'] = triton.__version__
+    except ImportError:
+        report['triton'] = None
+    if device.type == 'cuda':
+        report['gpu'] = torch.cuda.get_device_name(device)
+        report['cudnn'] = torch.backends.cudnn.version()
+    return report

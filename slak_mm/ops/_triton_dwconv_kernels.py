@@ -1,0 +1,210 @@
+"""Triton kernels of the "same"-padded depthwise convolution, channels-last.
+
+Imported only where Triton is installed (see :mod:`.triton_dwconv`). The
+functions are left undecorated: :mod:`.triton_dwconv` wraps them with
+``triton.jit`` (compiled for CUDA tensors, or Triton's interpreter for CPU
+tensors) and, when compiled, with ``triton.autotune``.
+
+Layouts (all contiguous, channels last): the maps read tap by tap come
+zero-padded, ``(N, H + 2 PH, W + 2 PW, CP)``: ``PH``, ``PW`` rows and
+columns of zeros around the map (the "same" padding, so no tap needs a
+bounds check) and the channels padded with zeros to ``CP``, a multiple of
+64 (so no channel block needs a mask, and rows of a block start on
+128-bit boundaries whatever C is: SLaK's widths 124, 249, 499, 998 are not
+multiples of 8, and unaligned channel rows would load one element at a
+time). Kernels are ``(kh, kw, CP)``, so one tap of a block of channels is
+one aligned load. Outputs are ``(N, H, W, C)``. Every product is
+accumulated in fp32, whatever the input dtype. A tile's positions past
+the map's edge are the only masked loads, with a mask fixed for the
+whole tap loop.
+
+Only long-standing Triton builtins are used (``program_id``, ``arange``,
+``full``, masked ``load``/``store``, ``reduce``, ``range`` loops), so that
+the kernels compile with Triton 3.6 as well as with the newest releases.
+None of the ``@triton.jit`` helpers of ``triton.language.standard``
+(``cdiv``, ``zeros``, ``sum``) is called: those are compiled or
+interpreted as decided when Triton was first imported, and a compiled
+helper cannot run inside an interpreted kernel, so the kernels would fail
+under the interpreter whenever Triton was imported before
+``TRITON_INTERPRET=1`` was set (as in a test session). The sum over
+positions is ``tl.reduce`` with ``tl.standard._sum_combine``, the combine
+function of ``tl.sum`` itself, which the interpreter recognises and
+evaluates with numpy without calling it.
+"""
+
+import triton.language as tl
+
+
+def dwconv_forward_kernel(
+    x_ptr,
+    w1_ptr,
+    w2_ptr,
+    bias_ptr,
+    out_ptr,
+    N,
+    H,
+    W,
+    C,
+    CP,
+    PH,
+    PW,
+    KH1,
+    KW1,
+    KH2,
+    KW2,
+    HAS_SECOND: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """``out = conv(x, w1) [+ conv(x, w2)] [+ bias]``, "same" padding.
+
+    ``x`` is padded by ``PH >= KH // 2`` rows and ``PW >= KW // 2``
+    columns (the larger kernel's halves when there are two). One program
+    computes a ``BLOCK_H x BLOCK_W`` tile of output positions of one image
+    for ``BLOCK_C`` channels: for every tap it loads the shifted input
+    tile (neighbouring taps hit the cache) and the tap's weights, and
+    accumulates in fp32 registers. The second kernel (the other folded
+    strip in eval) reuses the same input tile, so both strips and the bias
+    cost one pass over the output.
+
+    Grid: ``(N * cdiv(H, BLOCK_H) * cdiv(W, BLOCK_W), cdiv(C, BLOCK_C))``.
+    """
+    pid_tile = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    tiles_h = (H + BLOCK_H - 1) // BLOCK_H
+    tiles_w = (W + BLOCK_W - 1) // BLOCK_W
+    tiles_per_image = tiles_h * tiles_w
+    n = pid_tile // tiles_per_image
+    tile = pid_tile % tiles_per_image
+    offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
+    oh = (tile // tiles_w) * BLOCK_H + offs_p // BLOCK_W
+    ow = (tile % tiles_w) * BLOCK_W + offs_p % BLOCK_W
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    inside = (oh < H) & (ow < W)
+    # The same mask for every tap: positions of the tile inside the map
+    # (constant along channels, so loads stay vectorised). Channel blocks
+    # never pass CP (the caller makes CP a multiple of BLOCK_C).
+    load_mask = inside[:, None]
+    HP = H + 2 * PH
+    WP = W + 2 * PW
+    # Pointers of the tile's centre taps in the padded map: a tap adds one
+    # scalar offset.
+    centre = ((oh + PH) * WP + (ow + PW))[:, None] * CP + offs_c[None, :]
+    x_tile = x_ptr + n.to(tl.int64) * HP * WP * CP + centre
+    acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
+    for a in range(0, KH1):
+        x_row = x_tile + (a - KH1 // 2) * WP * CP
+        w_row = w1_ptr + a * KW1 * CP + offs_c
+        for b in range(0, KW1):
+            xv = tl.load(
+                x_row + (b - KW1 // 2) * CP, mask=load_mask, other=0.0
+            )
+            wv = tl.load(w_row + b * CP)
+            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if HAS_SECOND:
+        for a in range(0, KH2):
+            x_row = x_tile + (a - KH2 // 2) * WP * CP
+            w_row = w2_ptr + a * KW2 * CP + offs_c
+            for b in range(0, KW2):
+                xv = tl.load(
+                    x_row + (b - KW2 // 2) * CP, mask=load_mask, other=0.0
+                )
+                wv = tl.load(w_row + b * CP)
+                acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_c).to(tl.float32)[None, :]
+    out_offsets = (oh * W + ow)[:, None] * C + offs_c[None, :]
+    tl.store(
+        out_ptr + n.to(tl.int64) * H * W * C + out_offsets,
+        acc.to(out_ptr.dtype.element_ty),
+        mask=inside[:, None] & (offs_c < C)[None, :],
+    )
+
+
+def dwconv_weight_grad_kernel(
+    x_ptr,
+    grad_ptr,
+    partial_ptr,
+    N,
+    H,
+    W,
+    CP,
+    KH,
+    KW,
+    NUM_SPLITS,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Partial weight gradients of a "same" depthwise conv.
+
+    ``x`` is padded by ``KH // 2`` rows and ``KW // 2`` columns, ``grad``
+    (the output gradient) only along channels, ``(N, H, W, CP)``.
+    ``partial[s, a * KW + b, c]`` receives ``sum grad[n, h, w, c] *
+    x[n, h + a - KH // 2, w + b - KW // 2, c]`` over split ``s`` of the
+    output tiles (tiles as in :func:`dwconv_forward_kernel`, numbered
+    image by image, row by row; split ``s`` holds a contiguous run of
+    ``cdiv(num_tiles, NUM_SPLITS)`` of them, so its maps stay in the
+    cache while the program runs over every tap); the caller sums over
+    ``s``. Products are accumulated elementwise in fp32 registers and
+    reduced once per tap. Every element of ``partial`` is written exactly
+    once, so the result depends neither on the buffer's previous contents
+    nor on scheduling (and autotuning may rerun the kernel freely).
+
+    Grid: ``(NUM_SPLITS, cdiv(C, BLOCK_C))`` (``BLOCK_C`` dividing ``CP``);
+    ``partial`` is fp32 of shape ``(NUM_SPLITS, KH * KW, CP)``, of which
+    the channels of the grid's blocks are written.
+    """
+    pid_split = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    tiles_h = (H + BLOCK_H - 1) // BLOCK_H
+    tiles_w = (W + BLOCK_W - 1) // BLOCK_W
+    tiles_per_image = tiles_h * tiles_w
+    num_tiles = N * tiles_per_image
+    tiles_per_split = (num_tiles + NUM_SPLITS - 1) // NUM_SPLITS
+    first_tile = pid_split * tiles_per_split
+    last_tile = tl.minimum(first_tile + tiles_per_split, num_tiles)
+    offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
+    tile_h = offs_p // BLOCK_W
+    tile_w = offs_p % BLOCK_W
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_row = offs_c[None, :]
+    PH = KH // 2
+    PW = KW // 2
+    WP = W + 2 * PW
+    padded_size = (H + 2 * PH) * WP * CP
+    partial = partial_ptr + pid_split.to(tl.int64) * KH * KW * CP + offs_c
+    for a in range(0, KH):
+        for b in range(0, KW):
+            acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
+            for tile_id in range(first_tile, last_tile):
+                n = tile_id // tiles_per_image
+                tile = tile_id % tiles_per_image
+                oh = (tile // tiles_w) * BLOCK_H + tile_h
+                ow = (tile % tiles_w) * BLOCK_W + tile_w
+                mask = ((oh < H) & (ow < W))[:, None]
+                image = n.to(tl.int64)
+                grad = tl.load(
+                    grad_ptr
+                    + image * H * W * CP
+                    + (oh * W + ow)[:, None] * CP
+                    + channel_row,
+                    mask=mask,
+                    other=0.0,
+                )
+                # Tap (a, b) of output (oh, ow) reads padded (oh + a, ow + b).
+                xv = tl.load(
+                    x_ptr
+                    + image * padded_size
+                    + ((oh + a) * WP + (ow + b))[:, None] * CP
+                    + channel_row,
+                    mask=mask,
+                    other=0.0,
+                )
+                acc += grad.to(tl.float32) * xv.to(tl.float32)
+            tl.store(
+                partial + (a * KW + b) * CP,
+                tl.reduce(acc, 0, tl.standard._sum_combine),
+            )

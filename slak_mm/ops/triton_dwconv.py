@@ -1,0 +1,558 @@
+"""SLaK's "same"-padded depthwise convolution as Triton kernels.
+
+Nothing is compiled ahead of time: Triton ships with the CUDA builds of
+PyTorch and compiles the kernels of :mod:`._triton_dwconv_kernels` on
+first use. They cover every kernel shape SLaK uses (``K x s``, ``s x K``,
+``s x s`` and, with ``decompose=False``, ``K x K``), stride 1, per-axis
+"same" padding ``(kh // 2, kw // 2)``, on channels-last maps, in fp32,
+bf16 and fp16 with fp32 accumulation:
+
+- forward, optionally summing two kernels and a bias in one pass (the two
+  BN-folded strips of an eval-mode large-kernel module);
+- input gradient: the forward kernel with the flipped weights (for stride
+  1 and symmetric padding the transposed convolution is a forward one);
+- weight gradient: a reduction over the batch and the map, per tap.
+
+Kernels longer than ``2L - 1`` along an axis of length ``L`` are cropped to
+their centre ``2L - 1`` taps first: the other taps only ever multiply zero
+padding (the rule of the CPU path). Gradients of the cropped-off taps are
+zero, as autograd gives them through the crop.
+
+On CUDA tensors the compiled kernels run, with tile sizes autotuned per
+shape (map, channels, kernel, dtype) on first use. On CPU tensors they run
+under Triton's interpreter, which only tests use: set
+``TRITON_INTERPRET=1`` in the environment (a CPU call without it raises).
+
+Entry points, all on NCHW-logical tensors (channels-last memory avoids a
+layout copy):
+
+- :func:`depthwise_conv_same_triton` ``(x, weight, bias=None)``: one conv,
+  differentiable (:class:`TritonDepthwiseConvSame`);
+- :func:`depthwise_conv_pair_same_triton` ``(x, weight1, weight2,
+  bias=None)``: two convs summed (plus bias) in one kernel pass when no
+  gradient is needed, two differentiable convs otherwise;
+- :func:`available` ``(device=None)``: whether they can run.
+
+This module imports without Triton; :func:`available` is then ``False``.
+"""
+
+import contextlib
+import functools
+import os
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+try:
+    import triton
+except ImportError:  # CPU-only installs of PyTorch come without Triton.
+    triton = None
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# Tiles used under the interpreter (tests): small enough that the test
+# maps span several tiles, so tile borders are exercised.
+INTERPRETER_BLOCKS = dict(BLOCK_H=4, BLOCK_W=8, BLOCK_C=8)
+# Weight-gradient splits under the interpreter (> 1 to test the reduction).
+_INTERPRETER_SPLITS = 2
+
+# Candidate tiles for the compiled kernels; ``triton.autotune`` times them
+# once per key and keeps the fastest. Few on purpose: each one is a compile.
+_FORWARD_CONFIGS = (
+    dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32, num_warps=4),
+    dict(BLOCK_H=4, BLOCK_W=16, BLOCK_C=32, num_warps=4),
+    dict(BLOCK_H=8, BLOCK_W=16, BLOCK_C=32, num_warps=4),
+    dict(BLOCK_H=16, BLOCK_W=16, BLOCK_C=16, num_warps=8),
+    dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
+)
+_WEIGHT_GRAD_CONFIGS = (
+    dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32, num_warps=4),
+    dict(BLOCK_H=8, BLOCK_W=16, BLOCK_C=32, num_warps=4),
+    dict(BLOCK_H=16, BLOCK_W=16, BLOCK_C=16, num_warps=8),
+    dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
+)
+_FORWARD_KEY = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
+_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'CP', 'KH', 'KW', 'NUM_SPLITS']
+# Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
+CHANNEL_ALIGN = 64
+
+# The weight gradient is reduced in two steps: NUM_SPLITS programs per
+# channel block write partial sums, which torch then adds up. Enough
+# splits to give every SM a few programs, each with at least a few tiles,
+# within a bound on the partial buffer.
+_PROGRAMS_PER_SM = 4
+_MIN_POSITIONS_PER_SPLIT = 256
+_NOMINAL_BLOCK_C = 32
+_MAX_SPLITS = 1024
+_MAX_PARTIAL_BYTES = 64 * 2**20
+
+
+def interpreter_enabled() -> bool:
+    """Whether ``TRITON_INTERPRET=1`` is set (kernels may run on CPU)."""
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def available(device: Union[str, torch.device, None] = None) -> bool:
+    """Whether the Triton kernels can run.
+
+    Args:
+        device (str | torch.device, optional): ``'cuda'`` needs Triton and
+            a CUDA device; ``'cpu'`` needs Triton and ``TRITON_INTERPRET=1``
+            (the interpreter, for tests). ``None``: either of the two.
+    """
+    if triton is None:
+        return False
+    if device is None:
+        return torch.cuda.is_available() or interpreter_enabled()
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.is_available()
+    if device.type == 'cpu':
+        return interpreter_enabled()
+    return False
+
+
+@contextlib.contextmanager
+def _interpret_env(interpret: bool):
+    """Sets ``TRITON_INTERPRET`` while ``triton.jit`` decorates: Triton
+    decides there whether a kernel is compiled or interpreted."""
+    previous = os.environ.get('TRITON_INTERPRET')
+    os.environ['TRITON_INTERPRET'] = '1' if interpret else '0'
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ['TRITON_INTERPRET']
+        else:
+            os.environ['TRITON_INTERPRET'] = previous
+
+
+def _autotune_configs(configs):
+    return [
+        triton.Config(
+            {k: v for k, v in cfg.items() if k != 'num_warps'},
+            num_warps=cfg['num_warps'],
+        )
+        for cfg in configs
+    ]
+
+
+@functools.cache
+def _kernels(interpret: bool):
+    """Returns ``(forward, weight_grad)``, built on first use.
+
+    Built lazily so that importing this module never decides between the
+    compiled and the interpreted kernels: CUDA tensors get compiled,
+    autotuned kernels, CPU tensors interpreted ones with fixed tiles.
+    """
+    from . import _triton_dwconv_kernels as kernels
+
+    with _interpret_env(interpret):
+        if interpret:
+            return (
+                triton.jit(kernels.dwconv_forward_kernel),
+                triton.jit(kernels.dwconv_weight_grad_kernel),
+            )
+        # Shapes vary per stage and input size: do not compile one variant
+        # per divisibility of every integer argument. CP stays specialised
+        # (always a multiple of 16): it tells Triton that channel rows are
+        # aligned, so that loads are vectorised.
+        forward = triton.jit(
+            kernels.dwconv_forward_kernel,
+            do_not_specialize=[
+                'N',
+                'H',
+                'W',
+                'C',
+                'PH',
+                'PW',
+                'KH1',
+                'KW1',
+                'KH2',
+                'KW2',
+            ],
+        )
+        weight_grad = triton.jit(
+            kernels.dwconv_weight_grad_kernel,
+            do_not_specialize=['N', 'H', 'W', 'KH', 'KW', 'NUM_SPLITS'],
+        )
+    forward = triton.autotune(
+        configs=_autotune_configs(_FORWARD_CONFIGS), key=_FORWARD_KEY
+    )(forward)
+    weight_grad = triton.autotune(
+        configs=_autotune_configs(_WEIGHT_GRAD_CONFIGS), key=_WEIGHT_GRAD_KEY
+    )(weight_grad)
+    return forward, weight_grad
+
+
+def _use_interpreter(x: torch.Tensor) -> bool:
+    """Chooses compiled (CUDA) or interpreted (CPU) kernels for ``x``."""
+    if triton is None:
+        raise RuntimeError(
+            'the Triton depthwise conv needs the triton package, which is '
+            'not installed (it comes with the CUDA builds of PyTorch)'
+        )
+    if x.device.type == 'cuda':
+        return False
+    if x.device.type == 'cpu':
+        if not interpreter_enabled():
+            raise RuntimeError(
+                'the Triton depthwise conv runs on CUDA tensors; CPU '
+                "tensors need Triton's interpreter (TRITON_INTERPRET=1), "
+                'got a CPU tensor without it'
+            )
+        return True
+    raise RuntimeError(
+        f'the Triton depthwise conv runs on CUDA (or CPU under the '
+        f'interpreter), got a tensor on {x.device}'
+    )
+
+
+def reachable_taps(weight: torch.Tensor, height: int, width: int):
+    """Crops an odd kernel to the taps that can reach a ``height x width``
+    map under "same" padding (``min(k, 2L - 1)`` centre taps per axis).
+
+    Args:
+        weight (Tensor): Shape ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
+        height (int): Map height H.
+        width (int): Map width W.
+
+    Returns:
+        Tensor: A view of ``weight``, ``(C, 1, min(kh, 2H - 1),
+        min(kw, 2W - 1))``.
+    """
+    kh, kw = weight.shape[2:]
+    crop_h = max(0, (kh - (2 * height - 1)) // 2)
+    crop_w = max(0, (kw - (2 * width - 1)) // 2)
+    return weight[:, :, crop_h : kh - crop_h, crop_w : kw - crop_w]
+
+
+def check_inputs(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    bias: Optional[torch.Tensor],
+) -> None:
+    """Raises a ValueError naming the problem if the kernels cannot take
+    these tensors (see :func:`depthwise_conv_same_triton`)."""
+    if x.dim() != 4:
+        raise ValueError(f'x must be (N, C, H, W), got shape {tuple(x.shape)}')
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f'x must be one of {SUPPORTED_DTYPES}, got {x.dtype}')
+    channels = x.shape[1]
+    for weight in weights:
+        if (
+            weight.dim() != 4
+            or weight.shape[0] != channels
+            or weight.shape[1] != 1
+        ):
+            raise ValueError(
+                f'weight must be (C, 1, kh, kw) with C={channels} (the '
+                f'channels of x), got shape {tuple(weight.shape)}'
+            )
+        if weight.shape[2] % 2 == 0 or weight.shape[3] % 2 == 0:
+            raise ValueError(
+                'kernel sizes must be odd for "same" padding, got '
+                f'{tuple(weight.shape[2:])}'
+            )
+        if weight.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(
+                f'weight must be one of {SUPPORTED_DTYPES}, got {weight.dtype}'
+            )
+        if weight.device != x.device:
+            raise ValueError(f'weight is on {weight.device}, x on {x.device}')
+    if bias is not None:
+        if bias.shape != (channels,):
+            raise ValueError(
+                f'bias must be ({channels},), got {tuple(bias.shape)}'
+            )
+        if bias.device != x.device:
+            raise ValueError(f'bias is on {bias.device}, x on {x.device}')
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W, C)`` contiguous view of an NCHW-logical tensor (free for
+    channels-last memory, one copy otherwise)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def padded_channels(channels: int) -> int:
+    """Channels rounded up to :data:`CHANNEL_ALIGN`."""
+    return -(-channels // CHANNEL_ALIGN) * CHANNEL_ALIGN
+
+
+def _taps_last(weight: torch.Tensor, padded: int) -> torch.Tensor:
+    """``(C, 1, kh, kw)`` -> ``(kh, kw, CP)`` contiguous, zero-padded."""
+    taps = weight[:, 0].permute(1, 2, 0)
+    return F.pad(taps, (0, padded - weight.shape[0])).contiguous()
+
+
+def _device_guard(x: torch.Tensor):
+    if x.device.type == 'cuda':
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
+
+
+def conv_forward_nhwc(
+    x: torch.Tensor,
+    weights: List[torch.Tensor],
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Sum of "same" depthwise convs of ``x`` with 1 or 2 kernels, + bias.
+
+    Args:
+        x (Tensor): ``(N, H, W, C)`` contiguous.
+        weights (list[Tensor]): One or two kernels ``(C, 1, kh, kw)``, odd
+            sizes, already cropped to the reachable window.
+        bias (Tensor, optional): ``(C,)``.
+
+    Returns:
+        Tensor: ``(N, H, W, C)`` contiguous, dtype of ``x``.
+    """
+    interpret = _use_interpreter(x)
+    forward, _ = _kernels(interpret)
+    batch, height, width, channels = x.shape
+    out = torch.empty_like(x)
+    if out.numel() == 0:
+        return out
+    padded = padded_channels(channels)
+    pad_h = max(w.shape[2] for w in weights) // 2
+    pad_w = max(w.shape[3] for w in weights) // 2
+    # The "same" zero padding and the channel padding, in one copy.
+    x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
+    first = _taps_last(weights[0], padded)
+    second = _taps_last(weights[1], padded) if len(weights) > 1 else first
+    if bias is not None:
+        bias = F.pad(bias, (0, padded - channels))
+    args = (
+        x_padded,
+        first,
+        second,
+        bias if bias is not None else first,
+        out,
+        batch,
+        height,
+        width,
+        channels,
+        padded,
+        pad_h,
+        pad_w,
+        first.shape[0],
+        first.shape[1],
+        second.shape[0],
+        second.shape[1],
+    )
+    flags = dict(HAS_SECOND=len(weights) > 1, HAS_BIAS=bias is not None)
+
+    def grid(meta):
+        tiles = triton.cdiv(height, meta['BLOCK_H']) * triton.cdiv(
+            width, meta['BLOCK_W']
+        )
+        return (batch * tiles, triton.cdiv(channels, meta['BLOCK_C']))
+
+    with _device_guard(x):
+        if interpret:
+            forward[grid(INTERPRETER_BLOCKS)](
+                *args, **flags, **INTERPRETER_BLOCKS
+            )
+        else:
+            forward[grid](*args, **flags)
+    return out
+
+
+@functools.cache
+def _multiprocessor_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _num_splits(
+    device: torch.device, positions: int, taps: int, channels: int
+) -> int:
+    """Number of weight-gradient splits (see the constants above)."""
+    index = device.index if device.index is not None else 0
+    programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
+    by_occupancy = triton.cdiv(
+        programs, triton.cdiv(channels, _NOMINAL_BLOCK_C)
+    )
+    by_work = triton.cdiv(positions, _MIN_POSITIONS_PER_SPLIT)
+    by_memory = _MAX_PARTIAL_BYTES // (4 * taps * channels)
+    return max(1, min(by_occupancy, by_work, by_memory, _MAX_SPLITS))
+
+
+def conv_weight_grad_nhwc(
+    x: torch.Tensor, grad_out: torch.Tensor, kh: int, kw: int
+) -> torch.Tensor:
+    """Weight gradient of a "same" depthwise conv with a ``kh x kw`` kernel.
+
+    Args:
+        x (Tensor): Input, ``(N, H, W, C)`` contiguous.
+        grad_out (Tensor): Output gradient, ``(N, H, W, C)`` contiguous.
+        kh (int): Kernel height (odd, ``<= 2H - 1``).
+        kw (int): Kernel width (odd, ``<= 2W - 1``).
+
+    Returns:
+        Tensor: ``(C, 1, kh, kw)`` in fp32.
+    """
+    interpret = _use_interpreter(x)
+    _, weight_grad = _kernels(interpret)
+    batch, height, width, channels = x.shape
+    padded = padded_channels(channels)
+    if interpret:
+        splits = _INTERPRETER_SPLITS
+    else:
+        splits = _num_splits(
+            x.device, batch * height * width, kh * kw, channels
+        )
+    extra = padded - channels
+    x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
+    grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
+    # Channels past the grid's last block stay unwritten: sliced off below.
+    partial = torch.empty(
+        splits, kh * kw, padded, device=x.device, dtype=torch.float32
+    )
+    args = (
+        x_padded,
+        grad_padded,
+        partial,
+        batch,
+        height,
+        width,
+        padded,
+        kh,
+        kw,
+        splits,
+    )
+
+    def grid(meta):
+        return (splits, triton.cdiv(channels, meta['BLOCK_C']))
+
+    with _device_guard(x):
+        if interpret:
+            weight_grad[grid(INTERPRETER_BLOCKS)](*args, **INTERPRETER_BLOCKS)
+        else:
+            weight_grad[grid](*args)
+    grad = partial[:, :, :channels].sum(0)
+    return grad.reshape(kh, kw, channels).permute(2, 0, 1).unsqueeze(1)
+
+
+class TritonDepthwiseConvSame(torch.autograd.Function):
+    """A "same" depthwise conv on the Triton kernels, with its backward.
+
+    ``forward(x, weight, bias)``: ``x`` ``(N, C, H, W)`` (channels-last
+    memory avoids copies), ``weight`` ``(C, 1, kh, kw)`` already cropped to
+    the reachable window, ``bias`` ``(C,)`` or None. Returns ``(N, C, H,
+    W)`` in channels-last memory and the dtype of ``x``. Gradients come
+    back in the dtypes of their inputs, accumulated in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x_nhwc = _nhwc(x)
+        ctx.save_for_backward(x_nhwc, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        out = conv_forward_nhwc(x_nhwc, [weight], bias)
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x_nhwc, weight = ctx.saved_tensors
+        # Gradients arriving in another dtype (e.g. fp32 into a bf16
+        # output) are read in the input's dtype, as cuDNN would.
+        grad_nhwc = _nhwc(grad_out.to(x_nhwc.dtype))
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = conv_forward_nhwc(grad_nhwc, [weight.flip(2, 3)]).permute(
+                0, 3, 1, 2
+            )
+        if ctx.needs_input_grad[1]:
+            kh, kw = weight.shape[2:]
+            grad_weight = conv_weight_grad_nhwc(x_nhwc, grad_nhwc, kh, kw).to(
+                weight.dtype
+            )
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_bias = grad_nhwc.sum((0, 1, 2), dtype=torch.float32).to(
+                ctx.bias_dtype
+            )
+        return grad_x, grad_weight, grad_bias
+
+
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """Casts ``x`` as autocast would cast a conv's input (bf16/fp16 under
+    an active autocast of its device type; weights stay as they are and
+    are read in fp32)."""
+    device_type = x.device.type
+    if not x.is_floating_point() or not torch.is_autocast_enabled(device_type):
+        return x
+    return x.to(torch.get_autocast_dtype(device_type))
+
+
+def depthwise_conv_same_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """A depthwise conv with per-axis "same" padding, on Triton.
+
+    Computes ``F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2),
+    groups=C)`` with fp32 accumulation; differentiable in ``x``,
+    ``weight`` and ``bias``. Under ``torch.autocast`` ``x`` is cast to the
+    autocast dtype first, as for ``F.conv2d``.
+
+    Args:
+        x (Tensor): ``(N, C, H, W)``, fp32/bf16/fp16, on CUDA (or CPU under
+            ``TRITON_INTERPRET=1``); channels-last memory saves a copy.
+        weight (Tensor): ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd; taps
+            that cannot reach the map are cropped off (their gradient is
+            zero).
+        bias (Tensor, optional): ``(C,)``.
+
+    Returns:
+        Tensor: ``(N, C, H, W)`` in channels-last memory, dtype of ``x``.
+    """
+    x = _autocast_input(x)
+    check_inputs(x, [weight], bias)
+    weight = reachable_taps(weight, *x.shape[2:])
+    return TritonDepthwiseConvSame.apply(x, weight, bias)
+
+
+def depthwise_conv_pair_same_triton(
+    x: torch.Tensor,
+    weight1: torch.Tensor,
+    weight2: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``conv(x, weight1) + conv(x, weight2) + bias``, "same" padding.
+
+    The eval form of SLaK's large-kernel module: the two BN-folded strips
+    (``K x s`` with the small kernel folded in, and ``s x K``) and the sum
+    of their biases. Without gradients it is one kernel pass (one output
+    write, shared input reads); when a gradient is needed (e.g. BNs
+    frozen by ``norm_eval`` in training) it is two differentiable convs.
+
+    Args:
+        x (Tensor): ``(N, C, H, W)`` (see :func:`depthwise_conv_same_triton`).
+        weight1 (Tensor): ``(C, 1, kh1, kw1)``, odd sizes.
+        weight2 (Tensor): ``(C, 1, kh2, kw2)``, odd sizes.
+        bias (Tensor, optional): ``(C,)``, added once.
+
+    Returns:
+        Tensor: ``(N, C, H, W)`` in channels-last memory, dtype of ``x``.
+    """
+    x = _autocast_input(x)
+    check_inputs(x, [weight1, weight2], bias)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight1, weight2, bias)
+    )
+    if needs_grad:
+        return depthwise_conv_same_triton(
+            x, weight1, bias
+        ) + depthwise_conv_same_triton(x, weight2)
+    height, width = x.shape[2:]
+    weights = [
+        reachable_taps(weight1, height, width),
+        reachable_taps(weight2, height, width),
+    ]
+    out = conv_forward_nhwc(_nhwc(x), weights, bias)
+    return out.permute(0, 3, 1, 2)

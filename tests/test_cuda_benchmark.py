@@ -1,0 +1,155 @@
+"""The CUDA benchmark's code path, dry-run on CPU (no timing asserted).
+
+The Triton paths run under Triton's interpreter here, on tiny shapes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from slak_mm.analysis import cuda_benchmark
+from slak_mm.ops import triton_dwconv
+
+from .tool_utils import TOOLS_DIR, load_tool
+
+
+@pytest.fixture
+def interpreter(monkeypatch):
+    if triton_dwconv.triton is None:
+        pytest.skip('Triton is not installed')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    # One tile per map: fewer interpreted programs.
+    monkeypatch.setattr(
+        triton_dwconv,
+        'INTERPRETER_BLOCKS',
+        dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=8),
+    )
+
+
+def test_arguments():
+    tool = load_tool('benchmark_cuda')
+    args = tool.parse_args([])
+    assert args.sizes == [224, 512] and args.batches == [64, 16]
+    assert args.precisions == ['bf16', 'fp32']
+    assert args.device == 'cuda'
+    assert args.models == list(cuda_benchmark.BACKBONES)
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--sizes', '224', '--batches', '1', '2'])
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--precisions', 'fp16'])
+
+
+def test_cli_writes_the_report(tmp_path):
+    tool = load_tool('benchmark_cuda')
+    out = tmp_path / 'bench.json'
+    tool.main(
+        [
+            '--device',
+            'cpu',
+            '--skip-components',
+            '--skip-backbones',
+            '--out',
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert report['environment']['device'] == 'cpu'
+    assert report['args']['sizes'] == [224, 512]
+
+
+def test_component_dry_run(interpreter):
+    results = cuda_benchmark.run_component_benchmark(
+        sizes=[32],
+        batches=[1],
+        precisions=['fp32', 'bf16'],
+        stages=((7, 8),),
+        device='cpu',
+        warmup=0,
+        repeats=1,
+        log=lambda message: None,
+    )
+    assert [(r['precision'], r['path']) for r in results] == [
+        (precision, path)
+        for precision in ('fp32', 'bf16')
+        for path in ('triton', 'cudnn', 'release')
+    ]
+    for r in results:
+        assert r['map'] == 8 and r['eval_ms'] > 0 and r['train_ms'] > 0
+        assert r['train_peak_mib'] is None  # CUDA only
+    table = cuda_benchmark.format_component_table(results)
+    assert table.count('| 32² x1 | 0 | 8 | 8 | 7 |') == 4
+    assert 'Peak train memory' in table
+
+
+def test_triton_bound():
+    # Eval at 2 taps' worth of 1 TFLOP/s and 1 TB/s: whichever is slower.
+    bound = cuda_benchmark.triton_bound_ms(
+        batch=1,
+        side=1,
+        channels=1000,
+        kernel=13,
+        mode='eval',
+        element_bytes=4,
+        peak_tflops=1.0,
+        bandwidth_tbs=1.0,
+    )
+    # 1x1 map: every kernel cropped to one tap; 2 taps, 2 maps of 4 kB.
+    assert bound == pytest.approx(max(2 * 1000 * 2, 2 * 1000 * 4) / 1e9)
+
+
+def test_backbone_dry_run(interpreter):
+    results = cuda_benchmark.run_backbone_benchmark(
+        sizes=[32],
+        batches=[2],
+        precisions=['fp32'],
+        models=['slak_t_triton', 'slak_t_cudnn', 'slak_t_release'],
+        slak_kwargs=dict(
+            arch=dict(depths=[1, 1, 1, 1], channels=[8, 8, 8, 8]),
+            kernel_sizes=[5, 3, 3, 3],
+            small_kernel=3,
+        ),
+        device='cpu',
+        warmup=0,
+        repeats=1,
+        log=lambda message: None,
+    )
+    assert [r['model'] for r in results] == [
+        'slak_t_triton',
+        'slak_t_cudnn',
+        'slak_t_release',
+    ]
+    table = cuda_benchmark.format_backbone_table(results)
+    # Without ConvNeXt-T the ratio columns are empty, not invented.
+    assert '| slak_t_triton | 32² x2 | fp32 |' in table
+    assert table.splitlines()[2].split('|')[5].strip() == '-'
+
+
+def test_gpu_scripts_parse():
+    for script in ('gpu_check.sh', 'download_gpu_wheels.sh'):
+        subprocess.run(
+            ['bash', '-n', os.path.join(TOOLS_DIR, script)], check=True
+        )
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason='would run the whole GPU check'
+)
+def test_gpu_check_stops_cleanly_without_a_gpu(tmp_path):
+    result = subprocess.run(
+        [
+            'bash',
+            os.path.join(TOOLS_DIR, 'gpu_check.sh'),
+            str(tmp_path / 'no_wheels'),
+            str(tmp_path / 'out'),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
+    assert result.returncode == 1
+    assert '== environment' in result.stdout
+    assert 'no CUDA device' in result.stderr

@@ -1,0 +1,503 @@
+"""The Triton depthwise convs against ``F.conv2d`` and autograd.
+
+Without a GPU the kernels run under Triton's interpreter on CPU tensors
+(the ``interpreter`` fixture sets ``TRITON_INTERPRET=1`` for one test; the
+module builds interpreted kernels for CPU tensors whatever was imported
+before). The interpreter is slow (milliseconds per tile operation), so
+shapes are small: a few tiles per map, a few channels. Tests marked
+``cuda`` compare the compiled kernels with cuDNN and skip without a GPU.
+"""
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slak_mm.ops import triton_dwconv
+from slak_mm.ops.triton_dwconv import (
+    available,
+    depthwise_conv_pair_same_triton,
+    depthwise_conv_same_triton,
+)
+
+from .conftest import randomize_batch_norms
+
+needs_triton = pytest.mark.skipif(
+    triton_dwconv.triton is None, reason='Triton is not installed'
+)
+requires_cuda = pytest.mark.skipif(
+    triton_dwconv.triton is None or not torch.cuda.is_available(),
+    reason='needs Triton and a CUDA GPU',
+)
+
+# Kernel kinds of SLaK: K x s, s x K, s x s, K x K (decompose=False).
+KERNEL_KINDS = [(13, 5), (5, 13), (5, 5), (9, 9)]
+
+
+@pytest.fixture
+def interpreter(monkeypatch):
+    if triton_dwconv.triton is None:
+        pytest.skip('Triton is not installed')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+
+
+def relative_error(actual, expected):
+    expected = expected.detach().double()
+    scale = expected.abs().max().clamp_min(1e-12)
+    return ((actual.detach().double() - expected).abs().max() / scale).item()
+
+
+def reference_conv(x, weight, bias=None):
+    kh, kw = weight.shape[2:]
+    return F.conv2d(
+        x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
+    )
+
+
+def make_inputs(shape, kernel, dtype, device='cpu', bias=True):
+    batch, channels, height, width = shape
+    x = torch.randn(shape, device=device).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(channels, 1, *kernel, device=device).to(dtype)
+    weight.requires_grad_()
+    b = torch.randn(channels, device=device).to(dtype).requires_grad_()
+    return x, weight, (b if bias else None)
+
+
+def check_against_reference(shape, kernel, dtype, tol, device='cpu'):
+    """Output and the three gradients vs fp32 F.conv2d + autograd on the
+    same (rounded) values."""
+    x, weight, bias = make_inputs(shape, kernel, dtype, device)
+    out = depthwise_conv_same_triton(x, weight, bias)
+    assert out.shape == x.shape and out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, weight, bias), grad_out)
+    leaves = [t.detach().float().requires_grad_() for t in (x, weight, bias)]
+    expected = reference_conv(*leaves)
+    expected_grads = torch.autograd.grad(expected, leaves, grad_out.float())
+    assert relative_error(out, expected) < tol
+    for name, grad, ref in zip(
+        ('input', 'weight', 'bias'), grads, expected_grads
+    ):
+        assert grad.dtype == dtype, name
+        assert relative_error(grad, ref) < tol, name
+
+
+@pytest.mark.parametrize('kernel', KERNEL_KINDS)
+def test_fp32_matches_conv2d(interpreter, kernel):
+    """Every kernel kind, odd map (several tiles, partial tiles), fp32."""
+    check_against_reference((1, 5, 7, 9), kernel, torch.float32, 1e-5)
+
+
+@pytest.mark.parametrize(
+    'dtype,tol', [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
+)
+def test_half_precisions_match_conv2d(interpreter, dtype, tol):
+    """bf16/fp16 in and out, fp32 accumulation: only the output rounding."""
+    check_against_reference((1, 5, 7, 9), (13, 5), dtype, tol)
+
+
+def test_batch_and_weight_grad_splits(interpreter, monkeypatch):
+    """Several images and several weight-gradient splits, one of them
+    empty (3 splits over 2 x 2 tiles)."""
+    monkeypatch.setattr(triton_dwconv, '_INTERPRETER_SPLITS', 3)
+    check_against_reference((2, 3, 5, 9), (5, 3), torch.float32, 1e-5)
+
+
+@pytest.mark.parametrize(
+    'size,kernel', [((3, 4), (13, 13)), ((5, 2), (5, 51)), ((1, 1), (5, 5))]
+)
+def test_kernel_larger_than_map(interpreter, size, kernel):
+    """Cropped to the reachable window; the cropped-off taps get zero
+    gradient, as they do from F.conv2d."""
+    check_against_reference((1, 3, *size), kernel, torch.float32, 1e-5)
+
+
+def test_crop_reaches_the_kernels(interpreter, monkeypatch):
+    seen = []
+    forward = triton_dwconv.conv_forward_nhwc
+
+    def spy(x, weights, bias=None):
+        seen.append([tuple(w.shape[2:]) for w in weights])
+        return forward(x, weights, bias)
+
+    monkeypatch.setattr(triton_dwconv, 'conv_forward_nhwc', spy)
+    x = torch.randn(1, 2, 3, 6)
+    with torch.no_grad():
+        depthwise_conv_same_triton(x, torch.randn(2, 1, 51, 5))
+    assert seen == [[(5, 5)]]
+
+
+def test_nchw_input_and_no_bias(interpreter):
+    """Contiguous NCHW input works too (one layout copy)."""
+    x = torch.randn(1, 3, 6, 5, requires_grad=True)
+    weight = torch.randn(3, 1, 3, 7, requires_grad=True)
+    out = depthwise_conv_same_triton(x, weight)
+    out.square().sum().backward()
+    x2 = x.detach().requires_grad_()
+    w2 = weight.detach().requires_grad_()
+    reference_conv(x2, w2).square().sum().backward()
+    assert relative_error(out, reference_conv(x2, w2)) < 1e-5
+    assert relative_error(x.grad, x2.grad) < 1e-5
+    assert relative_error(weight.grad, w2.grad) < 1e-5
+
+
+def test_pair_kernel_sums_strips_and_bias_in_one_pass(
+    interpreter, monkeypatch
+):
+    x = torch.randn(1, 5, 7, 9).contiguous(memory_format=torch.channels_last)
+    vertical, horizontal = torch.randn(5, 1, 9, 3), torch.randn(5, 1, 3, 9)
+    bias = torch.randn(5)
+    calls = []
+    forward = triton_dwconv.conv_forward_nhwc
+
+    def spy(x, weights, bias=None):
+        calls.append(len(weights))
+        return forward(x, weights, bias)
+
+    monkeypatch.setattr(triton_dwconv, 'conv_forward_nhwc', spy)
+    with torch.no_grad():
+        out = depthwise_conv_pair_same_triton(x, vertical, horizontal, bias)
+    expected = reference_conv(x, vertical, bias) + reference_conv(
+        x, horizontal
+    )
+    assert calls == [2]
+    assert relative_error(out, expected) < 1e-5
+
+
+def test_pair_kernel_is_differentiable(interpreter):
+    x = torch.randn(1, 3, 5, 6, requires_grad=True)
+    weights = [
+        torch.randn(3, 1, 7, 3, requires_grad=True),
+        torch.randn(3, 1, 3, 7, requires_grad=True),
+    ]
+    bias = torch.randn(3, requires_grad=True)
+    out = depthwise_conv_pair_same_triton(x, *weights, bias)
+    leaves = (x, *weights, bias)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    expected = reference_conv(x, weights[0], bias) + reference_conv(
+        x, weights[1]
+    )
+    expected_grads = torch.autograd.grad(expected, leaves, grad_out)
+    assert relative_error(out, expected) < 1e-5
+    for grad, ref in zip(grads, expected_grads):
+        assert relative_error(grad, ref) < 1e-5
+
+
+def test_autocast_casts_the_input(interpreter):
+    x = torch.randn(1, 3, 5, 6)
+    weight = torch.randn(3, 1, 5, 3)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        out = depthwise_conv_same_triton(x, weight)
+    assert out.dtype == torch.bfloat16
+    expected = reference_conv(x.bfloat16().float(), weight)
+    assert relative_error(out, expected) < 1e-2
+
+
+def test_bad_inputs_name_the_problem(interpreter):
+    x = torch.randn(1, 4, 5, 5)
+    with pytest.raises(ValueError, match='odd'):
+        depthwise_conv_same_triton(x, torch.randn(4, 1, 4, 5))
+    with pytest.raises(ValueError, match='C=4'):
+        depthwise_conv_same_triton(x, torch.randn(3, 1, 5, 5))
+    with pytest.raises(ValueError, match='float64'):
+        depthwise_conv_same_triton(x.double(), torch.randn(4, 1, 5, 5))
+    with pytest.raises(ValueError, match='bias'):
+        depthwise_conv_same_triton(x, torch.randn(4, 1, 5, 5), torch.randn(3))
+
+
+@needs_triton
+def test_cpu_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    assert not available('cpu')
+    with pytest.raises(RuntimeError, match='TRITON_INTERPRET'):
+        depthwise_conv_same_triton(
+            torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3)
+        )
+
+
+def test_available_without_triton(monkeypatch):
+    monkeypatch.setattr(triton_dwconv, 'triton', None)
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    assert not available()
+    assert not available('cpu')
+    with pytest.raises(RuntimeError, match='triton'):
+        triton_dwconv.conv_forward_nhwc(
+            torch.randn(1, 3, 3, 2), [torch.randn(2, 1, 3, 3)]
+        )
+
+
+def test_import_needs_neither_triton_nor_the_toolkits():
+    """slak_mm, the kernels' modules and the CUDA benchmark import where
+    Triton is missing (then unavailable) and without mmcv, mmdet, mmseg
+    and mmpretrain (the GPU machine has mmengine only)."""
+    import subprocess
+    import sys
+
+    code = (
+        'import sys\n'
+        'for name in ("triton", "mmcv", "mmdet", "mmseg", "mmpretrain"):\n'
+        '    sys.modules[name] = None\n'
+        'from slak_mm.ops import triton_dwconv as t\n'
+        'assert t.triton is None and not t.available()\n'
+        'import slak_mm.ops.triton_large_kernel\n'
+        'from slak_mm.analysis import cuda_benchmark\n'
+        'cuda_benchmark.build_backbone("slak_t_triton")\n'
+    )
+    subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def compile_for_hopper(kernel, dtype, constexprs, num_warps=4):
+    """Compiles ``kernel`` for sm_90 (H100/H200) without a GPU: Triton's
+    code generation and its bundled ptxas. Pointers and ``CP`` are
+    declared 16-byte aligned/divisible, as Triton specialises them for
+    real (aligned) tensors. Returns the compiled kernel's ``asm`` dict."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    params = inspect.signature(kernel).parameters
+    signature, aligned = {}, {}
+    for index, name in enumerate(params):
+        if name in constexprs:
+            signature[name] = 'constexpr'
+        elif name.endswith('_ptr'):
+            is_map = name in ('x_ptr', 'out_ptr', 'grad_ptr')
+            signature[name] = f'*{dtype}' if is_map else '*fp32'
+            aligned[(index,)] = [['tt.divisibility', 16]]
+        else:
+            signature[name] = 'i32'
+            if name == 'CP':
+                aligned[(index,)] = [['tt.divisibility', 16]]
+    source = ASTSource(triton.jit(kernel), signature, constexprs, aligned)
+    compiled = triton.compile(
+        source,
+        target=GPUTarget('cuda', 90, 32),
+        options=dict(num_warps=num_warps),
+    )
+    return compiled.asm
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    'name,dtype,constexprs',
+    [
+        (
+            'dwconv_forward_kernel',
+            'bf16',
+            dict(HAS_SECOND=True, HAS_BIAS=True),
+        ),
+        (
+            'dwconv_forward_kernel',
+            'fp32',
+            dict(HAS_SECOND=False, HAS_BIAS=False),
+        ),
+        ('dwconv_weight_grad_kernel', 'bf16', {}),
+    ],
+)
+def test_kernels_compile_for_hopper_with_128_bit_loads(
+    monkeypatch, name, dtype, constexprs
+):
+    """Without a GPU: the kernels compile to an sm_90 binary, and every
+    global load reads 128 bits (channel rows padded and aligned, so SLaK's
+    odd widths do not fall back to one element per load)."""
+    import re
+
+    from slak_mm.ops import _triton_dwconv_kernels as kernels
+
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    blocks = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32)
+    asm = compile_for_hopper(
+        getattr(kernels, name), dtype, {**constexprs, **blocks}
+    )
+    assert asm['cubin']
+    loads = set(re.findall(r'ld\.global[.a-z0-9]*', asm['ptx']))
+    assert loads == {'ld.global.v4.b32'}
+
+
+def tiny_slak(**kwargs):
+    """A narrow SLaK, all kernels 2-9 taps long (kept cheap under the
+    interpreter)."""
+    from slak_mm.models import SLaK
+
+    model = SLaK(
+        arch=dict(depths=[1, 1, 1, 1], channels=[8, 8, 8, 8]),
+        kernel_sizes=[9, 7, 5, 5],
+        small_kernel=3,
+        out_indices=(0, 1, 2, 3),
+        layer_scale_init_value=1.0,
+        **kwargs,
+    )
+    randomize_batch_norms(model)
+    return model
+
+
+def linear_loss(outs):
+    """A fixed linear functional of the outputs: well-conditioned gradients
+    (the squared norm of LayerNorm outputs would cancel)."""
+    return sum(
+        (
+            out.float()
+            * torch.linspace(-1, 1, out.numel()).view_as(out).to(out.device)
+        ).sum()
+        for out in outs
+    )
+
+
+def compare_backbone(model, images, train, tol):
+    """Outputs and parameter gradients, default path vs Triton."""
+    from slak_mm.ops.triton_large_kernel import triton_large_kernels
+
+    model.train(train)
+    results = []
+    for use_triton in (False, True):
+        model.zero_grad(set_to_none=True)
+        if use_triton:
+            with triton_large_kernels(model):
+                outs = model(images)
+        else:
+            outs = model(images)
+        linear_loss(outs).backward()
+        grads = {
+            name: param.grad.clone()
+            for name, param in model.named_parameters()
+            if param.grad is not None
+        }
+        results.append(([out.detach() for out in outs], grads))
+    (outs, grads), (triton_outs, triton_grads) = results
+    for out, triton_out in zip(outs, triton_outs):
+        assert relative_error(triton_out, out) < tol
+    assert grads.keys() == triton_grads.keys()
+    for name, grad in grads.items():
+        assert relative_error(triton_grads[name], grad) < tol, name
+
+
+@pytest.fixture
+def whole_map_tiles(monkeypatch):
+    """One tile per test map: fewer interpreted programs (tile borders are
+    covered by the kernel tests)."""
+    monkeypatch.setattr(
+        triton_dwconv,
+        'INTERPRETER_BLOCKS',
+        dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=8),
+    )
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_backbone_through_triton_matches_default(
+    interpreter, whole_map_tiles, train
+):
+    """A narrow SLaK (maps 8, 4, 2, 1: kernels cropped) trains and
+    evaluates the same through the Triton kernels; the routing is undone
+    after the ``with`` block."""
+    from slak_mm.models.large_kernel import LargeKernelConv
+
+    model = tiny_slak()
+    # Two images: train-mode BN needs two values on the 1 x 1 last map.
+    images = torch.randn(2, 3, 32, 32)
+    compare_backbone(model, images, train, 1e-4)
+    assert all(
+        'forward' not in vars(m)
+        for m in model.modules()
+        if isinstance(m, LargeKernelConv)
+    )
+
+
+def test_deploy_backbone_through_triton(interpreter, whole_map_tiles):
+    from slak_mm.ops.triton_large_kernel import triton_large_kernels
+
+    model = tiny_slak().eval()
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(images)
+        model.switch_to_deploy()
+        with triton_large_kernels(model):
+            outs = model(images)
+    for out, ref in zip(outs, expected):
+        assert relative_error(out, ref) < 1e-4
+
+
+# ---------------------------------------------------------------- CUDA only
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize('kernel', [(51, 5), (5, 51), (5, 5), (31, 31)])
+@pytest.mark.parametrize(
+    'dtype,tol',
+    [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)],
+)
+@pytest.mark.parametrize('shape', [(2, 124, 56, 56), (3, 37, 13, 29)])
+def test_cuda_kernels_match_cudnn(kernel, dtype, tol, shape):
+    torch.backends.cudnn.allow_tf32 = False
+    check_against_reference(shape, kernel, dtype, tol, device='cuda')
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_pair_kernel_matches_cudnn():
+    x = torch.randn(4, 249, 28, 28, device='cuda')
+    x = x.contiguous(memory_format=torch.channels_last)
+    vertical = torch.randn(249, 1, 49, 5, device='cuda')
+    horizontal = torch.randn(249, 1, 5, 49, device='cuda')
+    bias = torch.randn(249, device='cuda')
+    torch.backends.cudnn.allow_tf32 = False
+    with torch.no_grad():
+        out = depthwise_conv_pair_same_triton(x, vertical, horizontal, bias)
+        expected = reference_conv(x, vertical, bias) + reference_conv(
+            x, horizontal
+        )
+    assert relative_error(out, expected) < 1e-5
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize('train', [True, False])
+def test_cuda_backbone_through_triton_matches_cudnn(train):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = tiny_slak().cuda()
+    images = torch.randn(2, 3, 96, 96, device='cuda')
+    images = images.contiguous(memory_format=torch.channels_last)
+    compare_backbone(model, images, train, 1e-4)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_slak_t_under_bf16_autocast():
+    """SLaK-T's real kernel sizes and widths, one train step under bf16
+    autocast: outputs close to cuDNN's under the same autocast, gradients
+    finite and aligned with cuDNN's."""
+    from slak_mm.models import SLaK
+    from slak_mm.ops.triton_large_kernel import triton_large_kernels
+
+    model = SLaK(
+        arch='tiny', out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0
+    ).cuda()
+    images = torch.randn(2, 3, 128, 128, device='cuda')
+    images = images.contiguous(memory_format=torch.channels_last)
+    results = []
+    for use_triton in (False, True):
+        model.zero_grad(set_to_none=True)
+        routing = (
+            triton_large_kernels(model)
+            if use_triton
+            else contextlib.nullcontext()
+        )
+        with routing, torch.autocast('cuda', dtype=torch.bfloat16):
+            outs = model(images)
+        linear_loss(outs).backward()
+        grads = [p.grad.float().flatten() for p in model.parameters()]
+        results.append(([out.float() for out in outs], grads))
+    (outs, grads), (triton_outs, triton_grads) = results
+    for out, triton_out in zip(outs, triton_outs):
+        assert relative_error(triton_out, out) < 5e-2
+    for grad, triton_grad in zip(grads, triton_grads):
+        assert torch.isfinite(triton_grad).all()
+        similarity = F.cosine_similarity(grad, triton_grad, dim=0)
+        assert similarity > 0.99

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The GPU check, one command on a fresh CUDA machine without internet:
+# installs the wheels of tools/download_gpu_wheels.sh into a private folder
+# (the machine's own packages stay as they are), runs the CUDA tests
+# (`pytest -m cuda`: Triton kernels against cuDNN, SLaK forward/backward
+# through them) and the CUDA benchmark (tools/benchmark_cuda.py), and
+# prints both benchmark tables. Works with whatever torch/Triton the
+# machine has (no version is assumed).
+#
+# Usage: bash tools/gpu_check.sh [WHEELS] [OUT]
+#   WHEELS  folder of wheels (default: gpu_wheels); may be absent when
+#           mmengine, cv2 and pytest are importable already
+#   OUT     folder for logs and JSON (default: work_dirs/gpu_check)
+#   (relative paths are taken from the repository root)
+# Environment: PYTHON (default python3), BENCH_ARGS (extra arguments for
+# tools/benchmark_cuda.py, e.g. "--skip-backbones").
+# Exit status: non-zero if the tests or the benchmark failed (the
+# benchmark runs even when a test fails, so that its numbers are there).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+# Relative folders are taken from the repository root.
+cd "$REPO"
+WHEELS=${1:-gpu_wheels}
+OUT=${2:-work_dirs/gpu_check}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+SITE="$OUT/site-packages"
+START=$SECONDS
+
+echo "== environment"
+"$PYTHON" - <<'PY' || exit 1
+import sys
+import torch
+print('python', sys.version.split()[0], '| torch', torch.__version__,
+      '| CUDA build', torch.version.cuda)
+try:
+    import triton
+    print('triton', triton.__version__)
+except ImportError:
+    print('triton: not installed')
+if not torch.cuda.is_available():
+    sys.exit('no CUDA device visible to torch: nothing to check here')
+print('GPU', torch.cuda.get_device_name(0))
+PY
+
+echo "== installing wheels from $WHEELS into $SITE"
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  "$PYTHON" -m pip install --quiet --no-index --no-deps \
+    --target "$SITE" "$WHEELS"/*.whl || exit 1
+elif "$PYTHON" -c 'import mmengine, cv2, pytest' 2> /dev/null; then
+  echo "no wheels in $WHEELS; using the installed mmengine, cv2, pytest"
+else
+  echo "no wheels in $WHEELS and mmengine/cv2/pytest missing:" \
+    "run tools/download_gpu_wheels.sh where PyPI is reachable" >&2
+  exit 1
+fi
+export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -c 'import slak_mm.ops.triton_dwconv as t, sys
+sys.exit(0 if t.available("cuda") else "Triton kernels unavailable")' \
+  || exit 1
+echo "installed in $((SECONDS - START)) s"
+
+echo "== pytest -m cuda"
+"$PYTHON" -m pytest -q -m cuda -p no:cacheprovider \
+  tests/test_triton_dwconv.py 2>&1 | tee "$OUT/pytest_cuda.log"
+TESTS=${PIPESTATUS[0]}
+echo "tests: exit $TESTS after $((SECONDS - START)) s"
+
+echo "== benchmark"
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+"$PYTHON" tools/benchmark_cuda.py --warmup 2 --repeats 5 \
+  --out "$OUT/benchmark_cuda.json" ${BENCH_ARGS:-} 2>&1 \
+  | tee "$OUT/benchmark_cuda.log"
+BENCH=${PIPESTATUS[0]}
+echo "benchmark: exit $BENCH after $((SECONDS - START)) s"
+
+if [ "$TESTS" -ne 0 ] || [ "$BENCH" -ne 0 ]; then
+  exit 1
+fi
