@@ -118,7 +118,8 @@ def snip_densities(
     names = list(scores)
     flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])
     num_keep = min(flat.numel(), max(1, int(density * flat.numel())))
-    threshold = torch.topk(flat, num_keep, sorted=True).values[-1]
+    # The k-th largest score (the release sorts a top-k for it).
+    threshold = torch.kthvalue(flat, flat.numel() - num_keep + 1).values
     return {
         n: (scores[n].detach().float() > threshold).sum().item()
         / scores[n].numel()

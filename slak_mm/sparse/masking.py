@@ -61,7 +61,8 @@ def select_maskable_parameters(
     Args:
         module (nn.Module): Names are relative to this module.
         include (str | Sequence[str], optional): ``fnmatch`` patterns over
-            the names, e.g. ``'*large_kernel*'`` for the large kernels only;
+            the names, e.g. ``'*large_kernel.vertical.*'`` and
+            ``'*large_kernel.horizontal.*'`` for the strips only;
             None takes every eligible parameter.
         exclude (str | Sequence[str], optional): Patterns to leave out.
 
