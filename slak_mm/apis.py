@@ -20,6 +20,7 @@ For the config-driven inferencers (``MMSegInferencer``, ``DetInferencer``),
 call :func:`check_checkpoint` first.
 """
 
+import warnings
 from typing import Optional, Union
 
 import torch.nn as nn
@@ -116,25 +117,39 @@ def init_model(
     """
     cfg = _as_config(config, cfg_options)
     scope = cfg.get('default_scope')
-    if scope == 'mmseg':
-        from mmseg.apis import init_model as toolkit_init
-
-        model = toolkit_init(cfg, None, device=device)
-    elif scope == 'mmdet':
-        from mmdet.apis import init_detector
-
-        model = init_detector(cfg, None, device=device)
-    elif scope == 'mmpretrain':
-        from mmpretrain.apis import get_model
-
-        model = get_model(cfg, pretrained=False, device=device)
-    else:
+    if scope not in ('mmseg', 'mmdet', 'mmpretrain'):
         raise ValueError(
             f'{config}: default_scope must be mmseg, mmdet or mmpretrain, '
             f'got {scope!r}'
         )
+    with warnings.catch_warnings(record=True) as caught:
+        # Built without a checkpoint, the toolkits warn that they use
+        # default class names; the checkpoint's own names are set below.
+        if scope == 'mmseg':
+            from mmseg.apis import init_model as toolkit_init
+
+            model = toolkit_init(cfg, None, device=device)
+        elif scope == 'mmdet':
+            from mmdet.apis import init_detector
+
+            model = init_detector(cfg, None, device=device)
+        else:
+            from mmpretrain.apis import get_model
+
+            model = get_model(cfg, pretrained=False, device=device)
+    for caught_warning in caught:
+        if 'checkpoint is None' not in str(caught_warning.message):
+            warnings.warn(
+                caught_warning.message, caught_warning.category, stacklevel=2
+            )
     if checkpoint is not None:
-        load_checkpoint_strict(model, checkpoint, map_location='cpu')
+        loaded = load_checkpoint_strict(model, checkpoint, map_location='cpu')
+        if _dataset_meta_of(loaded) is None:
+            warnings.warn(
+                f'{checkpoint} saves no class names (meta.dataset_meta); '
+                "the model keeps its toolkit's default names",
+                stacklevel=2,
+            )
     model.to(device)
     model.eval()
     return model

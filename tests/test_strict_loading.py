@@ -631,6 +631,43 @@ def test_init_model_detection_and_check_checkpoint(files):
     assert 'holds a segmentation (mmseg) model' in str(info.value)
 
 
+def test_init_model_classification(files):
+    from mmpretrain import ImageClassificationInferencer
+
+    from slak_mm.apis import init_model
+
+    def write(num_classes):
+        cfg = Config.fromfile(
+            osp.join(REPO, 'configs', 'classification', 'slak_t_in1k.py')
+        )
+        cfg.model.backbone.update(tiny_backbone())
+        cfg.model.head.update(
+            num_classes=num_classes, in_channels=tiny_dims()[-1]
+        )
+        path = str(files['root'] / f'cls{num_classes}_cfg.py')
+        cfg.dump(path)
+        return path
+
+    config, config10 = write(4), write(10)
+    model, _ = build_model_from_config(config)
+    meta = dict(dataset_meta=dict(classes=CLASSES))
+    checkpoint = save_model(model, files['root'] / 'cls4.pth', meta=meta)
+    model10, _ = build_model_from_config(config10)
+    checkpoint10 = save_model(model10, files['root'] / 'cls10.pth')
+
+    loaded = init_model(config, checkpoint)
+    image = osp.join(
+        files['data_root'], 'images', 'validation', 'ADE_val_00000001.jpg'
+    )
+    result = ImageClassificationInferencer(model=loaded)(image)[0]
+    assert result['pred_class'] in CLASSES
+    with pytest.raises(CheckpointMismatchError) as info:
+        init_model(config, checkpoint10)
+    message = str(info.value)
+    assert 'head.fc.weight: checkpoint (10, 41), model (4, 41)' in message
+    assert 'number of classes differs' in message
+
+
 # ---------------------------------------------------------------------------
 # Launchers and configs
 # ---------------------------------------------------------------------------
@@ -766,3 +803,16 @@ def test_readme_segmentation_inference_runs_as_printed(tmp_path, monkeypatch):
     assert "('wall', 'building', 'sky', 'floor')" in result.stdout
     assert result.stdout.count('torch.Size([1, 96, 96])') == 2
     assert any((tmp_path / 'work_dirs' / 'demo' / 'vis').rglob('*.png'))
+
+
+@pytest.mark.parametrize(
+    'registry', ['mmseg.registry', 'mmdet.registry', 'mmpretrain.registry']
+)
+def test_toolkit_tools_can_build_the_strict_runner(registry):
+    # runner_type='StrictLoadingRunner' works from the toolkits' own tools.
+    import importlib
+
+    from slak_mm.engine import StrictLoadingRunner
+
+    runners = importlib.import_module(registry).RUNNERS
+    assert runners.get('StrictLoadingRunner') is StrictLoadingRunner

@@ -4,6 +4,11 @@ The config's ``default_scope`` decides the toolkit. Examples:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --show-dir vis --out results.pkl
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
+
+The checkpoint must fit the config's model: a missing tensor or one of
+another shape stops the run with every such key and both shapes (see
+slak_mm.engine.StrictLoadingRunner); a deployed checkpoint needs
+``--cfg-options model.backbone.deploy=True``.
 """
 
 import argparse

@@ -4,6 +4,10 @@ The config's ``default_scope`` decides the toolkit. Examples:
     python tools/train.py configs/segmentation/upernet_slak_t_ade20k.py
     python tools/train.py CONFIG --work-dir work_dirs/x --resume
     bash tools/dist_train.sh CONFIG 8
+
+``load_from`` and ``--resume`` load strictly (see
+slak_mm.engine.StrictLoadingRunner): a checkpoint that does not fit the
+model stops the run with every missing or misshapen key and both shapes.
 """
 
 import argparse
