@@ -207,6 +207,8 @@ def test_bad_config_raises(kwargs, error, match):
         (dict(width_factor='1.3'), TypeError, "width_factor.*'1.3'"),
         (dict(width_factor=0), ValueError, 'width_factor=0'),
         (dict(width_factor=-1.0), ValueError, 'width_factor'),
+        (dict(width_factor=float('nan')), ValueError, 'width_factor=nan'),
+        (dict(width_factor=float('inf')), ValueError, 'width_factor=inf'),
         (dict(width_factor=0.001), ValueError, 'at least one channel'),
         (dict(kernel_sizes=13), TypeError, 'kernel_sizes.*13'),
         (dict(kernel_sizes='51'), TypeError, 'kernel_sizes'),

@@ -14,7 +14,9 @@ post-processing; an auxiliary head that only runs in training is listed
 without MACs). For mmdet detectors the first table counts the backbone and
 neck (``extract_feat``), the second the whole detector in ``mode='tensor'``
 with generated image metadata; its RoI-head MACs depend on the number of
-proposals the RPN returns for the (all-zero) input, which is printed.
+proposals the RPN returns for the (all-zero) input, which is printed (in
+that mode mask heads run on every proposal, at inference only on the kept
+detections).
 """
 
 import argparse
@@ -109,16 +111,24 @@ def main(argv=None):
         full, num_proposals = count_detector(model, shape, masks)
         print("\nWhole detector (mode='tensor'", end='')
         if num_proposals is not None:
-            print(
-                f', {num_proposals} RPN proposals on this input; the '
-                'RoI-head MACs scale with their number',
-                end='',
-            )
+            print(f', {num_proposals} RPN proposals on this input', end='')
         print('):')
         print_report(full)
+        if num_proposals is not None:
+            print(
+                "In mode='tensor' the RoI heads (mask heads included) run on "
+                'every proposal,\nso their MACs scale with the proposal '
+                'count; inference runs the mask heads\nonly on the '
+                'detections kept after NMS.'
+            )
     else:
         report = count_complexity(model, shape, masks=masks)
         print_report(report)
+        if 'auxiliary_head' in report.not_run:
+            print(
+                'The auxiliary head only adds a training loss; inference '
+                'does not run it.'
+            )
         full = None
     if args.out_json:
         result = dict(report.to_dict(), masks=source)

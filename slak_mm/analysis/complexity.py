@@ -116,9 +116,8 @@ class ComplexityReport:
             )
         if self.not_run:
             rows.append(
-                f'-: {", ".join(self.not_run)} did not run in the counted '
-                'forward (inference), so no MACs are counted for it; its '
-                'parameters are in the totals'
+                f'-: {", ".join(self.not_run)}: not run by the counted '
+                'forward, so no MACs;\n   parameters are in the totals'
             )
         return '\n'.join(rows)
 

@@ -1,5 +1,6 @@
 """The SLaK backbone (Sparse Large Kernel Network)."""
 
+import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -75,8 +76,9 @@ def _check_backbone_args(
             f'width_factor must be a number, got {width_factor!r} '
             f'({type(width_factor).__name__})'
         )
-    widths = [int(c * width_factor) for c in base_channels]
-    if not width_factor > 0 or min(widths) < 1:
+    finite = math.isfinite(width_factor) and width_factor > 0
+    widths = [int(c * width_factor) if finite else 0 for c in base_channels]
+    if min(widths) < 1:
         raise ValueError(
             f'width_factor={width_factor} gives stage widths {widths}; '
             'every stage needs at least one channel'
