@@ -153,3 +153,37 @@ def test_gpu_check_stops_cleanly_without_a_gpu(tmp_path):
     assert result.returncode == 1
     assert '== environment' in result.stdout
     assert 'no CUDA device' in result.stderr
+
+
+def test_component_table_ratios():
+    results = [
+        dict(
+            size=224,
+            batch=64,
+            stage=0,
+            map=56,
+            channels=124,
+            kernel=51,
+            precision='bf16',
+            path=path,
+            bound_eval_ms=0.1,
+            bound_train_ms=0.5,
+            eval_ms=eval_ms,
+            train_ms=train_ms,
+            train_peak_mib=mib,
+        )
+        for path, eval_ms, train_ms, mib in (
+            ('triton', 1.0, 3.0, 100.0),
+            ('cudnn', 2.0, 9.0, 120.0),
+            ('release', 4.0, 20.0, 200.0),
+        )
+    ]
+    lines = cuda_benchmark.format_component_table(results).splitlines()
+    # triton, cudnn, release ms, bound, cudnn / bound, x cudnn, x release
+    assert lines[2].endswith(
+        '| eval | 1.00 | 2.00 | 4.00 | 0.100 | 20.0 | 2.00 | 4.00 |'
+    )
+    assert lines[3].endswith(
+        '| train | 3.00 | 9.00 | 20.00 | 0.500 | 18.0 | 3.00 | 6.67 |'
+    )
+    assert lines[-1] == '| 224² x64 | 0 | bf16 | 100 | 120 | 200 |'
