@@ -100,10 +100,10 @@ def test_half_precisions_match_conv2d(interpreter, dtype, tol):
 
 
 def test_batch_and_weight_grad_splits(interpreter, monkeypatch):
-    """Several images and several weight-gradient splits, one of them
-    empty (3 splits over 2 x 2 tiles)."""
-    monkeypatch.setattr(triton_dwconv, '_INTERPRETER_SPLITS', 3)
-    check_against_reference((2, 3, 5, 9), (5, 3), torch.float32, 1e-5)
+    """Several images, weight-gradient runs of 2 images over 3 (the last
+    one short), several tiles per map."""
+    monkeypatch.setattr(triton_dwconv, '_INTERPRETER_IMAGES_PER_SPLIT', 2)
+    check_against_reference((3, 3, 5, 9), (5, 3), torch.float32, 1e-5)
 
 
 @pytest.mark.parametrize(
