@@ -320,6 +320,30 @@ def test_kernels_compile_for_hopper_with_128_bit_loads(
     assert loads == {'ld.global.v4.b32'}
 
 
+@needs_triton
+def test_compiled_kernels_build_without_a_gpu(monkeypatch):
+    """The CUDA kernels are autotuned JIT functions whose keys name real
+    arguments, and every candidate channel block divides the channel
+    padding (so channel blocks need no mask)."""
+    import inspect
+
+    from slak_mm.ops import _triton_dwconv_kernels as kernels
+
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    forward, weight_grad = triton_dwconv._kernels(False)
+    for tuner, fn in (
+        (forward, kernels.dwconv_forward_kernel),
+        (weight_grad, kernels.dwconv_weight_grad_kernel),
+    ):
+        assert type(tuner).__name__ == 'Autotuner'
+        names = set(inspect.signature(fn).parameters)
+        assert set(tuner.keys) <= names
+        for config in tuner.configs:
+            assert set(config.kwargs) <= names
+            block_c = config.kwargs['BLOCK_C']
+            assert triton_dwconv.CHANNEL_ALIGN % block_c == 0
+
+
 def tiny_slak(**kwargs):
     """A narrow SLaK, all kernels 2-9 taps long (kept cheap under the
     interpreter)."""
