@@ -13,7 +13,9 @@
 #   OUT     folder for logs and JSON (default: work_dirs/gpu_check)
 #   (relative paths are taken from the repository root)
 # Environment: PYTHON (default python3), BENCH_ARGS (extra arguments for
-# tools/benchmark_cuda.py, e.g. "--skip-backbones").
+# tools/benchmark_cuda.py, e.g. "--skip-backbones"), GPU_CHECK_SITE (where
+# the wheels are installed; default OUT/site-packages: point it elsewhere
+# when OUT is a folder that gets copied back, it holds about 150 MB).
 # Exit status: non-zero if the tests or the benchmark failed (the
 # benchmark runs even when a test fails, so that its numbers are there).
 set -uo pipefail
@@ -26,7 +28,7 @@ OUT=${2:-work_dirs/gpu_check}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-SITE="$OUT/site-packages"
+SITE=${GPU_CHECK_SITE:-$OUT/site-packages}
 START=$SECONDS
 
 echo "== environment"

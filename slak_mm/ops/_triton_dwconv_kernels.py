@@ -133,7 +133,7 @@ def dwconv_weight_grad_kernel(
     CP,
     KH,
     KW,
-    NUM_SPLITS,
+    IMAGES_PER_SPLIT,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -141,67 +141,55 @@ def dwconv_weight_grad_kernel(
     """Partial weight gradients of a "same" depthwise conv.
 
     ``x`` is padded by ``KH // 2`` rows and ``KW // 2`` columns, ``grad``
-    (the output gradient) only along channels, ``(N, H, W, CP)``.
-    ``partial[s, a * KW + b, c]`` receives ``sum grad[n, h, w, c] *
-    x[n, h + a - KH // 2, w + b - KW // 2, c]`` over split ``s`` of the
-    output tiles (tiles as in :func:`dwconv_forward_kernel`, numbered
-    image by image, row by row; split ``s`` holds a contiguous run of
-    ``cdiv(num_tiles, NUM_SPLITS)`` of them, so its maps stay in the
-    cache while the program runs over every tap); the caller sums over
-    ``s``. Products are accumulated elementwise in fp32 registers and
-    reduced once per tap. Every element of ``partial`` is written exactly
-    once, so the result depends neither on the buffer's previous contents
-    nor on scheduling (and autotuning may rerun the kernel freely).
+    (the output gradient) only along channels, ``(N, H, W, CP)``. Program
+    ``p`` takes one ``BLOCK_H x BLOCK_W`` tile of positions (tile
+    ``p % tiles_per_image``, as in :func:`dwconv_forward_kernel`) in a run
+    of ``IMAGES_PER_SPLIT`` images (run ``p // tiles_per_image``) and
+    writes ``partial[p, a * KW + b, c] = sum grad[n, h, w, c] *
+    x[n, h + a - KH // 2, w + b - KW // 2, c]`` over them; the caller sums
+    over ``p``. The tile's offsets and mask are computed once; each tap
+    then moves both pointers by scalars, image after image, accumulating
+    elementwise in fp32 registers, with one reduction over positions per
+    tap. Every element is written once, so the result does not depend on
+    scheduling (and autotuning may rerun the kernel freely).
 
-    Grid: ``(NUM_SPLITS, cdiv(C, BLOCK_C))`` (``BLOCK_C`` dividing ``CP``);
-    ``partial`` is fp32 of shape ``(NUM_SPLITS, KH * KW, CP)``, of which
-    the channels of the grid's blocks are written.
+    Grid: ``(tiles_per_image * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
+    BLOCK_C))`` (``BLOCK_C`` dividing ``CP``); ``partial`` is fp32 of shape
+    ``(rows, KH * KW, CP)`` with at least as many rows as programs along
+    the first axis, zero where no program writes.
     """
-    pid_split = tl.program_id(0)
+    pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     tiles_h = (H + BLOCK_H - 1) // BLOCK_H
     tiles_w = (W + BLOCK_W - 1) // BLOCK_W
     tiles_per_image = tiles_h * tiles_w
-    num_tiles = N * tiles_per_image
-    tiles_per_split = (num_tiles + NUM_SPLITS - 1) // NUM_SPLITS
-    first_tile = pid_split * tiles_per_split
-    last_tile = tl.minimum(first_tile + tiles_per_split, num_tiles)
+    tile = pid % tiles_per_image
+    first_image = (pid // tiles_per_image) * IMAGES_PER_SPLIT
+    last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
-    tile_h = offs_p // BLOCK_W
-    tile_w = offs_p % BLOCK_W
+    oh = (tile // tiles_w) * BLOCK_H + offs_p // BLOCK_W
+    ow = (tile % tiles_w) * BLOCK_W + offs_p % BLOCK_W
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    channel_row = offs_c[None, :]
-    PH = KH // 2
-    PW = KW // 2
-    WP = W + 2 * PW
-    padded_size = (H + 2 * PH) * WP * CP
-    partial = partial_ptr + pid_split.to(tl.int64) * KH * KW * CP + offs_c
+    mask = ((oh < H) & (ow < W))[:, None]
+    WP = W + 2 * (KW // 2)
+    # Image strides in int64 (the loop's image index is a plain int under
+    # the interpreter).
+    grad_image = (H * W * CP).to(tl.int64)
+    x_image = ((H + 2 * (KH // 2)) * WP * CP).to(tl.int64)
+    grad_tile = grad_ptr + (oh * W + ow)[:, None] * CP + offs_c[None, :]
+    # Tap (a, b) of output (oh, ow) reads padded (oh + a, ow + b).
+    x_tile = x_ptr + (oh * WP + ow)[:, None] * CP + offs_c[None, :]
+    partial = partial_ptr + pid.to(tl.int64) * KH * KW * CP + offs_c
     for a in range(0, KH):
         for b in range(0, KW):
+            shift = (a * WP + b) * CP
             acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
-            for tile_id in range(first_tile, last_tile):
-                n = tile_id // tiles_per_image
-                tile = tile_id % tiles_per_image
-                oh = (tile // tiles_w) * BLOCK_H + tile_h
-                ow = (tile % tiles_w) * BLOCK_W + tile_w
-                mask = ((oh < H) & (ow < W))[:, None]
-                image = n.to(tl.int64)
+            for n in range(first_image, last_image):
                 grad = tl.load(
-                    grad_ptr
-                    + image * H * W * CP
-                    + (oh * W + ow)[:, None] * CP
-                    + channel_row,
-                    mask=mask,
-                    other=0.0,
+                    grad_tile + n * grad_image, mask=mask, other=0.0
                 )
-                # Tap (a, b) of output (oh, ow) reads padded (oh + a, ow + b).
                 xv = tl.load(
-                    x_ptr
-                    + image * padded_size
-                    + ((oh + a) * WP + (ow + b))[:, None] * CP
-                    + channel_row,
-                    mask=mask,
-                    other=0.0,
+                    x_tile + n * x_image + shift, mask=mask, other=0.0
                 )
                 acc += grad.to(tl.float32) * xv.to(tl.float32)
             tl.store(

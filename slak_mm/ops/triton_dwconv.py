@@ -55,8 +55,6 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Tiles used under the interpreter (tests): small enough that the test
 # maps span several tiles, so tile borders are exercised.
 INTERPRETER_BLOCKS = dict(BLOCK_H=4, BLOCK_W=8, BLOCK_C=8)
-# Weight-gradient splits under the interpreter (> 1 to test the reduction).
-_INTERPRETER_SPLITS = 2
 
 # Candidate tiles for the compiled kernels; ``triton.autotune`` times them
 # once per key and keeps the fastest. Few on purpose: each one is a compile.
@@ -74,19 +72,19 @@ _WEIGHT_GRAD_CONFIGS = (
     dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
 )
 _FORWARD_KEY = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
-_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'CP', 'KH', 'KW', 'NUM_SPLITS']
+_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'CP', 'KH', 'KW', 'IMAGES_PER_SPLIT']
 # Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
 CHANNEL_ALIGN = 64
 
-# The weight gradient is reduced in two steps: NUM_SPLITS programs per
-# channel block write partial sums, which torch then adds up. Enough
-# splits to give every SM a few programs, each with at least a few tiles,
-# within a bound on the partial buffer.
+# The weight gradient is reduced in two steps: one program per tile of
+# positions, run of images and channel block writes per-tap partial sums,
+# which torch then adds up. Runs of images are made short enough to give
+# every SM a few programs, within a bound on the partial buffer.
 _PROGRAMS_PER_SM = 4
-_MIN_POSITIONS_PER_SPLIT = 256
-_NOMINAL_BLOCK_C = 32
-_MAX_SPLITS = 1024
-_MAX_PARTIAL_BYTES = 64 * 2**20
+_NOMINAL_BLOCK = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32)
+_MAX_PARTIAL_BYTES = 128 * 2**20
+# Images per split under the interpreter (several splits in the tests).
+_INTERPRETER_IMAGES_PER_SPLIT = 1
 
 
 def interpreter_enabled() -> bool:
@@ -176,7 +174,7 @@ def _kernels(interpret: bool):
         )
         weight_grad = triton.jit(
             kernels.dwconv_weight_grad_kernel,
-            do_not_specialize=['N', 'H', 'W', 'KH', 'KW', 'NUM_SPLITS'],
+            do_not_specialize=['N', 'H', 'W', 'KH', 'KW', 'IMAGES_PER_SPLIT'],
         )
     forward = triton.autotune(
         configs=_autotune_configs(_FORWARD_CONFIGS), key=_FORWARD_KEY
@@ -366,18 +364,26 @@ def _multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _num_splits(
-    device: torch.device, positions: int, taps: int, channels: int
+def _tiles(height: int, width: int, blocks: dict) -> int:
+    return triton.cdiv(height, blocks['BLOCK_H']) * triton.cdiv(
+        width, blocks['BLOCK_W']
+    )
+
+
+def _images_per_split(
+    device: torch.device, shape, taps: int, padded: int, max_tiles: int
 ) -> int:
-    """Number of weight-gradient splits (see the constants above)."""
+    """Images per weight-gradient program (see the constants above)."""
+    batch, height, width, channels = shape
     index = device.index if device.index is not None else 0
     programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
-    by_occupancy = triton.cdiv(
-        programs, triton.cdiv(channels, _NOMINAL_BLOCK_C)
+    per_run = _tiles(height, width, _NOMINAL_BLOCK) * triton.cdiv(
+        channels, _NOMINAL_BLOCK['BLOCK_C']
     )
-    by_work = triton.cdiv(positions, _MIN_POSITIONS_PER_SPLIT)
-    by_memory = _MAX_PARTIAL_BYTES // (4 * taps * channels)
-    return max(1, min(by_occupancy, by_work, by_memory, _MAX_SPLITS))
+    runs = max(1, min(batch, triton.cdiv(programs, per_run)))
+    row_bytes = 4 * taps * padded * max_tiles
+    runs = max(1, min(runs, _MAX_PARTIAL_BYTES // row_bytes))
+    return triton.cdiv(batch, runs)
 
 
 def conv_weight_grad_nhwc(
@@ -399,17 +405,32 @@ def conv_weight_grad_nhwc(
     batch, height, width, channels = x.shape
     padded = padded_channels(channels)
     if interpret:
-        splits = _INTERPRETER_SPLITS
+        candidates = [INTERPRETER_BLOCKS]
     else:
-        splits = _num_splits(
-            x.device, batch * height * width, kh * kw, channels
+        candidates = [
+            {k: v for k, v in cfg.items() if k != 'num_warps'}
+            for cfg in _WEIGHT_GRAD_CONFIGS
+        ]
+    # The tiling is the autotuner's choice: room for the finest one.
+    max_tiles = max(_tiles(height, width, blocks) for blocks in candidates)
+    if interpret:
+        images_per_split = _INTERPRETER_IMAGES_PER_SPLIT
+    else:
+        images_per_split = _images_per_split(
+            x.device, x.shape, kh * kw, padded, max_tiles
         )
+    runs = triton.cdiv(batch, images_per_split)
     extra = padded - channels
     x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
     grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
-    # Channels past the grid's last block stay unwritten: sliced off below.
-    partial = torch.empty(
-        splits, kh * kw, padded, device=x.device, dtype=torch.float32
+    # Zeros: rows of programs that a coarser tiling does not launch, and
+    # channels past the grid's last block, stay zero.
+    partial = torch.zeros(
+        max_tiles * runs,
+        kh * kw,
+        padded,
+        device=x.device,
+        dtype=torch.float32,
     )
     args = (
         x_padded,
@@ -421,11 +442,14 @@ def conv_weight_grad_nhwc(
         padded,
         kh,
         kw,
-        splits,
+        images_per_split,
     )
 
     def grid(meta):
-        return (splits, triton.cdiv(channels, meta['BLOCK_C']))
+        return (
+            _tiles(height, width, meta) * runs,
+            triton.cdiv(channels, meta['BLOCK_C']),
+        )
 
     with _device_guard(x):
         if interpret:
