@@ -3,8 +3,8 @@ from .layer_decay import (
     get_slak_layer_id,
     get_slak_stage_id,
 )
-from .seg_label_check import SegLabelCheckHook, find_label_problems
 from .runner import StrictLoadingRunner
+from .seg_label_check import SegLabelCheckHook, find_label_problems
 
 __all__ = [
     'SLaKLearningRateDecayOptimizerConstructor',
