@@ -3,8 +3,10 @@ from .layer_decay import (
     get_slak_layer_id,
     get_slak_stage_id,
 )
+from .optim_wrapper import CPUAmpOptimWrapper
 
 __all__ = [
+    'CPUAmpOptimWrapper',
     'SLaKLearningRateDecayOptimizerConstructor',
     'get_slak_layer_id',
     'get_slak_stage_id',
