@@ -24,6 +24,7 @@ Parameters are used as they are (no cache): masks and EMA swaps through
 ``.data`` are seen at the next call.
 """
 
+import contextlib
 from typing import Optional, Tuple
 
 import torch
@@ -168,6 +169,14 @@ def _cast(tensor: Optional[torch.Tensor], dtype: torch.dtype):
     return None if tensor is None else tensor.to(dtype)
 
 
+def _autocast_off():
+    """Leaves CPU autocast for a region whose tensors are already cast (a
+    no-op context when autocast is off)."""
+    if torch.is_autocast_enabled('cpu'):
+        return torch.autocast('cpu', enabled=False)
+    return contextlib.nullcontext()
+
+
 def _runs_on_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
     return (
         x.device.type == 'cpu'
@@ -207,7 +216,7 @@ class FastCPUBackend(NativeBackend):
         kh, kw = weight.shape[2:]
         padding = (kh // 2, kw // 2)
         x, weight, bias = x.to(dtype), weight.to(dtype), _cast(bias, dtype)
-        with torch.autocast('cpu', enabled=False):
+        with _autocast_off():
             if torch.is_grad_enabled() and (
                 x.requires_grad
                 or weight.requires_grad
@@ -251,7 +260,7 @@ class FastCPUBackend(NativeBackend):
             _cast(p, dtype)
             for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         ]
-        with torch.autocast('cpu', enabled=False):
+        with _autocast_off():
             if torch.is_grad_enabled() and (
                 x.requires_grad
                 or any(p is not None and p.requires_grad for p in params)
