@@ -315,3 +315,55 @@ def test_outputs_do_not_depend_on_the_backend_of_construction():
             model = SLaK(arch=TINY_ARCH, backend=name).eval()
             model.load_state_dict(reference.state_dict())
             relative_close(model(x)[0], expected)
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """A copy of the backend registry, restored (and the resolution cache
+    cleared) after the test."""
+    from slak_mm.models.backends import base
+
+    monkeypatch.setattr(base, '_BACKENDS', dict(base._BACKENDS))
+    base._resolve.cache_clear()
+    yield base
+    monkeypatch.undo()
+    base._resolve.cache_clear()
+
+
+def test_auto_skips_a_backend_whose_ops_are_missing(
+    isolated_registry, monkeypatch
+):
+    from slak_mm.models.backends import ops
+
+    monkeypatch.setattr(ops, 'available', lambda name: False)
+    assert get_backend('auto', 'cpu').name == 'native'
+    with pytest.raises(RuntimeError, match="'fast' is not available"):
+        get_backend('fast', 'cpu')
+
+
+def test_a_new_backend_is_one_registered_class(isolated_registry):
+    """What adding e.g. a Triton backend takes: a class, registered."""
+    from slak_mm.models.backends import NativeBackend, register_backend
+
+    calls = []
+
+    @register_backend
+    class CountingBackend(NativeBackend):
+        name = 'counting'
+        device_types = ('cpu',)
+        auto_priority = 100
+
+        def depthwise_conv(self, x, weight, bias=None, accumulate=None):
+            calls.append(tuple(weight.shape))
+            return super().depthwise_conv(x, weight, bias, accumulate)
+
+    assert 'counting' in backend_names()
+    with pytest.raises(KeyError, match='already registered'):
+        register_backend(CountingBackend)
+    model = SLaK(arch=TINY_ARCH).eval()  # 'auto' picks the top priority
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    # Two folded strips per block.
+    assert len(calls) == 2 * sum(TINY_ARCH['depths'])
+    with pytest.raises(ValueError, match="'counting' runs on"):
+        get_backend('counting', 'cuda')
