@@ -37,9 +37,10 @@ Adding a backend (for example a CUDA Triton kernel):
    ``torch.autograd.Function`` belongs in that file; a private torch op
    belongs in :mod:`.ops` with a signature test.
 2. Add its import to the registration list below: that one line is the
-   only change outside the new file. The equivalence tests of
-   ``tests/test_backends.py`` then run it on every shape where
-   ``available()`` is true.
+   only change outside the new file. The equivalence tests
+   (``tests/test_backends.py``, ``tests/test_autocast.py``) run every
+   registered backend that runs on the CPU; a GPU-only backend needs the
+   same comparisons against ``'reference'`` run on its device.
 """
 
 from . import ops
