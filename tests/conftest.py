@@ -22,8 +22,41 @@ def randomize_batch_norms(model: torch.nn.Module) -> None:
             assert module.weight.shape == (channels,)
 
 
-def set_conv_impl(model: torch.nn.Module, conv_impl: str) -> None:
-    """Switches every module of ``model`` that has a ``conv_impl``."""
-    for module in model.modules():
-        if hasattr(module, 'conv_impl'):
-            module.conv_impl = conv_impl
+def relative_close(actual, expected, rtol=1e-5):
+    """Max error relative to the largest magnitude of the expectation."""
+    scale = expected.abs().max().clamp_min(1e-12)
+    error = (actual.double() - expected.double()).abs().max() / scale
+    assert error <= rtol, f'relative error {error:.3g} > {rtol}'
+
+
+def run_module(module, x, grad_out):
+    """Returns the output and the gradients of input and parameters."""
+    x = x.clone().requires_grad_(True)
+    out = module(x)
+    out.backward(grad_out)
+    grads = {'input': x.grad}
+    grads.update(
+        {
+            name: p.grad
+            for name, p in module.named_parameters()
+            if p.requires_grad
+        }
+    )
+    return out, grads
+
+
+def cpu_backends(include_reference: bool = False):
+    """Names of the ``backend`` choices that run on this machine's CPU
+    (``'auto'`` included); without ``include_reference`` only those that
+    compute their own way rather than running the modules as defined."""
+    from slak_mm.models.backends import backend_names, get_backend
+
+    names = []
+    for name in backend_names():
+        try:
+            backend = get_backend(name, 'cpu')
+        except (ValueError, RuntimeError):
+            continue  # a backend for another device, or not built here
+        if include_reference or not backend.runs_modules_as_defined:
+            names.append(name)
+    return names

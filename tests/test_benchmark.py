@@ -73,3 +73,46 @@ def test_train_memory_is_measured_in_a_subprocess():
 def test_sizes_and_batches_must_pair():
     with pytest.raises(ValueError, match='batch size per input size'):
         load_tool('benchmark').main(['--sizes', '64', '64', '--batches', '1'])
+
+
+def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    load_tool('benchmark').main(
+        [
+            '--sizes', '64',
+            '--batches', '1',
+            '--warmup', '0',
+            '--repeats', '1',
+            '--threads', '1',
+            '--no-memory',
+            '--models', 'slak_t', 'convnext_t',
+            '--dtype', 'fp32', 'bf16',
+            '--out', str(out),
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report['dtypes'] == ['fp32', 'bf16']
+    keys = [(r['model'], r['dtype']) for r in report['results']]
+    assert keys == [
+        ('slak_t', 'fp32'),
+        ('convnext_t', 'fp32'),
+        ('slak_t', 'bf16'),
+        ('convnext_t', 'bf16'),
+    ]
+    for entry in report['results']:
+        assert entry['eval_images_per_s'] > 0
+        assert entry['train_images_per_s'] > 0
+        # bf16 outputs differ from fp32 ones, but by bf16 rounding only.
+        if entry['dtype'] == 'bf16':
+            assert 1e-5 < entry['output_rel_error'] < 5e-2
+        else:
+            assert 'output_rel_error' not in entry
+    slak_bf16 = report['results'][2]
+    slak_fp32 = report['results'][0]
+    ratio = slak_bf16['eval_images_per_s'] / slak_fp32['eval_images_per_s']
+    eval_rate = slak_bf16['eval_images_per_s']
+    row = f'| slak_t | 64² x1 | bf16 | {eval_rate:.2f} | {ratio:.2f} |'
+    assert row in printed
+    assert report['dtype_table'] in printed
+    assert '| slak_t | 64² x1 | 1' not in report['dtype_table']

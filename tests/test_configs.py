@@ -7,8 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import PARAM_SCHEDULERS
 from mmengine.runner import Runner
 
-from slak_mm.models.conv_backends import resolve_conv_impl
-from slak_mm.models.pointwise import select_mlp_impl
+from slak_mm.models.backends import get_backend
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(
@@ -34,23 +33,12 @@ def test_config_loads_and_builds(config, tmp_path):
     runner = Runner.from_cfg(cfg)
     backbone = runner.model.backbone
     assert type(backbone).__name__ == 'SLaK'
-    # Configs run the fast implementation: channels-last maps, the custom
-    # conv backward and oneDNN MLPs on CPU.
+    # Configs run the fast backend on CPU: channels-last maps, the custom
+    # conv backward and oneDNN MLPs.
     assert {
-        m.conv_impl for m in backbone.modules() if hasattr(m, 'conv_impl')
+        m.backend for m in backbone.modules() if hasattr(m, 'backend')
     } == {'auto'}
-    block = backbone.stages[0][0]
-    probe = torch.zeros(1, 2, 2, block.pointwise_conv1.in_features)
-    assert resolve_conv_impl(block.conv_impl, probe.device) == 'fast'
-    assert (
-        select_mlp_impl(
-            block.conv_impl,
-            probe,
-            block.pointwise_conv1,
-            block.pointwise_conv2,
-        )
-        == 'onednn'
-    )
+    assert get_backend(backbone.backend, torch.device('cpu')).name == 'fast'
     # SyncBN is reverted to BN on a single process.
     assert not any(
         isinstance(m, torch.nn.SyncBatchNorm) for m in runner.model.modules()

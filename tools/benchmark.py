@@ -1,15 +1,18 @@
 """Speed and memory of SLaK-T (default, deploy, release-style reference)
 against mmpretrain's ConvNeXt-T, on CPU or CUDA.
 
-Example (the table in docs/speed.md):
+Examples (the tables in docs/speed.md):
     python tools/benchmark.py --threads 2 --out work_dirs/benchmark.json
+    python tools/benchmark.py --dtype fp32 bf16 --no-memory
 """
 
 import argparse
 
 from slak_mm.analysis.benchmark import (
+    DTYPES,
     MODEL_NAMES,
     format_component_table,
+    format_dtype_table,
     format_table,
     run_benchmark,
     run_component_benchmark,
@@ -43,6 +46,14 @@ def parse_args(argv=None):
         help='also time the large-kernel module and the MLP of every '
         'SLaK-T stage, reference against default (a second table)',
     )
+    parser.add_argument(
+        '--dtype',
+        nargs='+',
+        default=['fp32'],
+        choices=list(DTYPES),
+        help='fp32 and/or bf16 (autocast); with both, a second table gives '
+        'bf16 speed over fp32 and the bf16 output error',
+    )
     parser.add_argument('--out', default='work_dirs/benchmark.json')
     return parser.parse_args(argv)
 
@@ -58,9 +69,18 @@ def main(argv=None):
         device=args.device,
     )
     report = run_benchmark(
-        models=args.models, memory=not args.no_memory, **timing
+        models=args.models,
+        memory=not args.no_memory,
+        dtypes=args.dtype,
+        **timing,
     )
-    table = format_table(report)
+    tables = []
+    if 'fp32' in args.dtype:
+        tables.append(format_table(report))
+    if any(d != 'fp32' for d in args.dtype):
+        report['dtype_table'] = format_dtype_table(report)
+        tables.append(report['dtype_table'])
+    table = '\n\n'.join(tables)
     report['table'] = table
     if args.components:
         report['components'] = run_component_benchmark(**timing)

@@ -38,7 +38,8 @@ def parse_args():
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='enable automatic mixed precision (CUDA only)',
+        help='enable automatic mixed precision: fp16 with a loss scaler on '
+        'CUDA, bf16 autocast on a CPU-only machine',
     )
     parser.add_argument(
         '--auto-scale-lr',

@@ -13,9 +13,14 @@ turn) so that drift of a shared machine hits all models alike:
   Subprocesses keep the models from sharing one high-water mark. On CUDA,
   ``torch.cuda.max_memory_allocated`` over the same steps, in process.
 
-Models: ``slak_t`` (SLaK-T as users build it, default ``conv_impl``),
+With ``dtypes`` holding ``'bf16'`` the same steps also run under
+``torch.autocast(device, dtype=torch.bfloat16)`` (interleaved with the fp32
+ones), and the bf16 eval outputs are compared with the fp32 ones of the
+same model on the same images (max abs difference over max abs).
+
+Models: ``slak_t`` (SLaK-T as users build it, default ``backend``),
 ``slak_t_deploy`` (the same after ``switch_to_deploy``, eval only),
-``slak_t_reference`` (``conv_impl='reference'``: NCHW, one ``nn.Conv2d`` +
+``slak_t_reference`` (``backend='reference'``: NCHW, one ``nn.Conv2d`` +
 BN per branch, as released) and ``convnext_t`` (mmpretrain's ConvNeXt-T).
 All are backbones in classification mode (global pooling, final norm).
 """
@@ -34,6 +39,8 @@ import torch.nn as nn
 
 MODEL_NAMES = ('slak_t', 'slak_t_deploy', 'slak_t_reference', 'convnext_t')
 EVAL_ONLY = ('slak_t_deploy',)
+# --dtype name -> autocast dtype (None: no autocast).
+DTYPES = {'fp32': None, 'bf16': torch.bfloat16}
 
 
 def build_model(name: str) -> nn.Module:
@@ -55,7 +62,7 @@ def build_model(name: str) -> nn.Module:
             arch='tiny',
             out_indices=3,
             gap_before_final_norm=True,
-            conv_impl='reference',
+            backend='reference',
         )
     if name == 'convnext_t':
         # Imported here only: slak_mm itself never depends on mmpretrain.
@@ -72,35 +79,71 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_eval_step(model: nn.Module, images: torch.Tensor) -> Callable:
-    """Returns a callable running one eval forward pass."""
+def _autocast(images: torch.Tensor, dtype: str):
+    """Autocast for ``dtype`` (a key of :data:`DTYPES`) on the device of
+    ``images``; disabled for ``'fp32'``."""
+    if dtype not in DTYPES:
+        raise ValueError(
+            f'dtype must be one of {sorted(DTYPES)}, got {dtype!r}'
+        )
+    cast = DTYPES[dtype]
+    return torch.autocast(
+        images.device.type, dtype=cast, enabled=cast is not None
+    )
+
+
+def make_eval_step(
+    model: nn.Module, images: torch.Tensor, dtype: str = 'fp32'
+) -> Callable:
+    """Returns a callable running one eval forward pass (under autocast
+    for ``dtype='bf16'``)."""
 
     def step():
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(images, dtype):
             model(images)
 
     return step
 
 
-def make_train_step(model: nn.Module, images: torch.Tensor) -> Callable:
+def make_train_step(
+    model: nn.Module, images: torch.Tensor, dtype: str = 'fp32'
+) -> Callable:
     """Returns a callable running one train step (forward, backward, AdamW).
 
     Args:
         model (nn.Module): A backbone returning a tuple of ``(N, C)``
             pooled features.
         images (Tensor): ``(N, 3, H, W)``.
+        dtype (str): ``'fp32'``, or ``'bf16'`` for forward and loss under
+            autocast (parameters, gradients and AdamW stay fp32).
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = sum(out.mean() for out in model(images))
+        with _autocast(images, dtype):
+            loss = sum(out.float().mean() for out in model(images))
         loss.backward()
         optimizer.step()
 
     return step
+
+
+def output_error(model: nn.Module, images: torch.Tensor, dtype: str) -> float:
+    """Max abs difference of the eval outputs under ``dtype`` from the
+    fp32 ones, over the max abs of the fp32 outputs."""
+    model.eval()
+    with torch.no_grad():
+        expected = model(images)
+        with _autocast(images, dtype):
+            actual = model(images)
+    scale = max(e.abs().max().item() for e in expected)
+    diff = max(
+        (a.float() - e).abs().max().item() for a, e in zip(actual, expected)
+    )
+    return diff / max(scale, 1e-12)
 
 
 def time_interleaved(
@@ -141,7 +184,12 @@ def _read_status_kib(field: str) -> Optional[int]:
 
 
 def measure_train_memory_here(
-    name: str, size: int, batch: int, device: str, steps: int = 3
+    name: str,
+    size: int,
+    batch: int,
+    device: str,
+    steps: int = 3,
+    dtype: str = 'fp32',
 ) -> float:
     """Peak memory (MiB) that ``steps`` train steps add, in this process.
 
@@ -151,7 +199,7 @@ def measure_train_memory_here(
     dev = torch.device(device)
     model = build_model(name).to(dev)
     images = torch.randn(batch, 3, size, size, device=dev)
-    train_step = make_train_step(model, images)
+    train_step = make_train_step(model, images, dtype)
     if dev.type == 'cuda':
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
@@ -179,7 +227,12 @@ def measure_train_memory_here(
 
 
 def measure_train_memory(
-    name: str, size: int, batch: int, device: str, threads: int
+    name: str,
+    size: int,
+    batch: int,
+    device: str,
+    threads: int,
+    dtype: str = 'fp32',
 ) -> float:
     """Runs :func:`measure_train_memory_here` in a fresh subprocess."""
     code = (
@@ -187,7 +240,7 @@ def measure_train_memory(
         f'torch.set_num_threads({threads}); '
         'from slak_mm.analysis.benchmark import measure_train_memory_here; '
         f'print(measure_train_memory_here({name!r}, {size}, {batch}, '
-        f'{device!r}))'
+        f'{device!r}, dtype={dtype!r}))'
     )
     result = subprocess.run(
         [sys.executable, '-c', code],
@@ -222,6 +275,7 @@ def run_benchmark(
     repeats: int = 5,
     device: str = 'cpu',
     memory: bool = True,
+    dtypes: Sequence[str] = ('fp32',),
     log: Callable[[str], None] = print,
 ) -> dict:
     """Measures every model at every size; returns a JSON-able dict.
@@ -235,8 +289,15 @@ def run_benchmark(
         repeats (int): Timed rounds; medians are reported.
         device (str): ``'cpu'`` or ``'cuda'``.
         memory (bool): Also measure peak train memory.
+        dtypes (Sequence[str]): Keys of :data:`DTYPES`; every model runs
+            in each (``'bf16'``: under autocast), interleaved.
         log (callable): Progress output.
     """
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(
+                f'dtype must be one of {sorted(DTYPES)}, got {dtype!r}'
+            )
     dev = _prepare_run(sizes, batches, threads, device)
     report = dict(
         torch=torch.__version__,
@@ -244,6 +305,7 @@ def run_benchmark(
         threads=threads,
         warmup=warmup,
         repeats=repeats,
+        dtypes=list(dtypes),
         memory_method=(
             'CUDA max_memory_allocated'
             if dev.type == 'cuda'
@@ -256,26 +318,35 @@ def run_benchmark(
         images = torch.randn(batch, 3, size, size, device=dev)
         built = {name: build_model(name).to(dev) for name in models}
         steps = {}
-        for name, model in built.items():
-            steps[f'{name}/eval'] = make_eval_step(model, images)
-            if name not in EVAL_ONLY:
-                steps[f'{name}/train'] = make_train_step(model, images)
+        for dtype in dtypes:
+            for name, model in built.items():
+                key = f'{name}/{dtype}'
+                steps[f'{key}/eval'] = make_eval_step(model, images, dtype)
+                if name not in EVAL_ONLY:
+                    steps[f'{key}/train'] = make_train_step(
+                        model, images, dtype
+                    )
         log(f'timing {size}x{size}, batch {batch}: {len(steps)} steps')
         seconds = time_interleaved(steps, dev, warmup, repeats)
-        for name in models:
-            entry = dict(model=name, size=size, batch=batch)
-            for mode in ('eval', 'train'):
-                key = f'{name}/{mode}'
-                if key in seconds:
-                    median = statistics.median(seconds[key])
-                    entry[f'{mode}_seconds'] = seconds[key]
-                    entry[f'{mode}_images_per_s'] = batch / median
-            if memory and name not in EVAL_ONLY:
-                log(f'train memory of {name} at {size}')
-                entry['train_peak_mib'] = measure_train_memory(
-                    name, size, batch, device, threads
-                )
-            report['results'].append(entry)
+        for dtype in dtypes:
+            for name in models:
+                entry = dict(model=name, size=size, batch=batch, dtype=dtype)
+                for mode in ('eval', 'train'):
+                    key = f'{name}/{dtype}/{mode}'
+                    if key in seconds:
+                        median = statistics.median(seconds[key])
+                        entry[f'{mode}_seconds'] = seconds[key]
+                        entry[f'{mode}_images_per_s'] = batch / median
+                if DTYPES[dtype] is not None:
+                    entry['output_rel_error'] = output_error(
+                        built[name], images, dtype
+                    )
+                if memory and name not in EVAL_ONLY:
+                    log(f'train memory of {name} at {size} in {dtype}')
+                    entry['train_peak_mib'] = measure_train_memory(
+                        name, size, batch, device, threads, dtype
+                    )
+                report['results'].append(entry)
         del built, steps
     return report
 
@@ -284,7 +355,8 @@ def format_table(report: dict) -> str:
     """Renders absolute numbers and ratios as a markdown table.
 
     Ratios are images/s over those of ``slak_t_reference`` (``x ref``)
-    and ``convnext_t`` (``x CNX``) at the same size.
+    and ``convnext_t`` (``x CNX``) at the same size. fp32 results only
+    (entries without a ``dtype`` are fp32); see :func:`format_dtype_table`.
     """
     header = (
         '| model | input | eval img/s | x ref | x CNX '
@@ -292,14 +364,17 @@ def format_table(report: dict) -> str:
         '|---|---|---:|---:|---:|---:|---:|---:|---:|'
     )
     lines = [header]
-    by_key = {(r['model'], r['size']): r for r in report['results']}
+    results = [
+        r for r in report['results'] if r.get('dtype', 'fp32') == 'fp32'
+    ]
+    by_key = {(r['model'], r['size']): r for r in results}
 
     def ratio(entry, other, key):
         if other is None or key not in entry or key not in other:
             return '-'
         return f'{entry[key] / other[key]:.2f}'
 
-    for entry in report['results']:
+    for entry in results:
         ref = by_key.get(('slak_t_reference', entry['size']))
         cnx = by_key.get(('convnext_t', entry['size']))
         cells = [entry['model'], f'{entry["size"]}² x{entry["batch"]}']
@@ -307,6 +382,43 @@ def format_table(report: dict) -> str:
             cells.append(f'{entry[key]:.2f}' if key in entry else '-')
             cells.append(ratio(entry, ref, key))
             cells.append(ratio(entry, cnx, key))
+        mem = entry.get('train_peak_mib')
+        cells.append(f'{mem:.0f}' if mem is not None else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def format_dtype_table(report: dict) -> str:
+    """Renders the non-fp32 results: images/s, their ratio to the same
+    model's fp32 images/s in the same run (``x fp32``), and the output
+    error against fp32 (max abs difference over max abs)."""
+    header = (
+        '| model | input | dtype | eval img/s | x fp32 | train img/s '
+        '| x fp32 | rel. error vs fp32 | train peak MiB |\n'
+        '|---|---|---|---:|---:|---:|---:|---:|---:|'
+    )
+    lines = [header]
+    fp32 = {
+        (r['model'], r['size']): r
+        for r in report['results']
+        if r.get('dtype', 'fp32') == 'fp32'
+    }
+    for entry in report['results']:
+        if entry.get('dtype', 'fp32') == 'fp32':
+            continue
+        base = fp32.get((entry['model'], entry['size']))
+        cells = [
+            entry['model'],
+            f'{entry["size"]}² x{entry["batch"]}',
+            entry['dtype'],
+        ]
+        for key in ('eval_images_per_s', 'train_images_per_s'):
+            cells.append(f'{entry[key]:.2f}' if key in entry else '-')
+            if base is None or key not in entry or key not in base:
+                cells.append('-')
+            else:
+                cells.append(f'{entry[key] / base[key]:.2f}')
+        cells.append(f'{entry["output_rel_error"]:.1e}')
         mem = entry.get('train_peak_mib')
         cells.append(f'{mem:.0f}' if mem is not None else '-')
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -333,17 +445,19 @@ def _component_steps(
 
     The reference runs as in the released model (NCHW maps, ``nn.Linear``),
     the default as the backbone runs it by default (channels-last maps,
-    ``conv_impl='auto'``). ``x`` is ``(N, C, H, W)``, NCHW.
+    ``backend='auto'``). ``x`` is ``(N, C, H, W)``, NCHW.
     """
+    from slak_mm.models.backends import get_backend
     from slak_mm.models.large_kernel import LargeKernelConv
-    from slak_mm.models.pointwise import block_mlp, select_mlp_impl
+    from slak_mm.models.mlp import BlockMLP
 
     steps = {}
-    for variant, conv_impl in (('ref', 'reference'), ('default', 'auto')):
+    for variant, name in (('ref', 'reference'), ('default', 'auto')):
+        backend = get_backend(name, x.device)
         if component == 'large_kernel':
-            module = LargeKernelConv(
-                channels, kernel, 5, conv_impl=conv_impl
-            ).to(x.device)
+            module = LargeKernelConv(channels, kernel, 5, backend=name).to(
+                x.device
+            )
             if variant == 'ref':
                 inputs = x
             else:
@@ -362,10 +476,10 @@ def _component_steps(
             ).to(x.device)
             # The MLP sees (N, H, W, C) maps in both paths.
             inputs = x.permute(0, 2, 3, 1).contiguous()
-            mlp_impl = select_mlp_impl(conv_impl, inputs, module[0], module[2])
+            mlp = BlockMLP(*module)
 
-            def forward(module=module, inputs=inputs, mlp_impl=mlp_impl):
-                return block_mlp(inputs, *module, mlp_impl=mlp_impl)
+            def forward(mlp=mlp, inputs=inputs, backend=backend):
+                return mlp(inputs, backend)
 
         def eval_step(module=module, forward=forward):
             module.eval()

@@ -14,7 +14,6 @@ that is kept, and its sparse parameters are the kept entries.
 
 import re
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -22,6 +21,8 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.model import BaseModel
+
+from slak_mm.models.backends import use_backend
 
 #: mmengine FlopAnalyzer handles switched off so only MACs remain.
 _NON_MAC_OPS = (
@@ -146,27 +147,6 @@ def _no_macs(inputs, outputs) -> int:
     return 0
 
 
-@contextmanager
-def reference_convs(model: nn.Module):
-    """Runs every module with a ``conv_impl`` choice in ``'reference'``.
-
-    Faster backends crop large kernels to the window that reaches small
-    feature maps and fold branches on the fly; the paper (and this count)
-    charges the full kernels, as the model is defined.
-    """
-    changed = []
-    for module in model.modules():
-        impl = getattr(module, 'conv_impl', None)
-        if isinstance(impl, str) and impl != 'reference':
-            changed.append((module, impl))
-            module.conv_impl = 'reference'
-    try:
-        yield
-    finally:
-        for module, impl in changed:
-            module.conv_impl = impl
-
-
 def _group_order(name: str):
     if name == 'stem':
         return (0, 0, name)
@@ -287,7 +267,9 @@ def count_complexity(
         if next(module.parameters(recurse=False), None) is not None
     ]
     try:
-        with reference_convs(model):
+        # The paper charges the full kernels, as the model is defined; faster
+        # backends crop kernels to the reachable window and fold branches.
+        with use_backend(model, 'reference'):
             module_macs = analyzer.by_module()
     finally:
         for handle in handles:

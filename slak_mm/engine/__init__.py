@@ -3,10 +3,12 @@ from .layer_decay import (
     get_slak_layer_id,
     get_slak_stage_id,
 )
+from .optim_wrapper import CPUAmpOptimWrapper
 from .runner import StrictLoadingRunner
 from .seg_label_check import SegLabelCheckHook, find_label_problems
 
 __all__ = [
+    'CPUAmpOptimWrapper',
     'SLaKLearningRateDecayOptimizerConstructor',
     'SegLabelCheckHook',
     'find_label_problems',

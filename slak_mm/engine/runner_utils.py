@@ -82,28 +82,41 @@ def use_gloo_without_cuda(cfg: Config) -> None:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Turns the config's optimizer wrapper into mmengine's AmpOptimWrapper.
+    """Turns the config's ``OptimWrapper`` into a mixed-precision one.
+
+    With CUDA: mmengine's ``AmpOptimWrapper`` (fp16 autocast, dynamic loss
+    scale). Without: :class:`~slak_mm.engine.CPUAmpOptimWrapper` (bf16 CPU
+    autocast, no loss scale needed), since ``AmpOptimWrapper`` refuses to
+    build without an accelerator.
 
     Raises:
-        RuntimeError: If no CUDA device is present (mmengine's AMP wrapper
-            supports CUDA, NPU and MLU devices only).
+        ValueError: If the config uses another optimizer wrapper type.
     """
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            "--amp needs a CUDA device; mmengine's "
-            'AmpOptimWrapper does not run on the CPU'
-        )
     optim_wrapper = cfg.optim_wrapper
-    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-        print_log('AMP is already enabled in the config', logger='current')
-        return
-    if optim_wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
-        raise ValueError(
-            '--amp replaces OptimWrapper, but the config uses '
-            f'{optim_wrapper["type"]}'
+    current = optim_wrapper.get('type', 'OptimWrapper')
+    if torch.cuda.is_available():
+        target = 'AmpOptimWrapper'
+    else:
+        target = 'CPUAmpOptimWrapper'
+    if current == target:
+        print_log(
+            f'AMP is already enabled in the config ({target})', 'current'
         )
-    optim_wrapper.type = 'AmpOptimWrapper'
-    optim_wrapper.setdefault('loss_scale', 'dynamic')
+        return
+    if current != 'OptimWrapper':
+        raise ValueError(
+            f'--amp replaces OptimWrapper by {target}, but the config uses '
+            f'{current}'
+        )
+    optim_wrapper.type = target
+    if target == 'AmpOptimWrapper':
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        print_log(
+            'No CUDA device: --amp trains under bf16 CPU autocast '
+            '(CPUAmpOptimWrapper)',
+            logger='current',
+        )
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,12 +6,14 @@ from .checkpoint import (
 )
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
+from .mlp import BlockMLP
 from .slak import SLaK, SLaKBlock
 
 __all__ = [
     'SLaK',
     'SLaKBlock',
     'LargeKernelConv',
+    'BlockMLP',
     'LayerNorm2d',
     'DropPath',
     'RELEASE_KEY_RENAMES',

@@ -6,12 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv_backends import (
-    check_conv_impl,
-    depthwise_conv_same,
-    resolve_conv_impl,
-    uses_channels_last,
-)
+from .backends import AUTO, Backend, UsesBackend, check_backend, get_backend
 
 _NORM_TYPES = {
     'BN': nn.BatchNorm2d,
@@ -108,9 +103,6 @@ class ConvBN(nn.Module):
         channels (int): Number of channels C (groups = C).
         kernel_size (tuple[int, int]): ``(kh, kw)``, both odd.
         norm_cfg (dict): Config of the batch norm.
-        conv_impl (str): How the conv is computed, one of
-            :data:`~slak_mm.models.conv_backends.CONV_IMPLS`; the parameters
-            are the same for all. Defaults to ``'auto'``.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -122,19 +114,19 @@ class ConvBN(nn.Module):
         channels: int,
         kernel_size: Tuple[int, int],
         norm_cfg: dict,
-        conv_impl: str = 'auto',
     ) -> None:
         super().__init__()
         self.conv = depthwise_same_conv(channels, kernel_size, bias=False)
         self.bn = build_kernel_norm(norm_cfg, channels)
-        self.conv_impl = check_conv_impl(conv_impl)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if resolve_conv_impl(self.conv_impl, x.device) == 'reference':
+    def forward(
+        self, x: torch.Tensor, backend: Optional[Backend] = None
+    ) -> torch.Tensor:
+        """Runs conv and BN; the conv through ``backend`` if given and not
+        one that runs the modules as defined."""
+        if backend is None or backend.runs_modules_as_defined:
             return self.bn(self.conv(x))
-        return self.bn(
-            depthwise_conv_same(x, self.conv.weight, conv_impl=self.conv_impl)
-        )
+        return self.bn(backend.depthwise_conv(x, self.conv.weight))
 
     def fused(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns the BN-folded ``(weight, bias)`` of this branch.
@@ -145,7 +137,7 @@ class ConvBN(nn.Module):
         return fuse_conv_bn(self.conv.weight, self.bn)
 
 
-class LargeKernelConv(nn.Module):
+class LargeKernelConv(UsesBackend, nn.Module):
     """SLaK's large-kernel depthwise module.
 
     With ``decompose=True`` (SLaK) it sums three depthwise conv+BN branches:
@@ -165,15 +157,14 @@ class LargeKernelConv(nn.Module):
         decompose (bool): Use the ``K x s`` / ``s x K`` strips.
         norm_cfg (dict): Config of the branch batch norms.
         deploy (bool): Build directly in deploy form.
-        conv_impl (str): How the depthwise convs are computed:
-            ``'reference'`` (as released: NCHW, one ``nn.Conv2d`` + BN per
-            branch), ``'native'`` (channels-last on CPU, kernels cropped to
-            the reachable window, eval-mode BNs and the small kernel folded
-            into the strips on the fly), ``'fast'`` (``'native'`` with the
-            fast backward of :class:`~slak_mm.models.conv_backends.
-            DepthwiseConvSame`) or ``'auto'`` (``'fast'`` on CPU,
-            ``'native'`` on CUDA). All give the same outputs and gradients
-            and use the same parameters. Defaults to ``'auto'``.
+        backend (str): How the depthwise convs are computed, one of
+            :func:`~slak_mm.models.backends.backend_names` (see
+            :mod:`slak_mm.models.backends`): with ``'reference'`` every
+            branch runs its ``nn.Conv2d`` + BN as released; the others crop
+            kernels to the reachable window and fold eval-mode BNs and the
+            small kernel into the strips on the fly. All give the same
+            outputs and gradients and use the same parameters. Defaults to
+            ``'auto'``.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -188,7 +179,7 @@ class LargeKernelConv(nn.Module):
         decompose: bool = True,
         norm_cfg: Optional[dict] = None,
         deploy: bool = False,
-        conv_impl: str = 'auto',
+        backend: str = AUTO,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or small_kernel % 2 == 0:
@@ -208,25 +199,27 @@ class LargeKernelConv(nn.Module):
         self.small_kernel = small_kernel
         self.decompose = decompose
         self.deploy = False
-        self.conv_impl = check_conv_impl(conv_impl)
+        self.backend = check_backend(backend)
         large, small = kernel_size, small_kernel
         if decompose:
-            self.vertical = ConvBN(
-                channels, (large, small), norm_cfg, conv_impl
-            )
-            self.horizontal = ConvBN(
-                channels, (small, large), norm_cfg, conv_impl
-            )
+            self.vertical = ConvBN(channels, (large, small), norm_cfg)
+            self.horizontal = ConvBN(channels, (small, large), norm_cfg)
         else:
-            self.large = ConvBN(channels, (large, large), norm_cfg, conv_impl)
-        self.small = ConvBN(channels, (small, small), norm_cfg, conv_impl)
+            self.large = ConvBN(channels, (large, large), norm_cfg)
+        self.small = ConvBN(channels, (small, small), norm_cfg)
         if deploy:
             self.switch_to_deploy()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if resolve_conv_impl(self.conv_impl, x.device) == 'reference':
+    def forward(
+        self, x: torch.Tensor, backend: Optional[Backend] = None
+    ) -> torch.Tensor:
+        """Args: x ``(N, C, H, W)``; backend: the resolved backend of the
+        caller (a block), else this module's own ``backend`` option."""
+        if backend is None:
+            backend = get_backend(self.backend, x.device)
+        if backend.runs_modules_as_defined:
             return self._reference_forward(x)
-        if uses_channels_last(self.conv_impl, x.device):
+        if backend.channels_last(x.device):
             x = x.contiguous(memory_format=torch.channels_last)
         if self.deploy:
             kernels = [
@@ -238,13 +231,11 @@ class LargeKernelConv(nn.Module):
             kernels = list(self._fold_kernels().values())
         else:
             # Batch statistics need every branch's own output.
-            outs = [branch(x) for branch in self._branches()]
+            outs = [branch(x, backend) for branch in self._branches()]
             return sum(outs[1:], outs[0])
         out = None
         for weight, bias in kernels:
-            out = depthwise_conv_same(
-                x, weight, bias, self.conv_impl, accumulate=out
-            )
+            out = backend.depthwise_conv(x, weight, bias, accumulate=out)
         return out
 
     def _branches(self):
@@ -326,5 +317,5 @@ class LargeKernelConv(nn.Module):
             f'channels={self.channels}, kernel_size={self.kernel_size}, '
             f'small_kernel={self.small_kernel}, '
             f'decompose={self.decompose}, deploy={self.deploy}, '
-            f'conv_impl={self.conv_impl!r}'
+            f'backend={self.backend!r}'
         )

@@ -1,6 +1,7 @@
 """The SLaK backbone (Sparse Large Kernel Network)."""
 
 import math
+import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -10,10 +11,10 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .conv_backends import check_conv_impl, uses_channels_last
+from .backends import AUTO, UsesBackend, check_backend, get_backend
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
-from .pointwise import block_mlp, select_mlp_impl
+from .mlp import BlockMLP
 
 
 def _is_int(value) -> bool:
@@ -103,7 +104,7 @@ def _check_backbone_args(
     return kernel_sizes
 
 
-class SLaKBlock(nn.Module):
+class SLaKBlock(UsesBackend, nn.Module):
     """One SLaK block: ``x + drop_path(gamma * MLP(LN(LK(x))))``.
 
     Args:
@@ -117,10 +118,8 @@ class SLaKBlock(nn.Module):
         norm_cfg (dict): Config of the large-kernel batch norms.
         with_cp (bool): Use gradient checkpointing.
         deploy (bool): Build the large kernel in deploy form.
-        conv_impl (str): Implementation of the large-kernel convs, see
-            :class:`LargeKernelConv`; with ``'fast'`` (``'auto'`` on CPU)
-            the MLP runs on oneDNN GEMMs too
-            (:func:`~slak_mm.models.pointwise.select_mlp_impl`).
+        backend (str): How the large-kernel convs and the MLP run, see
+            :mod:`slak_mm.models.backends`. Defaults to ``'auto'``.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -139,11 +138,11 @@ class SLaKBlock(nn.Module):
         norm_cfg: Optional[dict] = None,
         with_cp: bool = False,
         deploy: bool = False,
-        conv_impl: str = 'auto',
+        backend: str = AUTO,
     ) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.conv_impl = check_conv_impl(conv_impl)
+        self.backend = check_backend(backend)
         self.large_kernel = LargeKernelConv(
             channels,
             kernel_size,
@@ -151,13 +150,17 @@ class SLaKBlock(nn.Module):
             decompose=decompose,
             norm_cfg=norm_cfg,
             deploy=deploy,
-            conv_impl=conv_impl,
+            backend=backend,
         )
         self.norm = nn.LayerNorm(channels, eps=1e-6)
         hidden = int(mlp_ratio * channels)
         self.pointwise_conv1 = nn.Linear(channels, hidden)
         self.act = nn.GELU()
         self.pointwise_conv2 = nn.Linear(hidden, channels)
+        # Runs the three layers above (they keep their state-dict names).
+        self.mlp = BlockMLP(
+            self.pointwise_conv1, self.act, self.pointwise_conv2
+        )
         if layer_scale_init_value > 0:
             self.gamma = nn.Parameter(
                 layer_scale_init_value * torch.ones(channels)
@@ -167,20 +170,20 @@ class SLaKBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        backend = get_backend(self.backend, x.device)
         shortcut = x
-        x = self.large_kernel(x)
+        x = self.large_kernel(x, backend)
         # A free view when x is channels-last in memory (the fast paths),
         # a copy inside the norm otherwise (the reference path).
         x = x.permute(0, 2, 3, 1)
         x = self.norm(x)
-        mlp_impl = select_mlp_impl(
-            self.conv_impl, x, self.pointwise_conv1, self.pointwise_conv2
-        )
-        x = block_mlp(
-            x, self.pointwise_conv1, self.act, self.pointwise_conv2, mlp_impl
-        )
+        x = self.mlp(x, backend)
         drops_paths = self.training and self.drop_path.drop_prob > 0
-        if mlp_impl == 'onednn' and not drops_paths:
+        if (
+            not backend.runs_modules_as_defined
+            and not drops_paths
+            and shortcut.is_contiguous(memory_format=torch.channels_last)
+        ):
             # One pass for scale and residual add, in NHWC (a free view of
             # the channels-last shortcut).
             shortcut = shortcut.permute(0, 2, 3, 1)
@@ -201,7 +204,7 @@ class SLaKBlock(nn.Module):
 
 
 @MODELS.register_module()
-class SLaK(BaseModule):
+class SLaK(UsesBackend, BaseModule):
     """SLaK backbone: "More ConvNets in the 2020s: Scaling up Kernels Beyond
     51x51 using Sparsity" (https://arxiv.org/abs/2207.03620).
 
@@ -240,14 +243,18 @@ class SLaK(BaseModule):
         with_cp (bool): Gradient checkpointing per block. Defaults to False.
         deploy (bool): Build the large kernels in deploy form (fused BN,
             small kernel folded in). Defaults to False.
-        conv_impl (str): How the large-kernel depthwise convs run; every
-            choice has the same parameters, outputs and gradients.
-            ``'auto'`` (fast channels-last kernels with a GEMM-based
-            backward and oneDNN block MLPs on CPU, cuDNN on CUDA),
-            ``'fast'``, ``'native'``
-            (PyTorch's backward) or ``'reference'`` (as released: NCHW,
-            one ``nn.Conv2d`` + BN per branch). See
-            :mod:`slak_mm.models.conv_backends`. Defaults to ``'auto'``.
+        backend (str): How the large-kernel depthwise convs and the block
+            MLPs run; every choice has the same parameters, outputs and
+            gradients. ``'auto'`` (``'fast'`` on CPU: channels-last oneDNN
+            kernels with a backward of forward convs and oneDNN MLPs, also
+            in bf16 under CPU autocast; ``'native'`` elsewhere),
+            ``'fast'``, ``'native'`` (standard PyTorch ops) or
+            ``'reference'`` (as released: NCHW, one ``nn.Conv2d`` + BN per
+            branch). Switch a built model with
+            :func:`~slak_mm.models.backends.set_backend`. See
+            :mod:`slak_mm.models.backends`. Defaults to ``'auto'``.
+        conv_impl (str, optional): Deprecated name of ``backend``, accepted
+            with a warning.
         init_cfg (dict | list[dict], optional): Initialization config. With
             ``dict(type='Pretrained', checkpoint=..., prefix=...)`` the
             checkpoint may be an OpenMMLab one (``state_dict``) or a released
@@ -285,9 +292,11 @@ class SLaK(BaseModule):
         gap_before_final_norm: bool = False,
         with_cp: bool = False,
         deploy: bool = False,
-        conv_impl: str = 'auto',
+        backend: str = AUTO,
         init_cfg: Optional[Union[dict, List[dict]]] = None,
+        conv_impl: Optional[str] = None,
     ) -> None:
+        backend = _backend_from_deprecated_alias(backend, conv_impl)
         if init_cfg is None:
             init_cfg = [
                 dict(
@@ -336,7 +345,7 @@ class SLaK(BaseModule):
         self.norm_eval = norm_eval
         self.gap_before_final_norm = gap_before_final_norm
         self.deploy = deploy
-        self.conv_impl = check_conv_impl(conv_impl)
+        self.backend = check_backend(backend)
 
         self.downsample_layers = nn.ModuleList()
         self.downsample_layers.append(
@@ -373,7 +382,7 @@ class SLaK(BaseModule):
                         norm_cfg=norm_cfg,
                         with_cp=with_cp,
                         deploy=deploy,
-                        conv_impl=conv_impl,
+                        backend=backend,
                     )
                     for j in range(depth)
                 ]
@@ -442,8 +451,7 @@ class SLaK(BaseModule):
             ValueError: If H or W is below :attr:`min_input_size`.
         """
         self._check_input_size(x)
-        channels_last = uses_channels_last(self.conv_impl, x.device)
-        if channels_last:
+        if get_backend(self.backend, x.device).channels_last(x.device):
             # Kept through every layer: the depthwise convs are several
             # times faster and the block MLPs need no permute copies.
             x = x.contiguous(memory_format=torch.channels_last)
@@ -554,3 +562,23 @@ def _is_pretrained_entry(entry) -> bool:
         'Pretrained',
         'PretrainedInit',
     )
+
+
+def _backend_from_deprecated_alias(
+    backend: str, conv_impl: Optional[str]
+) -> str:
+    """Maps the deprecated ``conv_impl`` option onto ``backend``."""
+    if conv_impl is None:
+        return backend
+    if backend != AUTO and backend != conv_impl:
+        raise ValueError(
+            f'SLaK got backend={backend!r} and its deprecated alias '
+            f'conv_impl={conv_impl!r}; give backend only'
+        )
+    warnings.warn(
+        f'SLaK(conv_impl={conv_impl!r}) is deprecated; use '
+        f'backend={conv_impl!r}',
+        FutureWarning,
+        stacklevel=3,
+    )
+    return conv_impl

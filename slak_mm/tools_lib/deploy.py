@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..analysis.complexity import reference_convs
+from ..models.backends import use_backend
 from .model_builder import (
     build_model_from_config,
     flatten_tensors,
@@ -159,7 +159,7 @@ def deploy_checkpoint(
     # The reference backend runs the training form as defined (three convs
     # and BNs per block); faster backends already fold eval-mode BNs on the
     # fly, which would make the comparison vacuous.
-    with reference_convs(model):
+    with use_backend(model, 'reference'):
         before = flatten_tensors(run_network(model, batch))
     if not before:
         raise RuntimeError(f'{config}: the model returned no tensors')

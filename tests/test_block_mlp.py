@@ -1,4 +1,5 @@
-"""The oneDNN block MLP equals ``nn.Linear -> GELU -> nn.Linear``."""
+"""The block MLP module and the oneDNN MLP of the ``'fast'`` backend equal
+``nn.Linear -> GELU -> nn.Linear``."""
 
 import copy
 
@@ -7,11 +8,15 @@ import torch
 import torch.nn as nn
 
 from slak_mm.models import SLaK, SLaKBlock
-from slak_mm.models.conv_backends import onednn_op_available
-from slak_mm.models.pointwise import block_mlp, select_mlp_impl
+from slak_mm.models.backends import get_backend, ops, set_backend
+from slak_mm.models.mlp import BlockMLP
 
-from .conftest import TINY_ARCH, randomize_batch_norms, set_conv_impl
-from .test_conv_backends import relative_close, run_module
+from .conftest import (
+    TINY_ARCH,
+    randomize_batch_norms,
+    relative_close,
+    run_module,
+)
 
 # Block widths of SLaK-T/S (124, 249, 499, 998) and SLaK-B (166 ... 1331).
 WIDTHS = [124, 249, 499, 998, 166, 1331]
@@ -23,8 +28,15 @@ def make_mlp(channels, approximate='none'):
     return fc1, nn.GELU(approximate=approximate), fc2
 
 
+def block_mlp(x, fc1, act, fc2, mlp_impl):
+    """The MLP through the ``'fast'`` backend (``'onednn'``) or the
+    modules (``'torch'``)."""
+    backend = get_backend('fast' if mlp_impl == 'onednn' else 'native', 'cpu')
+    return BlockMLP(fc1, act, fc2)(x, backend)
+
+
 def mlp_node(out):
-    """The autograd node under the final reshape of :func:`block_mlp`."""
+    """The autograd node under the final reshape of the oneDNN MLP."""
     assert type(out.grad_fn).__name__ == 'ViewBackward0'
     return out.grad_fn.next_functions[0][0]
 
@@ -90,52 +102,52 @@ def test_onednn_mlp_input_only_or_weights_only_gradients():
     relative_close(x_grad, x.grad)
 
 
-def test_bad_mlp_choices_are_named():
+def test_fast_mlp_needs_gelu_and_runs_standard_ops_otherwise():
     mlp = make_mlp(8)
-    with pytest.raises(ValueError, match="mlp_impl must be one of.*'mkl'"):
-        block_mlp(torch.randn(2, 8), *mlp, mlp_impl='mkl')
-    with pytest.raises(ValueError, match='float64'):
-        block_mlp(
-            torch.randn(2, 8, dtype=torch.float64),
-            *[m.double() for m in mlp],
-            mlp_impl='onednn',
-        )
     with pytest.raises(TypeError, match='ReLU'):
         block_mlp(torch.randn(2, 8), mlp[0], nn.ReLU(), mlp[2], 'onednn')
+    # fp64 has no oneDNN kernel: the modules run (no custom autograd node).
+    x = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    out = block_mlp(x, *[m.double() for m in mlp], 'onednn')
+    assert type(out.grad_fn).__name__ == 'AddmmBackward0'
 
 
-def test_mlp_impl_selection():
-    fc1, _, fc2 = make_mlp(8)
-    x = torch.randn(1, 3, 3, 8)
-    assert onednn_op_available('_linear_pointwise')
-    assert onednn_op_available('_convolution_pointwise')
-    for conv_impl in ('auto', 'fast'):
-        assert select_mlp_impl(conv_impl, x, fc1, fc2) == 'onednn'
-    for conv_impl in ('native', 'reference'):
-        assert select_mlp_impl(conv_impl, x, fc1, fc2) == 'torch'
-    assert select_mlp_impl('fast', x.double(), fc1, fc2) == 'torch'
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert select_mlp_impl('fast', x, fc1, fc2) == 'torch'
-    # Forward hooks (FLOP counters, feature probes) must keep running.
-    handle = fc2.register_forward_hook(lambda *args: None)
-    assert select_mlp_impl('fast', x, fc1, fc2) == 'torch'
-    handle.remove()
-    handle = nn.modules.module.register_module_forward_pre_hook(
-        lambda *args: None
-    )
-    assert select_mlp_impl('fast', x, fc1, fc2) == 'torch'
-    handle.remove()
-    assert select_mlp_impl('fast', x, fc1, fc2) == 'onednn'
+def test_onednn_ops_are_found_and_fast_is_auto_on_cpu():
+    assert ops.available('linear') and ops.available('conv_add')
+    assert get_backend('auto', 'cpu').name == 'fast'
 
 
-def test_hooks_on_block_linears_still_fire():
+def test_hooks_on_the_mlp_module_fire_on_every_backend():
     block = SLaKBlock(8, 13, 5)
-    seen = []
-    block.pointwise_conv1.register_forward_hook(
-        lambda module, inputs, output: seen.append(output.shape)
-    )
-    block(torch.randn(1, 8, 6, 6))
-    assert seen == [torch.Size([1, 6, 6, 32])]
+    assert isinstance(block.mlp, BlockMLP)
+    assert 'mlp' in dict(block.named_modules())
+    # The MLP module holds no parameters of its own: the released names stay.
+    assert not list(block.mlp.parameters())
+    assert {k for k in block.state_dict() if 'pointwise' in k} == {
+        'pointwise_conv1.weight',
+        'pointwise_conv1.bias',
+        'pointwise_conv2.weight',
+        'pointwise_conv2.bias',
+    }
+    for name in ('auto', 'fast', 'native', 'reference'):
+        set_backend(block, name)
+        seen = []
+        handle = block.mlp.register_forward_hook(
+            lambda module, inputs, output, seen=seen: seen.append(output.shape)
+        )
+        block(torch.randn(1, 8, 6, 6))
+        handle.remove()
+        assert seen == [torch.Size([1, 6, 6, 8])], name
+
+
+def test_mlp_module_follows_copies_and_moves():
+    """deepcopy keeps the MLP pointing at the copy's own layers."""
+    block = SLaKBlock(8, 13, 5)
+    copied = copy.deepcopy(block)
+    assert copied.mlp.layers[0] is copied.pointwise_conv1
+    assert copied.mlp.layers[2] is copied.pointwise_conv2
+    copied.double()
+    assert copied.mlp.layers[0].weight.dtype == torch.float64
 
 
 @pytest.mark.parametrize('layer_scale', [0.0, 0.5])
@@ -143,12 +155,12 @@ def test_hooks_on_block_linears_still_fire():
 def test_block_matches_reference(layer_scale, train):
     """Fused scale + residual and the oneDNN MLP inside a whole block."""
     reference = SLaKBlock(
-        24, 13, 5, layer_scale_init_value=layer_scale, conv_impl='reference'
+        24, 13, 5, layer_scale_init_value=layer_scale, backend='reference'
     )
     randomize_batch_norms(reference)
     reference.train(train)
     fast = copy.deepcopy(reference)
-    set_conv_impl(fast, 'auto')
+    set_backend(fast, 'auto')
     x = torch.randn(2, 24, 9, 11)
     grad_out = torch.randn(2, 24, 9, 11)
     expected, expected_grads = run_module(reference, x, grad_out)
@@ -190,7 +202,7 @@ def conv_input_layouts(model, x):
 def test_reference_path_runs_nchw_as_released():
     """The release's channels-first LayerNorm and ``input + x`` residual
     keep every map NCHW; a channels-last leak would make it a fast path."""
-    model = SLaK(arch=TINY_ARCH, conv_impl='reference').eval()
+    model = SLaK(arch=TINY_ARCH, backend='reference').eval()
     with torch.no_grad():
         layouts = conv_input_layouts(model, torch.randn(1, 3, 64, 64))
     assert len(layouts) == 3 * 5

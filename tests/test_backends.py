@@ -11,22 +11,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import slak_mm.models.conv_backends as conv_backends
 from slak_mm.models import SLaK
-from slak_mm.models.conv_backends import (
-    CONV_IMPLS,
+from slak_mm.models.backends import (
+    Backend,
+    backend_names,
+    get_backend,
+    reachable_kernel,
+    set_backend,
+    use_backend,
+)
+from slak_mm.models.backends.fast_cpu import (
     DepthwiseConvSame,
     conv_grad_weight,
-    depthwise_conv_same,
-    reachable_kernel,
-    resolve_conv_impl,
-    toeplitz_grad_weight,
 )
 from slak_mm.models.large_kernel import LargeKernelConv
 
-from .conftest import TINY_ARCH, randomize_batch_norms, set_conv_impl
+from .conftest import (
+    TINY_ARCH,
+    cpu_backends,
+    randomize_batch_norms,
+    relative_close,
+    run_module,
+)
 
-FAST_IMPLS = ['auto', 'native', 'fast']
+FAST_BACKENDS = cpu_backends()
 
 # (kernel K, feature map H, W) of T/S/B stages at 224 and 512, plus odd maps.
 STAGE_SHAPES = [
@@ -43,29 +51,6 @@ STAGE_SHAPES = [
     (13, 3, 5),
     (49, 1, 2),
 ]
-
-
-def relative_close(actual, expected, rtol=1e-5):
-    """Max error relative to the largest magnitude of the expectation."""
-    scale = expected.abs().max().clamp_min(1e-12)
-    error = (actual - expected).abs().max() / scale
-    assert error <= rtol, f'relative error {error:.3g} > {rtol}'
-
-
-def run_module(module, x, grad_out):
-    """Returns the output and the gradients of input and parameters."""
-    x = x.clone().requires_grad_(True)
-    out = module(x)
-    out.backward(grad_out)
-    grads = {'input': x.grad}
-    grads.update(
-        {
-            name: p.grad
-            for name, p in module.named_parameters()
-            if p.requires_grad
-        }
-    )
-    return out, grads
 
 
 @pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
@@ -89,12 +74,13 @@ def test_depthwise_conv_matches_conv2d(kernel, height, width, kernel_size):
         )
         grad_out = torch.randn_like(expected)
         expected.backward(grad_out)
-        for impl in FAST_IMPLS:
+        for name in FAST_BACKENDS:
             fast_x = x.contiguous(memory_format=torch.channels_last)
             fast_x.requires_grad_(True)
             fast_w = weight.clone().requires_grad_(True)
             fast_b = bias.clone().requires_grad_(True)
-            out = depthwise_conv_same(fast_x, fast_w, fast_b, impl)
+            backend = get_backend(name, fast_x.device)
+            out = backend.depthwise_conv(fast_x, fast_w, fast_b)
             out.backward(grad_out)
             relative_close(out, expected)
             relative_close(fast_x.grad, expected_x.grad)
@@ -114,12 +100,16 @@ def test_conv_with_fused_accumulate_matches_conv2d(kernel, height, width):
         x, weight, bias, padding=(2, kernel // 2), groups=5
     )
     channels_last = dict(memory_format=torch.channels_last)
-    for impl in CONV_IMPLS:
+    for name in cpu_backends(include_reference=True):
+        backend = get_backend(name, x.device)
         for grad in (False, True):
             acc = accumulate.contiguous(**channels_last).clone()
             with torch.set_grad_enabled(grad):
-                out = depthwise_conv_same(
-                    x.contiguous(**channels_last), weight, bias, impl, acc
+                out = backend.depthwise_conv(
+                    x.contiguous(**channels_last),
+                    weight.requires_grad_(grad),
+                    bias,
+                    acc,
                 )
             relative_close(out, expected)
             torch.testing.assert_close(
@@ -131,7 +121,7 @@ def test_conv_with_fused_accumulate_matches_conv2d(kernel, height, width):
 @pytest.mark.parametrize('train', [True, False])
 def test_large_kernel_module_matches_reference(kernel, height, width, train):
     """Whole module: BN in batch-statistics mode or folded (eval mode)."""
-    reference = LargeKernelConv(4, kernel, 5, conv_impl='reference')
+    reference = LargeKernelConv(4, kernel, 5, backend='reference')
     randomize_batch_norms(reference)
     reference.train(train)
     x = torch.randn(2, 4, height, width)
@@ -139,9 +129,9 @@ def test_large_kernel_module_matches_reference(kernel, height, width, train):
     expected, expected_grads = run_module(
         copy.deepcopy(reference), x, grad_out
     )
-    for impl in FAST_IMPLS:
+    for name in FAST_BACKENDS:
         module = copy.deepcopy(reference)
-        set_conv_impl(module, impl)
+        set_backend(module, name)
         out, grads = run_module(module, x, grad_out)
         relative_close(out, expected)
         assert grads.keys() == expected_grads.keys()
@@ -151,12 +141,12 @@ def test_large_kernel_module_matches_reference(kernel, height, width, train):
 
 @pytest.mark.parametrize('decompose', [True, False])
 def test_deploy_and_not_decomposed_match_reference(decompose):
-    kwargs = dict(decompose=decompose, conv_impl='reference')
+    kwargs = dict(decompose=decompose, backend='reference')
     reference = LargeKernelConv(4, 13, 5, **kwargs)
     randomize_batch_norms(reference)
     reference.eval()
     fast = copy.deepcopy(reference)
-    set_conv_impl(fast, 'auto')
+    set_backend(fast, 'auto')
     x = torch.randn(2, 4, 11, 6)
     with torch.no_grad():
         expected = reference(x)
@@ -174,13 +164,13 @@ def test_backbone_outputs_and_gradients_match_reference():
         arch=TINY_ARCH,
         out_indices=(0, 1, 2, 3),
         layer_scale_init_value=1.0,
-        conv_impl='reference',
+        backend='reference',
     )
     randomize_batch_norms(reference)
     fast = SLaK(
         arch=TINY_ARCH, out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0
     )
-    assert fast.conv_impl == 'auto'
+    assert fast.backend == 'auto'
     fast.load_state_dict(reference.state_dict())
     assert list(fast.state_dict()) == list(reference.state_dict())
     x = torch.randn(2, 3, 75, 61)
@@ -209,7 +199,7 @@ def test_masked_weights_stay_masked_and_get_gradients():
     with torch.no_grad():
         weight.mul_(mask)
     reference = copy.deepcopy(module)
-    set_conv_impl(reference, 'reference')
+    set_backend(reference, 'reference')
     x = torch.randn(2, 3, 9, 9)
     module(x).square().sum().backward()
     reference(x).square().sum().backward()
@@ -225,16 +215,6 @@ def test_reachable_kernel_crops_exactly():
     torch.testing.assert_close(cropped, weight[:, :, 12:39, 1:4])
 
 
-def test_toeplitz_grad_weight_matches_autograd():
-    x = torch.randn(3, 2, 10, 7, dtype=torch.float64)
-    weight = torch.randn(2, 1, 19, 3, dtype=torch.float64, requires_grad=True)
-    out = F.conv2d(x, weight, padding=(9, 1), groups=2)
-    grad_out = torch.randn_like(out)
-    (expected,) = torch.autograd.grad(out, weight, grad_out)
-    actual = toeplitz_grad_weight(x, grad_out, (19, 3))
-    torch.testing.assert_close(actual, expected)
-
-
 @pytest.mark.parametrize('kernel_size', [(19, 3), (3, 19), (5, 5), (1, 3)])
 def test_conv_grad_weight_matches_autograd(kernel_size):
     kh, kw = kernel_size
@@ -248,41 +228,14 @@ def test_conv_grad_weight_matches_autograd(kernel_size):
     torch.testing.assert_close(actual, expected)
 
 
-@pytest.mark.parametrize('grad_weight_impl', ['conv', 'toeplitz', 'native'])
-def test_every_grad_weight_impl_matches_conv2d(monkeypatch, grad_weight_impl):
-    monkeypatch.setattr(conv_backends, 'GRAD_WEIGHT_IMPL', grad_weight_impl)
-    for kh, kw in [(27, 5), (5, 27), (5, 5)]:
-        x = torch.randn(2, 3, 14, 11)
-        weight = torch.randn(3, 1, kh, kw, requires_grad=True)
-        out = F.conv2d(x, weight, padding=(kh // 2, kw // 2), groups=3)
-        grad_out = torch.randn_like(out)
-        (expected,) = torch.autograd.grad(out, weight, grad_out)
-        fast_w = weight.detach().clone().requires_grad_(True)
-        fast_x = x.contiguous(memory_format=torch.channels_last)
-        depthwise_conv_same(fast_x, fast_w, None, 'fast').backward(grad_out)
-        relative_close(fast_w.grad, expected)
-
-
-def test_toeplitz_grad_weight_in_channel_chunks(monkeypatch):
-    """A tiny temporaries bound forces one channel per chunk."""
-    monkeypatch.setattr(conv_backends, '_TOEPLITZ_CHUNK_BYTES', 1)
-    x = torch.randn(2, 3, 9, 6, dtype=torch.float64)
-    weight = torch.randn(3, 1, 17, 5, dtype=torch.float64, requires_grad=True)
-    out = F.conv2d(x, weight, padding=(8, 2), groups=3)
-    grad_out = torch.randn_like(out)
-    (expected,) = torch.autograd.grad(out, weight, grad_out)
-    actual = toeplitz_grad_weight(x, grad_out, (17, 5))
-    torch.testing.assert_close(actual, expected)
-
-
 def test_eval_fold_follows_every_parameter_change():
     """The eval-mode fold sees in-place updates, also those made through
     ``.data`` (no version bump), as mmengine's EMAHook swaps weights."""
-    reference = LargeKernelConv(4, 13, 5, conv_impl='reference')
+    reference = LargeKernelConv(4, 13, 5, backend='reference')
     randomize_batch_norms(reference)
     reference.eval()
     fast = copy.deepcopy(reference)
-    set_conv_impl(fast, 'auto')
+    set_backend(fast, 'auto')
     x = torch.randn(2, 4, 9, 8)
     with torch.no_grad():
         relative_close(fast(x), reference(x))
@@ -306,18 +259,111 @@ def test_custom_backward_is_used_and_checks_gradients():
     x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 1, 11, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    out = depthwise_conv_same(x, weight, bias, 'fast')
+    out = get_backend('fast', x.device).depthwise_conv(x, weight, bias)
     assert 'DepthwiseConvSame' in type(out.grad_fn).__name__
     assert torch.autograd.gradcheck(
         DepthwiseConvSame.apply, (x, reachable_kernel(weight, 6, 5), bias)
     )
 
 
-def test_conv_impl_choices():
-    assert resolve_conv_impl('auto', torch.device('cpu')) == 'fast'
-    assert resolve_conv_impl('auto', torch.device('cuda')) == 'native'
-    assert set(CONV_IMPLS) == {'auto', 'reference', 'native', 'fast'}
-    with pytest.raises(ValueError, match='conv_impl'):
-        SLaK(arch=TINY_ARCH, conv_impl='cutlass')
-    model = SLaK(arch=TINY_ARCH, conv_impl='reference')
-    assert model.stages[0][0].large_kernel.vertical.conv_impl == 'reference'
+def test_backend_choices_resolve_once():
+    assert get_backend('auto', torch.device('cpu')).name == 'fast'
+    assert get_backend('auto', torch.device('cuda')).name == 'native'
+    assert {'auto', 'reference', 'native', 'fast'} <= set(backend_names())
+    assert get_backend('native', 'cpu') is get_backend('native', 'cpu')
+    with pytest.raises(ValueError, match="backend must be one of.*'cutlass'"):
+        SLaK(arch=TINY_ARCH, backend='cutlass')
+    with pytest.raises(ValueError, match="'fast' runs on .*cpu.*cuda"):
+        get_backend('fast', torch.device('cuda'))
+    model = SLaK(arch=TINY_ARCH, backend='reference')
+    assert model.stages[0][0].large_kernel.backend == 'reference'
+    assert isinstance(get_backend('reference', 'cpu'), Backend)
+
+
+def test_set_and_use_backend_switch_every_module():
+    model = SLaK(arch=TINY_ARCH)
+    holders = [m for m in model.modules() if hasattr(m, 'backend')]
+    # The backbone, its blocks and their large-kernel modules.
+    assert len(holders) == 1 + 2 * sum(TINY_ARCH['depths'])
+    with use_backend(model, 'reference'):
+        assert {m.backend for m in holders} == {'reference'}
+    assert {m.backend for m in holders} == {'auto'}
+    set_backend(model, 'native')
+    assert {m.backend for m in holders} == {'native'}
+    with pytest.raises(ValueError, match='backend must be one of'):
+        set_backend(model, 'nope')
+
+
+def test_deprecated_conv_impl_alias_warns_and_maps():
+    with pytest.warns(FutureWarning, match="conv_impl='native'.*deprecated"):
+        model = SLaK(arch=TINY_ARCH, conv_impl='native')
+    assert model.backend == 'native'
+    assert model.stages[1][0].large_kernel.backend == 'native'
+    with pytest.raises(ValueError, match='deprecated alias'):
+        SLaK(arch=TINY_ARCH, backend='fast', conv_impl='native')
+
+
+def test_outputs_do_not_depend_on_the_backend_of_construction():
+    """A model built with one backend and switched equals one built with
+    the other (same parameters, same state-dict keys)."""
+    reference = SLaK(arch=TINY_ARCH, backend='reference').eval()
+    randomize_batch_norms(reference)
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        expected = reference(x)[0]
+        for name in FAST_BACKENDS:
+            model = SLaK(arch=TINY_ARCH, backend=name).eval()
+            model.load_state_dict(reference.state_dict())
+            relative_close(model(x)[0], expected)
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """A copy of the backend registry, restored (and the resolution cache
+    cleared) after the test."""
+    from slak_mm.models.backends import base
+
+    monkeypatch.setattr(base, '_BACKENDS', dict(base._BACKENDS))
+    base._resolve.cache_clear()
+    yield base
+    monkeypatch.undo()
+    base._resolve.cache_clear()
+
+
+def test_auto_skips_a_backend_whose_ops_are_missing(
+    isolated_registry, monkeypatch
+):
+    from slak_mm.models.backends import ops
+
+    monkeypatch.setattr(ops, 'available', lambda name: False)
+    assert get_backend('auto', 'cpu').name == 'native'
+    with pytest.raises(RuntimeError, match="'fast' is not available"):
+        get_backend('fast', 'cpu')
+
+
+def test_a_new_backend_is_one_registered_class(isolated_registry):
+    """What adding e.g. a Triton backend takes: a class, registered."""
+    from slak_mm.models.backends import NativeBackend, register_backend
+
+    calls = []
+
+    @register_backend
+    class CountingBackend(NativeBackend):
+        name = 'counting'
+        device_types = ('cpu',)
+        auto_priority = 100
+
+        def depthwise_conv(self, x, weight, bias=None, accumulate=None):
+            calls.append(tuple(weight.shape))
+            return super().depthwise_conv(x, weight, bias, accumulate)
+
+    assert 'counting' in backend_names()
+    with pytest.raises(KeyError, match='already registered'):
+        register_backend(CountingBackend)
+    model = SLaK(arch=TINY_ARCH).eval()  # 'auto' picks the top priority
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    # Two folded strips per block.
+    assert len(calls) == 2 * sum(TINY_ARCH['depths'])
+    with pytest.raises(ValueError, match="'counting' runs on"):
+        get_backend('counting', 'cuda')

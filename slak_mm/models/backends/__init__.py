@@ -1,0 +1,84 @@
+"""Execution backends of SLaK: how depthwise convs and block MLPs run.
+
+The option ``backend`` (``SLaK(backend=...)``, also on
+:class:`~slak_mm.models.SLaKBlock` and
+:class:`~slak_mm.models.LargeKernelConv`) names one of the registered
+backends or ``'auto'``; every choice uses the same parameters (one
+``state_dict``, sparse masks keep working) and computes the same function:
+
+- ``'reference'`` (:mod:`.reference`): as released; NCHW, one ``nn.Conv2d``
+  + BN per branch, ``nn.Linear``.
+- ``'native'`` (:mod:`.native`): standard PyTorch ops; channels-last maps on
+  CPU, cropped kernels, eval-mode BNs folded into the strips.
+- ``'fast'`` (:mod:`.fast_cpu`): CPU only; ``'native'`` plus oneDNN kernels
+  (fused strip sum, MLPs with fused or recomputed GELU) and a backward made
+  of fast forward convs, in fp32 or in bf16 under CPU autocast.
+- ``'auto'`` (default): the available backend of highest
+  ``auto_priority`` for the input's device: ``'fast'`` on CPU,
+  ``'native'`` elsewhere.
+
+The choice is resolved in one place, :func:`get_backend` (cached per name
+and device type); modules call the resolved backend's ``depthwise_conv`` /
+``mlp`` and never compare names. A built model is switched with
+:func:`set_backend` or, for a ``with`` block, :func:`use_backend` (tests,
+FLOP counting and the deploy check use it). Every private PyTorch op the
+backends call sits in :mod:`.ops`.
+
+Adding a backend (for example a CUDA Triton kernel):
+
+1. Write ``slak_mm/models/backends/triton_cuda.py`` with a subclass of
+   :class:`Backend` decorated with :func:`register_backend`: ``name =
+   'triton'``, ``device_types = ('cuda',)``, ``auto_priority = 10`` (above
+   ``'native'``, so ``'auto'`` prefers it on CUDA), ``available()`` checking
+   that ``triton`` imports and a GPU is present (return False, never
+   raise), and the methods it replaces (``depthwise_conv``, optionally
+   ``mlp`` and ``channels_last``). Subclass :class:`NativeBackend` to keep
+   the standard ops for what the kernel does not cover. A custom
+   ``torch.autograd.Function`` belongs in that file; a private torch op
+   belongs in :mod:`.ops` with a signature test.
+2. Add its import to the registration list below: that one line is the
+   only change outside the new file. The equivalence tests
+   (``tests/test_backends.py``, ``tests/test_autocast.py``) run every
+   registered backend that runs on the CPU; a GPU-only backend needs the
+   same comparisons against ``'reference'`` run on its device.
+"""
+
+from . import ops
+from .base import (
+    AUTO,
+    Backend,
+    UsesBackend,
+    backend_names,
+    check_backend,
+    compute_dtype,
+    get_backend,
+    is_tracing,
+    reachable_kernel,
+    register_backend,
+    set_backend,
+    use_backend,
+)
+from .fast_cpu import FastCPUBackend
+from .native import NativeBackend
+
+# Registration list: importing a backend module registers its backend.
+from .reference import ReferenceBackend  # noqa: I001
+
+__all__ = [
+    'AUTO',
+    'Backend',
+    'FastCPUBackend',
+    'NativeBackend',
+    'ReferenceBackend',
+    'UsesBackend',
+    'backend_names',
+    'check_backend',
+    'compute_dtype',
+    'get_backend',
+    'is_tracing',
+    'ops',
+    'reachable_kernel',
+    'register_backend',
+    'set_backend',
+    'use_backend',
+]

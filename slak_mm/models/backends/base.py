@@ -1,0 +1,249 @@
+"""The backend interface, the registry and what backends share."""
+
+import contextlib
+import functools
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Backend:
+    """How SLaK's depthwise convs and block MLPs are computed.
+
+    A backend never owns parameters: it computes with the ``(C, 1, kh, kw)``
+    weights and the ``nn.Linear`` layers of the modules as they are, so every
+    backend shares one ``state_dict`` and sparse masks keep working.
+    Subclasses set the class attributes and override what they change.
+
+    Attributes:
+        name (str): The value of the ``backend`` option.
+        device_types (tuple[str] | None): Device types it runs on (``None``:
+            any).
+        auto_priority (int | None): Rank among the backends ``'auto'`` may
+            pick for a device (highest available wins); ``None``: never
+            picked by ``'auto'``.
+        runs_modules_as_defined (bool): The modules run their own layers
+            (one ``nn.Conv2d`` + BN per branch, ``nn.Linear``), as released;
+            the other methods are then not called by the model.
+    """
+
+    name: str = ''
+    device_types: Optional[Tuple[str, ...]] = None
+    auto_priority: Optional[int] = None
+    runs_modules_as_defined: bool = False
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this PyTorch build (and machine) can run the backend."""
+        return True
+
+    def channels_last(self, device: torch.device) -> bool:
+        """Whether feature maps should be channels-last on ``device``."""
+        return False
+
+    def depthwise_conv(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        accumulate: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """A depthwise conv with per-axis "same" padding.
+
+        Args:
+            x (Tensor): ``(N, C, H, W)``.
+            weight (Tensor): ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
+            bias (Tensor, optional): ``(C,)``.
+            accumulate (Tensor, optional): ``(N, C, H, W)``, added to the
+                result (never changed in place).
+
+        Returns:
+            Tensor: ``(N, C, H, W)``.
+        """
+        kh, kw = weight.shape[2:]
+        out = F.conv2d(
+            x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
+        )
+        return out if accumulate is None else accumulate + out
+
+    def mlp(
+        self, x: torch.Tensor, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear
+    ) -> torch.Tensor:
+        """``fc2(act(fc1(x)))`` over the last axis of ``(..., C)``."""
+        return fc2(act(fc1(x)))
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name={self.name!r})'
+
+
+# name -> backend instance (backends are stateless).
+_BACKENDS: Dict[str, Backend] = {}
+AUTO = 'auto'
+
+
+def register_backend(cls):
+    """Class decorator adding a :class:`Backend` subclass to the registry."""
+    if not cls.name or cls.name == AUTO:
+        raise ValueError(f'{cls.__name__} needs a name other than {AUTO!r}')
+    if cls.name in _BACKENDS:
+        raise KeyError(f'backend {cls.name!r} is already registered')
+    _BACKENDS[cls.name] = cls()
+    _resolve.cache_clear()
+    return cls
+
+
+def backend_names() -> Tuple[str, ...]:
+    """Every value the ``backend`` option accepts (``'auto'`` first)."""
+    return (AUTO,) + tuple(_BACKENDS)
+
+
+def check_backend(name: str) -> str:
+    """Validates a ``backend`` choice and returns it."""
+    if name != AUTO and name not in _BACKENDS:
+        raise ValueError(
+            f'backend must be one of {backend_names()}, got {name!r}'
+        )
+    return name
+
+
+def get_backend(name: str, device: torch.device) -> Backend:
+    """The backend that runs for option ``name`` on ``device``.
+
+    ``'auto'`` picks the available backend of highest ``auto_priority``
+    that runs on the device. A named backend that cannot run there raises.
+    """
+    return _resolve(name, torch.device(device).type)
+
+
+@functools.cache
+def _resolve(name: str, device_type: str) -> Backend:
+    check_backend(name)
+    if name == AUTO:
+        candidates = [
+            b
+            for b in _BACKENDS.values()
+            if b.auto_priority is not None
+            and _runs_on(b, device_type)
+            and b.available()
+        ]
+        if not candidates:
+            raise RuntimeError(f'no backend runs on {device_type}')
+        return max(candidates, key=lambda b: b.auto_priority)
+    backend = _BACKENDS[name]
+    if not _runs_on(backend, device_type):
+        raise ValueError(
+            f'backend {name!r} runs on {backend.device_types} only, the '
+            f"input is on {device_type}; use 'auto' or 'native'"
+        )
+    if not backend.available():
+        raise RuntimeError(
+            f'backend {name!r} is not available in this PyTorch build '
+            f"(torch {torch.__version__}); use 'auto' or 'native'"
+        )
+    return backend
+
+
+def _runs_on(backend: Backend, device_type: str) -> bool:
+    return backend.device_types is None or device_type in backend.device_types
+
+
+def reachable_kernel(
+    weight: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """Crops an odd kernel to the taps that can touch a ``height x width`` map.
+
+    With "same" padding, tap offset ``d`` along an axis of length ``L`` only
+    ever multiplies zero padding when ``|d| >= L``, so a kernel axis longer
+    than ``2L - 1`` can be cropped to its centre ``2L - 1`` taps exactly.
+
+    Args:
+        weight (Tensor): Shape ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
+        height (int): Height H of the feature map.
+        width (int): Width W of the feature map.
+
+    Returns:
+        Tensor: A view of shape ``(C, 1, min(kh, 2H - 1), min(kw, 2W - 1))``.
+    """
+    kh, kw = weight.shape[2:]
+    crop_h = max(0, (kh - (2 * height - 1)) // 2)
+    crop_w = max(0, (kw - (2 * width - 1)) // 2)
+    if crop_h == 0 and crop_w == 0:
+        return weight
+    return weight[:, :, crop_h : kh - crop_h, crop_w : kw - crop_w]
+
+
+def is_tracing() -> bool:
+    """Whether a tracer (``torch.jit.trace``, ``torch.export``,
+    ``torch.compile``) or the TorchScript compiler is recording, so that
+    only standard ops may run."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+    )
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a conv or linear on ``x`` computes in: the autocast dtype
+    when autocast is on for ``x``'s device and ``x`` is fp32/bf16/fp16,
+    else ``x.dtype``."""
+    device_type = x.device.type
+    if x.dtype in (
+        torch.float32,
+        torch.bfloat16,
+        torch.float16,
+    ) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+class UsesBackend:
+    """Marks a module that stores a ``backend`` option (a str).
+
+    :func:`set_backend` and :func:`use_backend` switch every such module of a
+    built model; the modules resolve the option with :func:`get_backend` at
+    the top of their forward and pass the resolved backend to the parts
+    that compute (branches, MLP).
+    """
+
+    backend: str = AUTO
+
+
+def set_backend(model: nn.Module, name: str) -> None:
+    """Switches every module of a built ``model`` to backend ``name``.
+
+    Parameters, buffers and outputs (within float tolerance) stay the same.
+
+    Args:
+        model (nn.Module): Any model holding SLaK modules.
+        name (str): One of :func:`backend_names`.
+    """
+    check_backend(name)
+    for module in model.modules():
+        if isinstance(module, UsesBackend):
+            module.backend = name
+
+
+@contextlib.contextmanager
+def use_backend(model: nn.Module, name: str):
+    """Runs ``model`` with backend ``name`` inside the ``with`` block, then
+    restores each module's own choice.
+
+    Example:
+        >>> with use_backend(model, 'reference'):
+        ...     flops = count(model)  # the model as defined
+    """
+    check_backend(name)
+    previous = [
+        (module, module.backend)
+        for module in model.modules()
+        if isinstance(module, UsesBackend)
+    ]
+    set_backend(model, name)
+    try:
+        yield model
+    finally:
+        for module, backend in previous:
+            module.backend = backend

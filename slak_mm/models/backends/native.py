@@ -1,0 +1,40 @@
+"""``'native'``: standard PyTorch ops (oneDNN on CPU, cuDNN on CUDA).
+
+Channels-last maps through the whole backbone on CPU (oneDNN's depthwise
+kernels are several times faster there and the block MLPs need no permute
+copies), kernels cropped to the window that can reach the map, eval-mode
+BNs and the small kernel folded into the strips. PyTorch's own backward and
+``nn.Linear``; under autocast the convs and linears run in its dtype as
+autocast decides. ``'auto'`` picks it where no faster backend runs (CUDA).
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .base import Backend, reachable_kernel, register_backend
+
+
+@register_backend
+class NativeBackend(Backend):
+    name = 'native'
+    auto_priority = 0
+
+    def channels_last(self, device: torch.device) -> bool:
+        return device.type == 'cpu'
+
+    def depthwise_conv(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        accumulate: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        # Taps outside the reachable window only multiply zero padding.
+        weight = reachable_kernel(weight, *x.shape[2:])
+        kh, kw = weight.shape[2:]
+        out = F.conv2d(
+            x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
+        )
+        return out if accumulate is None else accumulate + out

@@ -1,0 +1,101 @@
+"""Pins the signatures of the private PyTorch ops behind
+:mod:`slak_mm.models.backends.ops` against standard ops.
+
+A PyTorch release that renames an op or changes its positional arguments
+fails here (or skips, when the op is gone and the backends that need it say
+they are unavailable), not in a model's forward.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slak_mm.models.backends import FastCPUBackend, ops
+
+from .conftest import relative_close
+
+
+def needs(name):
+    return pytest.mark.skipif(
+        not ops.available(name), reason=f'this torch build lacks op {name!r}'
+    )
+
+
+def test_unknown_wrapper_is_named():
+    with pytest.raises(KeyError, match="'conv_sum'"):
+        ops.available('conv_sum')
+
+
+def test_fast_backend_available_iff_its_ops_are():
+    expected = all(
+        ops.available(n) for n in ('conv_add', 'linear', 'gelu_backward')
+    )
+    assert FastCPUBackend.available() == expected
+
+
+@needs('conv_add')
+@pytest.mark.parametrize('groups', [1, 6])
+def test_conv_add_is_sum_plus_conv(groups):
+    channels_last = dict(memory_format=torch.channels_last)
+    x = torch.randn(2, 6, 9, 11).contiguous(**channels_last)
+    other = torch.randn(2, 6, 9, 11).contiguous(**channels_last)
+    weight = torch.randn(6, 6 // groups, 3, 7)
+    bias = torch.randn(6)
+    kept = other.clone()
+    out = ops.conv_add(x, other, weight, bias, (1, 3), groups)
+    expected = other + F.conv2d(x, weight, bias, padding=(1, 3), groups=groups)
+    relative_close(out, expected)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(other, kept, rtol=0, atol=0)
+    no_bias = ops.conv_add(x, other, weight, None, (1, 3), groups)
+    relative_close(
+        no_bias, other + F.conv2d(x, weight, padding=(1, 3), groups=groups)
+    )
+
+
+@needs('linear')
+@pytest.mark.parametrize('approximate', [None, 'none', 'tanh'])
+def test_linear_is_linear_then_gelu(approximate):
+    x = torch.randn(10, 12)
+    weight = torch.randn(20, 12)
+    bias = torch.randn(20)
+    expected = F.linear(x, weight, bias)
+    if approximate is not None:
+        expected = F.gelu(expected, approximate=approximate)
+    relative_close(ops.linear(x, weight, bias, approximate), expected)
+    # Transposed (non-contiguous) weights, no bias: the backward's use.
+    relative_close(
+        ops.linear(x, weight.t().contiguous().t()), F.linear(x, weight)
+    )
+    relative_close(ops.linear(expected, weight.t()), expected @ weight)
+
+
+@needs('gelu_backward')
+@pytest.mark.parametrize('approximate', ['none', 'tanh'])
+def test_gelu_backward_matches_autograd(approximate):
+    x = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(50, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(
+        F.gelu(x, approximate=approximate), x, grad_out
+    )
+    actual = ops.gelu_backward(grad_out, x.detach(), approximate)
+    torch.testing.assert_close(actual, expected)
+
+
+@needs('bf16_supported')
+def test_bf16_kernels_where_onednn_reports_them():
+    if not ops.onednn_supports(torch.bfloat16):
+        pytest.skip('oneDNN reports no bf16 support on this CPU')
+    x = torch.randn(8, 16)
+    weight = torch.randn(4, 16)
+    out = ops.linear(x.bfloat16(), weight.bfloat16())
+    assert out.dtype == torch.bfloat16
+    relative_close(out, F.linear(x, weight), rtol=2e-2)
+
+
+def test_onednn_supports_only_floating_types_it_knows():
+    assert ops.onednn_supports(torch.float32) == (
+        torch.backends.mkldnn.is_available()
+    )
+    assert not ops.onednn_supports(torch.float64)
+    assert not ops.onednn_supports(torch.int8)
