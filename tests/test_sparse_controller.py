@@ -268,3 +268,16 @@ def test_stage_groups_keep_the_stem_apart():
     ]
     with pytest.raises(ValueError, match="mask of 'x' has shape"):
         mask_counts({'x': (2, 2)}, {'x': torch.ones(3).bool()})
+
+
+def test_hooks_live_in_engine_and_keep_their_registered_names():
+    from mmengine.registry import HOOKS
+
+    import slak_mm  # noqa: F401  registers them
+    from slak_mm.engine import hooks
+    from slak_mm.sparse import SparseTrainingHook, StaticSparsityHook
+
+    assert SparseTrainingHook is hooks.SparseTrainingHook
+    assert StaticSparsityHook is hooks.StaticSparsityHook
+    assert HOOKS.get('SparseTrainingHook') is hooks.SparseTrainingHook
+    assert HOOKS.get('StaticSparsityHook') is hooks.StaticSparsityHook
