@@ -217,30 +217,8 @@ class SparseTrainingHook(Hook):
     # ------------------------------------------------------------------
     def before_train(self, runner) -> None:
         """Builds (or restores) the controller and hooks the optimizer."""
-        model = self._unwrap(runner.model)
-        target = resolve_module(model, self.module_path)
-        settings = dict(self.settings)
-        if settings['seed'] is None:
-            settings['seed'] = runner.seed
-        if settings['total_steps'] is None:
-            accumulate = getattr(
-                runner.optim_wrapper, '_accumulative_counts', 1
-            )
-            settings['total_steps'] = math.ceil(runner.max_iters / accumulate)
-        controller = DynamicSparsity(target, **settings)
-        controller.name = self._name
         resumed = self._resumed_state is not None
-        if resumed:
-            self._check_resumed_settings(self._resumed_state)
-            controller.load_state_dict(self._resumed_state)
-            self._resumed_state = None
-        else:
-            scores = None
-            if controller.init == 'snip':
-                names = list(controller.selected)
-                scores = self._snip_scores(runner, model, names)
-            controller.build_masks(scores)
-        self.controller = controller
+        self.controller = controller = self._build_controller(runner)
         if len(controller.mask_state) == 0:
             print_log(
                 f'{self._name}: every selected layer is dense '
@@ -343,6 +321,34 @@ class SparseTrainingHook(Hook):
     @staticmethod
     def _unwrap(model: nn.Module) -> nn.Module:
         return model.module if is_model_wrapper(model) else model
+
+    def _build_controller(self, runner) -> DynamicSparsity:
+        """The controller over ``model.<module_path>``, with the masks of
+        the resumed checkpoint or freshly drawn ones."""
+        model = self._unwrap(runner.model)
+        settings = dict(self.settings)
+        if settings['seed'] is None:
+            settings['seed'] = runner.seed
+        if settings['total_steps'] is None:
+            accumulate = getattr(
+                runner.optim_wrapper, '_accumulative_counts', 1
+            )
+            settings['total_steps'] = math.ceil(runner.max_iters / accumulate)
+        controller = DynamicSparsity(
+            resolve_module(model, self.module_path), **settings
+        )
+        controller.name = self._name
+        if self._resumed_state is not None:
+            self._check_resumed_settings(self._resumed_state)
+            controller.load_state_dict(self._resumed_state)
+            self._resumed_state = None
+            return controller
+        scores = None
+        if controller.init == 'snip':
+            names = list(controller.selected)
+            scores = self._snip_scores(runner, model, names)
+        controller.build_masks(scores)
+        return controller
 
     def _check_resumed_settings(self, state: Mapping) -> None:
         """The resumed masks win over the config: warn when they were
