@@ -2,22 +2,33 @@
 
 Importing this package registers the SLaK backbone in mmengine's root
 registries (so ``type='SLaK'`` builds under the mmdet, mmseg and mmpretrain
-scopes alike) and allow-lists the globals that mmengine checkpoints need for
+scopes alike) and the sparse-training hooks in its root ``HOOKS``,
+allow-lists the globals that mmengine checkpoints need for
 ``torch.load(weights_only=True)``, and routes mmengine's checkpoint reads
 (``load_from``, ``--resume``, ``Pretrained`` init, the toolkits' inference
 APIs) through that safe loader.
+
+Without mmengine installed there is no registry to fill: only the
+plain-torch sparse-training package :mod:`slak_mm.sparse` is usable then.
 """
 
-from .engine import SLaKLearningRateDecayOptimizerConstructor  # noqa: F401
-from .models import SLaK  # noqa: F401  registers SLaK
-from .sparse import SparseTrainingHook  # noqa: F401  registers the hooks
-from .utils import (
-    register_checkpoint_safe_globals,
-    register_mmengine_checkpoint_loaders,
-)
 from .version import __version__
 
-register_checkpoint_safe_globals()
-register_mmengine_checkpoint_loaders()
+try:
+    import mmengine
+except ImportError:  # plain torch: slak_mm.sparse only
+    mmengine = None
+
+if mmengine is not None:
+    from .engine import SLaKLearningRateDecayOptimizerConstructor  # noqa: F401
+    from .engine.hooks import SparseTrainingHook  # noqa: F401  registers hooks
+    from .models import SLaK  # noqa: F401  registers SLaK
+    from .utils import (
+        register_checkpoint_safe_globals,
+        register_mmengine_checkpoint_loaders,
+    )
+
+    register_checkpoint_safe_globals()
+    register_mmengine_checkpoint_loaders()
 
 __all__ = ['__version__', 'SLaK']

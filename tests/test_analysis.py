@@ -352,6 +352,8 @@ def test_sparsity_report_separates_the_masked_backbone(tmp_path, capsys):
         '(what SparseTrainingHook logs)'
     ) in printed
     assert 'Whole model (3 layers): density 0.7875' in printed  # 189 / 240
+    # Per group, by the grouping the hook logs (no stage names here).
+    assert '  per group: backbone 0.7450\n' in printed
     assert 'backbone.conv.weight*' in printed
     assert 'decode_head.conv_seg.weight ' in printed
 

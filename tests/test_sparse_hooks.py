@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
 import slak_mm  # noqa: F401  registers the hooks and the safe globals
-from slak_mm.sparse import SparseTrainingHook, StaticSparsityHook
+from slak_mm.engine.hooks import SparseTrainingHook, StaticSparsityHook
 
 _run_names = itertools.count()
 
@@ -540,7 +540,9 @@ def test_damaged_mask_state_gives_a_clear_error(
     uninterrupted, tmp_path, damage, error, message
 ):
     _, work_dir = uninterrupted
-    checkpoint = torch.load(work_dir / 'iter_6.pth', map_location='cpu')
+    checkpoint = torch.load(
+        work_dir / 'iter_6.pth', map_location='cpu', weights_only=True
+    )
     damage(checkpoint)
     damaged = tmp_path / 'damaged.pth'
     torch.save(checkpoint, damaged)
@@ -670,10 +672,32 @@ def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
     assert hook.num_updates == 2
     assert math.isclose(hook.density, 0.6, abs_tol=0.01)
     assert_masked_zero(runner.model.state_dict(), masks)
+    # Each logged group density is the masks' count over the group's
+    # selected weights (dense ones fully kept): the stem apart from stage 0.
+    kept, total = {}, {}
+    for name, param in runner.model.backbone.named_parameters():
+        if param.dim() not in (2, 4):
+            continue
+        parts = name.split('.')
+        index = int(parts[1])
+        group = (
+            'stem'
+            if parts[0] == 'downsample_layers' and index == 0
+            else f'stage{index}'
+        )
+        mask = masks.get(name)
+        kept[group] = kept.get(group, 0) + (
+            param.numel() if mask is None else int(mask.sum())
+        )
+        total[group] = total.get(group, 0) + param.numel()
     hub = runner.message_hub
-    for stage in range(4):
-        density = hub.get_scalar(f'train/sparse/density_stage{stage}')
-        assert 0 < density.current() <= 1
+    logged = {
+        key[len('train/sparse/density_') :]: hub.get_scalar(key).current()
+        for key in hub.log_scalars
+        if key.startswith('train/sparse/density_')
+    }
+    assert logged == {group: kept[group] / total[group] for group in kept}
+    assert set(logged) == {'stem', 'stage0', 'stage1', 'stage2', 'stage3'}
 
 
 def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):

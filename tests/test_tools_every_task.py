@@ -287,6 +287,7 @@ def test_every_tool_on_a_tiny_build(task, tmp_path, capsys):
     density = sum(r.nonzero for r in backbone) / sum(r.numel for r in backbone)
     assert density == pytest.approx(1 - SPARSITY, abs=1e-4)
     assert f'Masked set (backbone, {len(backbone)} layers' in printed
+    assert '  per group: stem ' in printed and ' stage3 ' in printed
     assert f'density {density:.4f}' in printed
     whole = sum(r.nonzero for r in rows) / sum(r.numel for r in rows)
     assert whole > density  # the dense heads

@@ -15,7 +15,9 @@ Two totals are printed: the masked set (the 2-D/4-D weights under
 the hook logs) and the whole model (every 2-D/4-D weight, dense heads
 included). With the hook's saved masks the masked-set density is also
 given as the masks count it (weights regrown at the last update are still
-zero in the file).
+zero in the file). The masked set's density per group (``stem``,
+``stage<i>``, else the top-level module) uses the grouping the hook logs
+and ``get_flops`` reports.
 """
 
 import argparse
@@ -30,12 +32,14 @@ from slak_mm.analysis.sparsity import (
     overall_density,
     plot_densities,
     select_rows,
+    stage_densities,
 )
 from slak_mm.models.checkpoint import extract_state_dict
+from slak_mm.sparse import CHECKPOINT_KEY
 from slak_mm.utils import safe_torch_load
 
 #: Checkpoint entry where SparseTrainingHook keeps its masks.
-SPARSE_STATE_KEY = 'sparse_training'
+SPARSE_STATE_KEY = CHECKPOINT_KEY
 
 
 def parse_args(argv=None):
@@ -90,6 +94,13 @@ def main(argv=None):
         f'Masked set ({describe(module_path)}, {len(masked)} layers'
         + (', marked *' if subset else '')
         + f'): density {density:.4f} (sparsity {1 - density:.4f})'
+    )
+    by_stage = stage_densities(masked)
+    print(
+        '  per group: '
+        + ', '.join(
+            f'{group} {value:.4f}' for group, value in by_stage.items()
+        )
     )
     if sparse_state is not None and 'masks' in sparse_state:
         saved_path = sparse_state.get('module_path', '') or ''

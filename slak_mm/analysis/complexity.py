@@ -12,7 +12,6 @@ so a layer's sparse MACs are its dense MACs times the fraction of its weight
 that is kept, and its sparse parameters are the kept entries.
 """
 
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -23,6 +22,13 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.model import BaseModel
 
 from slak_mm.models.backends import use_backend
+from slak_mm.sparse.density import (
+    group_sort_key,
+    is_maskable,
+    mask_counts,
+    stage_group,
+)
+from slak_mm.sparse.initialization import masks_from_weights as weight_masks
 
 #: mmengine FlopAnalyzer handles switched off so only MACs remain.
 _NON_MAC_OPS = (
@@ -36,26 +42,10 @@ _NON_MAC_OPS = (
     'aten::grid_sampler',
 )
 
-_STEM = re.compile(r'^(?:backbone\.)?downsample_layers\.0\.')
-_STAGE = re.compile(r'^(?:backbone\.)?(?:downsample_layers|stages)\.(\d+)\.')
-_OUT_NORM = re.compile(r'^(?:backbone\.)?norm\d+\.')
-
-
-def slak_group(name: str) -> str:
-    """Groups a parameter/module name into stem, stage<i>, norms or head.
-
-    The downsampling layer in front of stage i counts towards stage i, as in
-    ConvNeXt; other top-level parts (head, neck, decode_head, ...) are their
-    own groups.
-    """
-    if _STEM.match(name):
-        return 'stem'
-    match = _STAGE.match(name)
-    if match:
-        return f'stage{match.group(1)}'
-    if _OUT_NORM.match(name):
-        return 'out_norms'
-    return name.split('.')[0] if name else 'other'
+#: Groups a parameter/module name into stem, stage<i>, out_norms or the
+#: top-level part (head, neck, ...): the grouping the sparse-training hook
+#: logs and ``tools/sparsity_report.py`` prints.
+slak_group = stage_group
 
 
 @dataclass
@@ -147,20 +137,11 @@ def _no_macs(inputs, outputs) -> int:
     return 0
 
 
-def _group_order(name: str):
-    if name == 'stem':
-        return (0, 0, name)
-    if name.startswith('stage') and name[5:].isdigit():
-        return (1, int(name[5:]), name)
-    if name == 'out_norms':
-        return (2, 0, name)
-    return (3, 0, name)
-
-
 def maskable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Every 2-D and 4-D parameter: what SLaK's sparse training masks."""
+    """Every 2-D and 4-D parameter: what SLaK's sparse training masks
+    (:func:`slak_mm.sparse.is_maskable`)."""
     return OrderedDict(
-        (name, p) for name, p in model.named_parameters() if p.dim() in (2, 4)
+        (name, p) for name, p in model.named_parameters() if is_maskable(p)
     )
 
 
@@ -170,9 +151,7 @@ def masks_from_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
     Returns:
         dict[str, Tensor]: Boolean masks for every 2-D and 4-D parameter.
     """
-    return OrderedDict(
-        (name, p.detach() != 0) for name, p in maskable_weights(model).items()
-    )
+    return OrderedDict(weight_masks(maskable_weights(model)))
 
 
 def uniform_masks(
@@ -287,13 +266,11 @@ def count_complexity(
             )
         return groups[key]
 
-    for name, param in model.named_parameters():
+    shapes = OrderedDict((n, p.shape) for n, p in model.named_parameters())
+    for name, (kept, total) in mask_counts(shapes, masks).items():
         entry = group(name)
-        entry['params'] += param.numel()
-        mask = masks.get(name)
-        entry['params_nonzero'] += (
-            param.numel() if mask is None else int(mask.sum())
-        )
+        entry['params'] += total
+        entry['params_nonzero'] += kept
 
     for name, module in model.named_modules():
         # A module's own MACs: its total minus what its children did.
@@ -313,7 +290,7 @@ def count_complexity(
         entry['macs_sparse'] += own * density
     ordered = OrderedDict(
         (name, groups[name])
-        for name in sorted(groups, key=_group_order)
+        for name in sorted(groups, key=group_sort_key)
         if any(groups[name].values())
     )
     ran = {group_fn(name) for name in called}

@@ -1,10 +1,18 @@
-"""Per-layer density of a checkpoint's weights, as a table and a plot."""
+"""Per-layer density of a checkpoint's weights, as a table and a plot.
+
+The maskable-weight rule, the stage grouping and the counting are
+:mod:`slak_mm.sparse.density`'s, shared with the sparse-training hook's
+logging and ``tools/get_flops.py``.
+"""
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set
 
 import torch
+
+from slak_mm.sparse import density as shared
 
 
 @dataclass
@@ -29,32 +37,47 @@ class LayerDensity:
 
 
 def layer_densities(
-    state_dict: Dict[str, torch.Tensor], dims: Sequence[int] = (2, 4)
+    state_dict: Dict[str, torch.Tensor], dims: Optional[Sequence[int]] = None
 ) -> List[LayerDensity]:
-    """Densities of every weight with ``dim()`` in ``dims``.
+    """Densities of every maskable weight (or of every tensor with
+    ``dim()`` in ``dims``).
 
-    The default covers the convs and linears that SLaK's sparse training
-    masks; biases and norms are dense by construction.
+    By default the 2-D and 4-D weights (:func:`slak_mm.sparse.is_maskable`):
+    the convs and linears that SLaK's sparse training masks; biases and
+    norms are dense by construction.
     """
-    rows = []
-    for name, value in state_dict.items():
-        if isinstance(value, torch.Tensor) and value.dim() in dims:
-            rows.append(
-                LayerDensity(
-                    name,
-                    tuple(value.shape),
-                    value.numel(),
-                    int(torch.count_nonzero(value)),
-                )
-            )
-    if not rows:
-        raise ValueError(f'no {list(dims)}-D tensors in the state dict')
-    return rows
+    if dims is None:
+        selected = {
+            n: v for n, v in state_dict.items() if shared.is_maskable(v)
+        }
+    else:
+        selected = {
+            n: v
+            for n, v in state_dict.items()
+            if torch.is_tensor(v) and v.dim() in dims
+        }
+    if not selected:
+        wanted = list(dims or shared.MASKABLE_NDIMS)
+        raise ValueError(f'no {wanted}-D tensors in the state dict')
+    return [
+        LayerDensity(name, tuple(selected[name].shape), total, nonzero)
+        for name, (nonzero, total) in shared.nonzero_counts(selected).items()
+    ]
+
+
+def _counts(rows: Sequence[LayerDensity]) -> Dict[str, shared.Count]:
+    return OrderedDict((r.name, (r.nonzero, r.numel)) for r in rows)
 
 
 def overall_density(rows: Sequence[LayerDensity]) -> float:
     """Non-zeros over entries across all rows."""
-    return sum(r.nonzero for r in rows) / sum(r.numel for r in rows)
+    return shared.overall_density(_counts(rows))
+
+
+def stage_densities(rows: Sequence[LayerDensity]) -> Dict[str, float]:
+    """Non-zero fraction per stage group (``stem``, ``stage<i>``, ...; the
+    groups the sparse-training hook logs and ``get_flops`` reports)."""
+    return dict(shared.group_densities(_counts(rows)))
 
 
 def default_module_path(
@@ -107,17 +130,12 @@ def mask_density(
         module_path (str): Prefix of the mask names in ``rows``.
     """
     prefix = module_path.rstrip('.') + '.' if module_path else ''
-    kept = total = 0
-    for r in rows:
-        mask = masks.get(r.name[len(prefix) :])
-        if mask is not None and tuple(mask.shape) != tuple(r.shape):
-            raise ValueError(
-                f'saved mask of {r.name!r} has shape {tuple(mask.shape)}, '
-                f'the weight {tuple(r.shape)}'
-            )
-        kept += r.numel if mask is None else int(mask.sum())
-        total += r.numel
-    return kept / total
+    shapes = OrderedDict((r.name[len(prefix) :], r.shape) for r in rows)
+    try:
+        counts = shared.mask_counts(shapes, masks)
+    except ValueError as err:
+        raise ValueError(f'saved {err} (under {module_path!r})') from None
+    return shared.overall_density(counts)
 
 
 def format_table(

@@ -1,3 +1,4 @@
+from .hooks import SparseTrainingHook, StaticSparsityHook
 from .layer_decay import (
     SLaKLearningRateDecayOptimizerConstructor,
     get_slak_layer_id,
@@ -11,6 +12,8 @@ __all__ = [
     'CPUAmpOptimWrapper',
     'SLaKLearningRateDecayOptimizerConstructor',
     'SegLabelCheckHook',
+    'SparseTrainingHook',
+    'StaticSparsityHook',
     'find_label_problems',
     'get_slak_layer_id',
     'get_slak_stage_id',

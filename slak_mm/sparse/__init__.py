@@ -1,8 +1,22 @@
-"""Sparse training for SLaK: masks and their algorithms in plain torch,
-and the mmengine hooks (registered in mmengine's root ``HOOKS``) that apply
-them during training."""
+"""Sparse training for SLaK in plain torch (no mmengine needed).
 
-from .hooks import SparseTrainingHook, StaticSparsityHook
+:class:`DynamicSparsity` owns the masks, the step counting, the update
+schedule and the checkpoint state; the functions below are its parts. The
+mmengine hooks that drive it live in :mod:`slak_mm.engine.hooks`
+(``SparseTrainingHook`` and ``StaticSparsityHook`` are also reachable here,
+imported on first access, which needs mmengine).
+"""
+
+from .controller import CHECKPOINT_KEY, DynamicSparsity, snip_scores
+from .density import (
+    MASKABLE_NDIMS,
+    group_densities,
+    is_maskable,
+    mask_counts,
+    nonzero_counts,
+    overall_density,
+    stage_group,
+)
 from .initialization import (
     INIT_MODES,
     erk_densities,
@@ -28,25 +42,46 @@ from .update import (
     prune_and_regrow,
 )
 
+_HOOKS = ('SparseTrainingHook', 'StaticSparsityHook')
+
+
+def __getattr__(name: str):
+    # The hooks need mmengine; importing them lazily keeps this package
+    # importable without it.
+    if name in _HOOKS:
+        from slak_mm.engine import hooks
+
+        return getattr(hooks, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = [
+    'CHECKPOINT_KEY',
+    'DynamicSparsity',
     'GROWTH_MODES',
     'INIT_MODES',
+    'MASKABLE_NDIMS',
     'MaskState',
-    'SparseTrainingHook',
-    'StaticSparsityHook',
     'broadcast_masks',
     'cosine_prune_rate',
     'erk_densities',
+    'group_densities',
     'grow',
     'growth_scores',
     'initial_masks',
+    'is_maskable',
     'magnitude_prune',
+    'mask_counts',
     'masks_from_weights',
+    'nonzero_counts',
+    'overall_density',
     'prune_and_regrow',
     'random_masks',
     'resolve_module',
     'seeded_generator',
     'select_maskable_parameters',
     'snip_densities',
+    'snip_scores',
+    'stage_group',
     'uniform_densities',
 ]

@@ -1,6 +1,6 @@
 """Boolean weight masks over a module, and how they are enforced.
 
-Plain torch, no runner: the mmengine hooks in :mod:`.hooks` drive these.
+Plain torch, no runner: :class:`~.controller.DynamicSparsity` drives these.
 """
 
 import fnmatch
@@ -11,8 +11,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-# Conv (out, in / groups, kh, kw) and linear (out, in) weights, as released.
-MASKABLE_NDIMS = (2, 4)
+from .density import (
+    MASKABLE_NDIMS,  # noqa: F401  (re-exported)
+    is_maskable,
+    mask_counts,
+    overall_density,
+)
 
 # The optimizer state the release masks with the weights (SGD momentum).
 MOMENTUM_BUFFER_KEY = 'momentum_buffer'
@@ -77,7 +81,7 @@ def select_maskable_parameters(
     eligible = OrderedDict(
         (name, param)
         for name, param in module.named_parameters()
-        if param.dim() in MASKABLE_NDIMS and param.requires_grad
+        if is_maskable(param) and param.requires_grad
     )
     include = _as_patterns(include)
     exclude = _as_patterns(exclude) or []
@@ -206,9 +210,8 @@ class MaskState:
 
     def density(self) -> float:
         """Kept fraction over all masked parameters."""
-        kept = sum(int(m.sum()) for m in self.masks.values())
-        total = sum(m.numel() for m in self.masks.values())
-        return kept / total if total else 1.0
+        shapes = {n: m.shape for n, m in self.masks.items()}
+        return overall_density(mask_counts(shapes, self.masks))
 
     def layer_densities(self) -> Dict[str, float]:
         """Kept fraction of each masked parameter."""
