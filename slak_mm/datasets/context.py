@@ -1,23 +1,30 @@
 """Segmentation scenes whose labels can only be read from far away.
 
-The image is split into vertical stripes. Every stripe's body is the same
-kind of grey noise (its brightness drawn independently of its class), and
-its class shows only in a coloured marker at the top of the image. Below
-the markers lies a band labelled "other" (ignored by the metric), so every
-labelled pixel is at least :data:`CUE_CLEARANCE` + 1 rows away from every
-marker pixel::
+The image is split into vertical stripes, each :data:`CELL` (4) pixels
+wide by default, with independent random classes. Every stripe's body is
+grey noise (its brightness drawn independently of its class); its class
+shows only in a coloured marker, :data:`MARKER_HEIGHT` rows tall at a
+random height in the stripe. The rows of the stripe within
+:data:`CUE_CLEARANCE` of its marker are labelled "other" (ignored by the
+metric); the rest of the stripe carries its class::
 
-    rows [0, MARKER_HEIGHT)                      markers: colour = class
-    rows [MARKER_HEIGHT, LABEL_TOP)              grey noise, label 0 (other)
-    rows [LABEL_TOP, height)                     grey noise, label = class
+    stripe column, top to bottom:
+      grey noise, label = class        (if more than 20 rows above)
+      grey noise, label 0 (other)      20 rows
+      marker: class colour, label 0    12 rows
+      grey noise, label 0 (other)      20 rows
+      grey noise, label = class        (the rest)
 
-A pixel's neighbourhood therefore says nothing about its class: any
-predictor whose receptive field is narrower than ``2 * CUE_CLEARANCE + 1``
-pixels sees a window whose distribution is the same for every class, so it
-cannot beat predicting the most frequent class. A model has to carry the
-marker's colour down its column, across most of the image, which is what
-large kernels do in one layer and what stacked small kernels do only
-through their coarse, deep stages.
+A pixel's neighbourhood therefore says nothing about its class: within
+``CUE_CLEARANCE`` pixels of a labelled pixel there is only grey noise drawn
+without the class, and markers of other stripes, whose classes are
+independent of it. Any predictor whose receptive field is narrower than
+``2 * CUE_CLEARANCE + 1`` pixels cannot beat predicting the most frequent
+class. A model has to find the marker up or down its own 4-pixel column,
+up to the image height away, with the neighbouring columns' markers
+around it: a long, thin vertical kernel at the stem's stride does that in
+one layer; stacked 7x7 kernels reach that far only in their coarse, deep
+stages, where one cell covers several columns.
 
 Stripe edges lie on multiples of :data:`CELL` (the stride of SLaK's stem),
 so each stem cell covers one stripe. Plain numpy: no OpenMMLab import.
@@ -31,8 +38,9 @@ from .shapes import class_appearance
 
 #: Stripe edges lie on multiples of this (the stem's stride).
 CELL = 4
-#: Widths a stripe is drawn with (pixels).
-STRIPE_WIDTHS = (4, 8)
+#: Widths a stripe is drawn with (pixels): one stem cell, so neighbouring
+#: cells hold independent classes.
+STRIPE_WIDTHS = (4,)
 #: Height of the marker band at the top (pixels).
 MARKER_HEIGHT = 12
 #: Rows between the markers and the first labelled row (labelled "other").
