@@ -18,15 +18,20 @@ from slak_mm.datasets import (
     ADE20K_CLASSES,
     COCO_CATEGORY_IDS,
     COCO_CLASSES,
+    CONTEXT_LAYOUT,
+    CUE_CLEARANCE,
     LAYOUT_DIRS,
     MARKER_FILE,
     MAX_CLASSES,
     PALETTE,
     class_appearance,
+    constant_prediction_scores,
     generate_ade20k,
+    generate_ade20k_context,
     generate_coco_instances,
     generate_datasets,
     generate_imagenet,
+    sample_context_scene,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -490,3 +495,182 @@ def test_import_needs_no_toolkit():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == '[]'
+
+
+# ---------------------------------------------------------------------------
+# ade20k-context: labels that need long-range context
+
+CONTEXT = dict(num_train=4, num_val=3, image_size=(64, 56), num_classes=4)
+
+
+@pytest.fixture(scope='module')
+def context(tmp_path_factory):
+    return generate_ade20k_context(
+        tmp_path_factory.mktemp('context'), **CONTEXT
+    )
+
+
+def test_context_layout_loads_with_mmseg(context, tmp_path):
+    data_root = Path(context['data_root'])
+    assert data_root.name == 'ADEChallengeData2016'
+    assert context['layout'] == CONTEXT_LAYOUT
+    assert context['classes'] == ADE20K_CLASSES[:4]
+    for split, count in (('training', 4), ('validation', 3)):
+        images = sorted((data_root / 'images' / split).iterdir())
+        labels = sorted((data_root / 'annotations' / split).iterdir())
+        assert [p.stem for p in images] == [p.stem for p in labels]
+        assert len(images) == count
+        for image_path, label_path in zip(images, labels):
+            image, label = Image.open(image_path), Image.open(label_path)
+            assert (image.format, image.mode, image.size) == (
+                'JPEG', 'RGB', (64, 56),
+            )  # fmt: skip
+            assert (label.format, label.mode, label.size) == (
+                'PNG', 'L', (64, 56),
+            )  # fmt: skip
+            assert set(np.unique(np.asarray(label)).tolist()) <= set(range(5))
+    cfg = base_config(tmp_path, 'mmseg::_base_/datasets/ade20k.py')
+    val_set = build_dataset('mmseg', context['val_dataset'], cfg.test_pipeline)
+    assert len(val_set) == 3
+    sample = val_set[0]
+    raw = np.asarray(Image.open(sample['data_samples'].seg_map_path))
+    gt = sample['data_samples'].gt_sem_seg.data[0].numpy()
+    np.testing.assert_array_equal(
+        gt, np.where(raw == 0, 255, raw.astype(int) - 1)
+    )
+
+
+def test_context_is_deterministic(tmp_path):
+    kwargs = dict(num_train=3, num_val=2, image_size=48, num_classes=3)
+    generate_ade20k_context(tmp_path / 'a', seed=5, **kwargs)
+    generate_ade20k_context(tmp_path / 'b', seed=5, **kwargs)
+    generate_ade20k_context(tmp_path / 'c', seed=6, **kwargs)
+    same_a, same_b = read_tree(tmp_path / 'a'), read_tree(tmp_path / 'b')
+    assert len(same_a) == 1 + 2 * (3 + 2)
+    assert same_a == same_b
+    other = read_tree(tmp_path / 'c')
+    for path in same_a:
+        if path.endswith('.jpg'):
+            assert other[path] != same_a[path], path
+    # The CLI writes the same files.
+    load_cli().main(
+        ['ade20k-context', '--out', str(tmp_path / 'cli'), '--num-train',
+         '3', '--num-val', '2', '--image-size', '48', '--num-classes', '3',
+         '--seed', '5']
+    )  # fmt: skip
+    assert read_tree(tmp_path / 'cli') == same_a
+
+
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (dict(image_size=(66, 64)), 'multiple of 4'),
+        (dict(image_size=(64, 40)), 'height of at least 48'),
+        (dict(num_classes=11), 'at most 10 for the ade20k-context'),
+        (dict(layouts=['ade20k', 'ade20k-context']), 'both write'),
+    ],
+)
+def test_context_bad_arguments(tmp_path, kwargs, message):
+    arguments = dict(layouts='ade20k-context', root=tmp_path / 'out')
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        generate_datasets(**arguments)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_context_cue_is_far_from_every_labelled_pixel():
+    """Only marker pixels depend on a class, and none is near a labelled
+    pixel of its stripe: the rest is grey noise drawn without the class."""
+    for index in range(20):
+        rng = np.random.default_rng([3, index])
+        scene = sample_context_scene(rng, 64, 96, num_classes=4)
+        image = scene.image.astype(int)
+        assert [s[0] for s in scene.stripes][0] == 0
+        assert scene.stripes[-1][1] == 64
+        for start, end, class_index in scene.stripes:
+            assert start % 4 == 0 and end % 4 == 0
+            labels = scene.label_map[:, start:end]
+            assert set(np.unique(labels).tolist()) <= {0, class_index + 1}
+            cue_rows = np.flatnonzero(scene.cue_mask[:, start])
+            labelled_rows = np.flatnonzero(labels[:, 0])
+            assert len(cue_rows) and len(labelled_rows)
+            distance = np.abs(labelled_rows[:, None] - cue_rows[None, :])
+            assert distance.min() > CUE_CLEARANCE
+            # Markers show the class colour; elsewhere R = G = B.
+            marker = image[cue_rows, start:end].reshape(-1, 3)
+            expected = class_appearance(class_index).rgb
+            assert np.abs(np.median(marker, 0) - expected).max() < 10
+        grey = image[~scene.cue_mask]
+        assert (grey == grey[:, :1]).all()
+
+
+def _probe_accuracy(layers, images, labels, val_images, val_labels):
+    """Trains a small conv probe; returns its pixel accuracy on val."""
+    torch.manual_seed(0)
+    probe = torch.nn.Sequential(*layers, torch.nn.Conv2d(8, 4, 1))
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        batch = torch.randint(0, len(images), (8,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(
+            probe(images[batch]), labels[batch], ignore_index=-1
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = probe(val_images).argmax(1)
+    valid = val_labels >= 0
+    return (
+        (predicted == val_labels) & valid
+    ).sum().item() / valid.sum().item()
+
+
+def test_context_labels_cannot_be_read_from_a_7x7_window(tmp_path):
+    """A probe that sees 7x7 windows does no better than the most frequent
+    class; the same probe reading whole columns does far better."""
+    summary = generate_ade20k_context(
+        tmp_path, num_train=64, num_val=64, image_size=64, num_classes=4
+    )
+    data_root = Path(summary['data_root'])
+
+    def load(split):
+        images, labels = [], []
+        for path in sorted((data_root / 'annotations' / split).iterdir()):
+            labels.append(np.asarray(Image.open(path)).astype(np.int64) - 1)
+            image_path = data_root / 'images' / split / f'{path.stem}.jpg'
+            images.append(np.asarray(Image.open(image_path)))
+        images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+        return (images.float() - 128) / 64, torch.from_numpy(np.stack(labels))
+
+    train, val = load('training'), load('validation')
+    _, constant_accuracy = constant_prediction_scores(
+        data_root / 'annotations' / 'validation', 4
+    )
+    nn = torch.nn
+    window_7x7 = [
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+    ]  # fmt: skip
+    whole_column = [
+        nn.Conv2d(3, 8, 1), nn.ReLU(),
+        nn.Conv2d(8, 8, (127, 1), padding=(63, 0), groups=8), nn.ReLU(),
+    ]  # fmt: skip
+    local = 100 * _probe_accuracy(window_7x7, *train, *val)
+    column = 100 * _probe_accuracy(whole_column, *train, *val)
+    assert local < constant_accuracy + 2, (local, constant_accuracy)
+    assert column > constant_accuracy + 20, (column, constant_accuracy)
+
+
+def test_constant_prediction_scores(tmp_path):
+    labels = np.zeros((4, 5), dtype=np.uint8)
+    labels[:, :3] = 1  # 12 pixels of class 0
+    labels[:, 3] = 3  # 4 pixels of class 2, the last column is ignored
+    Image.fromarray(labels, 'L').save(tmp_path / 'a.png')
+    miou, accuracy = constant_prediction_scores(tmp_path, 3)
+    assert accuracy == pytest.approx(75.0)
+    assert miou == pytest.approx(75.0 / 2)
+    with pytest.raises(ValueError, match='no labelled pixels'):
+        Image.fromarray(labels * 0, 'L').save(tmp_path / 'a.png')
+        constant_prediction_scores(tmp_path, 3)

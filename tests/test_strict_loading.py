@@ -763,7 +763,7 @@ def readme_block(heading, language):
 
 def test_readme_segmentation_inference_runs_as_printed(tmp_path, monkeypatch):
     """The README's segmentation snippet, in a copy of the layout that
-    ``make demo`` leaves (demo config, its data and checkpoint, deployed
+    ``make demo-quick`` leaves (demo config, its data and checkpoint, deployed
     with the README's tools/deploy.py command)."""
     for name in ('configs', 'tools'):
         os.symlink(osp.join(REPO, name), tmp_path / name)

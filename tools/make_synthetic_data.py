@@ -1,15 +1,22 @@
 """Writes small, learnable datasets in the ADE20K / COCO / ImageNet layouts.
 
-Each image shows coloured shapes whose colour and shape give away the class.
+In ade20k, coco and imagenet ('all' writes these three) each image shows
+coloured shapes whose colour and shape give away the class. In
+ade20k-context the class of each vertical stripe shows only in a coloured
+marker at least 21 rows away from every labelled pixel of the stripe, so
+labels need long-range context (width a multiple of 4, height >= 48).
 The same arguments always give byte-identical files.
 
 Examples:
     python tools/make_synthetic_data.py ade20k --out data
     python tools/make_synthetic_data.py all --out data --num-train 64 \\
         --num-val 16 --image-size 128 --num-classes 5 --seed 1
+    python tools/make_synthetic_data.py ade20k-context --out data/context \\
+        --num-train 128 --num-val 32 --image-size 96
 
 Layouts written under ``--out``:
     ADEChallengeData2016/  mmseg ADE20KDataset: data_root=<out>/ADEChallengeData2016
+                           (ade20k or ade20k-context)
     coco/                  mmdet CocoDataset: data_root=<out>/coco/
     imagenet/              mmpretrain ImageNet: data_root=<out>/imagenet
 """  # noqa: E501
@@ -21,7 +28,7 @@ from pathlib import Path
 # Run from a source checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from slak_mm.datasets import LAYOUTS, generate_datasets  # noqa: E402
+from slak_mm.datasets import KNOWN_LAYOUTS, generate_datasets  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument(
         'layouts',
         nargs='+',
-        choices=[*LAYOUTS, 'all'],
+        choices=[*KNOWN_LAYOUTS, 'all'],
         help='which layout(s) to write',
     )
     parser.add_argument(
@@ -60,7 +67,7 @@ def parse_args(argv=None):
         '--max-objects',
         type=int,
         default=3,
-        help='most objects per ADE20K / COCO image (default: 3)',
+        help='most objects per ade20k / coco image (default: 3)',
     )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(

@@ -5,6 +5,12 @@ Plain numpy/PIL/json: importing this needs none of the OpenMMLab toolkits.
 """
 
 from .class_names import ADE20K_CLASSES, COCO_CATEGORY_IDS, COCO_CLASSES
+from .context import (
+    CUE_CLEARANCE,
+    ContextScene,
+    constant_prediction_scores,
+    sample_context_scene,
+)
 from .shapes import (
     MAX_CLASSES,
     PALETTE,
@@ -13,10 +19,13 @@ from .shapes import (
     class_appearance,
 )
 from .writers import (
+    CONTEXT_LAYOUT,
+    KNOWN_LAYOUTS,
     LAYOUT_DIRS,
     LAYOUTS,
     MARKER_FILE,
     generate_ade20k,
+    generate_ade20k_context,
     generate_coco_instances,
     generate_datasets,
     generate_imagenet,
@@ -26,6 +35,10 @@ __all__ = [
     'ADE20K_CLASSES',
     'COCO_CATEGORY_IDS',
     'COCO_CLASSES',
+    'CONTEXT_LAYOUT',
+    'CUE_CLEARANCE',
+    'ContextScene',
+    'KNOWN_LAYOUTS',
     'LAYOUTS',
     'LAYOUT_DIRS',
     'MARKER_FILE',
@@ -34,8 +47,11 @@ __all__ = [
     'SHAPES',
     'Appearance',
     'class_appearance',
+    'constant_prediction_scores',
     'generate_ade20k',
+    'generate_ade20k_context',
     'generate_coco_instances',
     'generate_datasets',
     'generate_imagenet',
+    'sample_context_scene',
 ]

@@ -12,6 +12,8 @@ arguments a config needs (everything but the pipeline):
 * ``generate_imagenet``: ``<root>/imagenet/{train,val}/<class>/*.JPEG``,
   ``meta/{train,val}.txt`` and ``meta/classes.txt`` for mmpretrain's
   ``ImageNet``.
+* ``generate_ade20k_context``: the ADE20K layout again, with scenes whose
+  labels need long-range context (:mod:`slak_mm.datasets.context`).
 
 Output depends only on the arguments: every image draws from its own random
 generator seeded by ``(seed, layout, split, index)``, and no file holds a
@@ -30,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .class_names import ADE20K_CLASSES, COCO_CATEGORY_IDS, COCO_CLASSES
+from .context import check_context_size, sample_context_scene
 from .shapes import (
     MAX_CLASSES,
     SceneObject,
@@ -39,12 +42,17 @@ from .shapes import (
     sample_scene,
 )
 
+# The shape datasets; 'all' writes these three.
 LAYOUTS = ('ade20k', 'coco', 'imagenet')
+# Segmentation that needs long-range context (ADE20K layout).
+CONTEXT_LAYOUT = 'ade20k-context'
+KNOWN_LAYOUTS = (*LAYOUTS, CONTEXT_LAYOUT)
 # Directory of each layout under the output root.
 LAYOUT_DIRS = {
     'ade20k': 'ADEChallengeData2016',
     'coco': 'coco',
     'imagenet': 'imagenet',
+    CONTEXT_LAYOUT: 'ADEChallengeData2016',
 }
 MARKER_FILE = 'synthetic.json'
 # Smallest image side: mmdet's COCO train config drops images below 32 px
@@ -53,7 +61,7 @@ MIN_IMAGE_SIDE = 32
 JPEG_QUALITY = 90
 
 # Separate the random streams of layouts and splits.
-_LAYOUT_STREAMS = {layout: i for i, layout in enumerate(LAYOUTS)}
+_LAYOUT_STREAMS = {layout: i for i, layout in enumerate(KNOWN_LAYOUTS)}
 _SPLIT_STREAMS = {'train': 0, 'val': 1}
 # Object radius as a fraction of the shorter side: several per scene image,
 # one big one per classification image.
@@ -64,6 +72,9 @@ _MAX_CLASSES = {
     'ade20k': len(ADE20K_CLASSES),
     'coco': len(COCO_CLASSES),
     'imagenet': MAX_CLASSES,
+    # Markers show their class by colour alone: the first ten palette
+    # colours, far from the grey stripes and from each other.
+    CONTEXT_LAYOUT: 10,
 }
 
 ImageSize = Union[int, Sequence[int]]
@@ -128,10 +139,86 @@ def generate_ade20k(
             image.save(image_dir / f'{stem}.jpg', 'JPEG', quality=JPEG_QUALITY)
             _save_png(label_map, label_dir / f'{stem}.png')
 
+    return _ade20k_summary(
+        'ade20k', data_root, num_classes, num_train, num_val,
+        (width, height), seed, max_objects,
+    )  # fmt: skip
+
+
+def generate_ade20k_context(
+    root: Union[str, Path],
+    num_train: int = 32,
+    num_val: int = 8,
+    image_size: ImageSize = 96,
+    num_classes: int = 4,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Writes the ADE20K layout with labels that need long-range context.
+
+    Scenes come from :func:`~slak_mm.datasets.context.sample_context_scene`:
+    vertical grey stripes whose class shows only in a coloured marker
+    somewhere in the stripe, with every labelled pixel at least
+    ``CUE_CLEARANCE + 1`` rows from its stripe's marker. Files, label
+    values and the summary are as for :func:`generate_ade20k`.
+
+    Args:
+        root (str | Path): Output root; the data goes to
+            ``<root>/ADEChallengeData2016``.
+        num_train (int): Images in ``training``.
+        num_val (int): Images in ``validation``.
+        image_size (int | Sequence[int]): Side of square images, or
+            ``(width, height)``; the width a multiple of 4, the height at
+            least 48.
+        num_classes (int): Classes to draw, the first ``num_classes`` of the
+            150 ADE20K classes, at most 10 (one marker colour each).
+        seed (int): Seed of all randomness.
+        overwrite (bool): Replace an earlier generated directory.
+
+    Returns:
+        dict: Summary, see :func:`generate_datasets`.
+    """
+    width, height = _check_args(
+        CONTEXT_LAYOUT, num_train, num_val, image_size, num_classes, 1, seed
+    )
+    data_root = _prepare_layout_dir(root, CONTEXT_LAYOUT, overwrite)
+    for split, split_dir, count in (
+        ('train', 'training', num_train),
+        ('val', 'validation', num_val),
+    ):
+        image_dir = data_root / 'images' / split_dir
+        label_dir = data_root / 'annotations' / split_dir
+        image_dir.mkdir(parents=True)
+        label_dir.mkdir(parents=True)
+        for index in range(count):
+            rng = _image_rng(seed, CONTEXT_LAYOUT, split, index)
+            scene = sample_context_scene(rng, width, height, num_classes)
+            stem = f'ADE_{split}_{index + 1:08d}'
+            Image.fromarray(scene.image, 'RGB').save(
+                image_dir / f'{stem}.jpg', 'JPEG', quality=JPEG_QUALITY
+            )
+            _save_png(scene.label_map, label_dir / f'{stem}.png')
+    return _ade20k_summary(
+        CONTEXT_LAYOUT, data_root, num_classes, num_train, num_val,
+        (width, height), seed, 1,
+    )  # fmt: skip
+
+
+def _ade20k_summary(
+    layout: str,
+    data_root: Path,
+    num_classes: int,
+    num_train: int,
+    num_val: int,
+    image_size: Tuple[int, int],
+    seed: int,
+    max_objects: int,
+) -> dict:
+    """Summary (with mmseg dataset dicts) of an ADE20K-layout directory."""
     classes = ADE20K_CLASSES[:num_classes]
     summary = _summary(
-        'ade20k', data_root, classes, num_train, num_val, (width, height),
-        seed, max_objects,
+        layout, data_root, classes, num_train, num_val, image_size, seed,
+        max_objects,
     )  # fmt: skip
     for split, split_dir in (('train', 'training'), ('val', 'validation')):
         summary[f'{split}_dataset'] = dict(
@@ -349,6 +436,7 @@ _GENERATORS = {
     'ade20k': generate_ade20k,
     'coco': generate_coco_instances,
     'imagenet': generate_imagenet,
+    CONTEXT_LAYOUT: generate_ade20k_context,
 }
 
 
@@ -360,13 +448,16 @@ def generate_datasets(
     """Writes one or more layouts under the same root.
 
     Args:
-        layouts (str | Sequence[str]): Names from :data:`LAYOUTS`, or
-            ``'all'``.
+        layouts (str | Sequence[str]): Names from :data:`KNOWN_LAYOUTS`,
+            or ``'all'`` (the shape layouts :data:`LAYOUTS`). Layouts that
+            share a directory (``ade20k`` and ``ade20k-context``) cannot be
+            written together.
         root (str | Path): Output root; each layout gets its directory from
             :data:`LAYOUT_DIRS` under it.
         **kwargs: Passed to every generator (``num_train``, ``num_val``,
             ``image_size``, ``num_classes``, ``seed``, ``overwrite``, and
-            ``max_objects``, which the imagenet layout ignores).
+            ``max_objects``, which the imagenet and ade20k-context layouts
+            ignore).
 
     Returns:
         dict[str, dict]: Summary per layout with keys ``layout``,
@@ -377,11 +468,19 @@ def generate_datasets(
         coco ``val_evaluator``.
     """
     names = _resolve_layouts(layouts)
+    directories = [LAYOUT_DIRS[name] for name in names]
+    for directory in set(directories):
+        sharing = [n for n in names if LAYOUT_DIRS[n] == directory]
+        if len(sharing) > 1:
+            raise ValueError(
+                f'layouts {sharing} both write {directory}; write them '
+                'under different roots'
+            )
     kwargs_per_layout = {}
     # Check every layout's arguments before writing anything.
     for name in names:
         layout_kwargs = dict(kwargs)
-        if name == 'imagenet':
+        if name in ('imagenet', CONTEXT_LAYOUT):
             layout_kwargs.pop('max_objects', None)
         arguments = inspect.signature(_GENERATORS[name]).bind(
             root, **layout_kwargs
@@ -402,16 +501,19 @@ def _resolve_layouts(layouts: Union[str, Sequence[str]]) -> List[str]:
     if isinstance(layouts, str):
         layouts = [layouts]
     if not layouts:
-        raise ValueError(f'no layout given; choose from {LAYOUTS} or "all"')
+        raise ValueError(
+            f'no layout given; choose from {KNOWN_LAYOUTS} or "all"'
+        )
     names: List[str] = []
     for layout in layouts:
         if layout == 'all':
             expanded = list(LAYOUTS)
-        elif layout in LAYOUTS:
+        elif layout in KNOWN_LAYOUTS:
             expanded = [layout]
         else:
             raise ValueError(
-                f'unknown layout {layout!r}; choose from {LAYOUTS} or "all"'
+                f'unknown layout {layout!r}; choose from {KNOWN_LAYOUTS} '
+                'or "all"'
             )
         names.extend(n for n in expanded if n not in names)
     return names
@@ -463,6 +565,8 @@ def _check_args(
             f'image_size sides must be at least {MIN_IMAGE_SIDE} pixels '
             f'(mmdet drops smaller COCO images), got {image_size!r}'
         )
+    if layout == CONTEXT_LAYOUT:
+        check_context_size(int(sides[0]), int(sides[1]))
     return int(sides[0]), int(sides[1])
 
 
