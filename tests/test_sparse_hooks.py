@@ -540,7 +540,9 @@ def test_damaged_mask_state_gives_a_clear_error(
     uninterrupted, tmp_path, damage, error, message
 ):
     _, work_dir = uninterrupted
-    checkpoint = torch.load(work_dir / 'iter_6.pth', map_location='cpu')
+    checkpoint = torch.load(
+        work_dir / 'iter_6.pth', map_location='cpu', weights_only=True
+    )
     damage(checkpoint)
     damaged = tmp_path / 'damaged.pth'
     torch.save(checkpoint, damaged)
