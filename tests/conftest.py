@@ -57,6 +57,13 @@ def cpu_backends(include_reference: bool = False):
             backend = get_backend(name, 'cpu')
         except (ValueError, RuntimeError):
             continue  # a backend for another device, or not built here
+        if backend.device_types is not None and 'cpu' not in (
+            backend.device_types
+        ):
+            # Runs on CPU only on request (GPU kernels under an
+            # interpreter, e.g. with TRITON_INTERPRET=1 set): too slow for
+            # these tests; tests/test_triton_backend.py covers it.
+            continue
         if include_reference or not backend.runs_modules_as_defined:
             names.append(name)
     return names

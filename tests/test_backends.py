@@ -268,8 +268,13 @@ def test_custom_backward_is_used_and_checks_gradients():
 
 def test_backend_choices_resolve_once():
     assert get_backend('auto', torch.device('cpu')).name == 'fast'
-    assert get_backend('auto', torch.device('cuda')).name == 'native'
-    assert {'auto', 'reference', 'native', 'fast'} <= set(backend_names())
+    from slak_mm.ops import triton_dwconv
+
+    on_cuda = 'triton' if triton_dwconv.available('cuda') else 'native'
+    assert get_backend('auto', torch.device('cuda')).name == on_cuda
+    assert {'auto', 'reference', 'native', 'fast', 'triton'} <= set(
+        backend_names()
+    )
     assert get_backend('native', 'cpu') is get_backend('native', 'cpu')
     with pytest.raises(ValueError, match="backend must be one of.*'cutlass'"):
         SLaK(arch=TINY_ARCH, backend='cutlass')

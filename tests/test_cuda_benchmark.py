@@ -187,3 +187,45 @@ def test_component_table_ratios():
         '| train | 3.00 | 9.00 | 20.00 | 0.500 | 18.0 | 3.00 | 6.67 |'
     )
     assert lines[-1] == '| 224² x64 | 0 | bf16 | 100 | 120 | 200 |'
+
+
+def test_paths_run_on_their_backends():
+    assert {
+        path: cuda_benchmark.backend_of(path)
+        for path in cuda_benchmark.LARGE_KERNEL_PATHS
+    } == dict(triton='triton', cudnn='native', release='reference')
+    small = dict(
+        arch=dict(depths=[1, 1, 1, 1], channels=[8, 8, 8, 8]),
+        kernel_sizes=[5, 3, 3, 3],
+        small_kernel=3,
+    )
+    for name, backend in (
+        ('slak_t_triton', 'triton'),
+        ('slak_t_cudnn', 'native'),
+        ('slak_t_release', 'reference'),
+    ):
+        model = cuda_benchmark.build_backbone(name, small)
+        assert {
+            m.backend for m in model.modules() if hasattr(m, 'backend')
+        } == {backend}
+    with pytest.raises(ValueError, match="unknown path 'cutlass'"):
+        cuda_benchmark.backend_of('cutlass')
+
+
+def test_gpu_check_runs_every_cuda_test_file():
+    """Each test file with ``cuda``-marked tests is named in the GPU check
+    (it lists files: collecting all of tests/ needs the mm* packages)."""
+    with open(os.path.join(TOOLS_DIR, 'gpu_check.sh')) as f:
+        script = f.read()
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    marked = []
+    for name in sorted(os.listdir(tests_dir)):
+        if not (name.startswith('test_') and name.endswith('.py')):
+            continue
+        with open(os.path.join(tests_dir, name)) as f:
+            lines = [line.strip() for line in f]
+        if '@pytest.mark.cuda' in lines:
+            marked.append(name)
+    assert 'test_triton_backend.py' in marked
+    for name in marked:
+        assert f'tests/{name}' in script, name

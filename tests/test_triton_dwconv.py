@@ -8,8 +8,6 @@ shapes are small: a few tiles per map, a few channels. Tests marked
 ``cuda`` compare the compiled kernels with cuDNN and skip without a GPU.
 """
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,7 +241,8 @@ def test_import_needs_neither_triton_nor_the_toolkits():
         '    sys.modules[name] = None\n'
         'from slak_mm.ops import triton_dwconv as t\n'
         'assert t.triton is None and not t.available()\n'
-        'import slak_mm.ops.triton_large_kernel\n'
+        'from slak_mm.models.backends import get_backend\n'
+        'assert get_backend("auto", "cuda").name == "native"\n'
         'from slak_mm.analysis import cuda_benchmark\n'
         'cuda_benchmark.build_backbone("slak_t_triton")\n'
     )
@@ -374,17 +373,15 @@ def linear_loss(outs):
 
 
 def compare_backbone(model, images, train, tol):
-    """Outputs and parameter gradients, default path vs Triton."""
-    from slak_mm.ops.triton_large_kernel import triton_large_kernels
+    """Outputs and parameter gradients, backend 'native' (cuDNN) vs
+    'triton'."""
+    from slak_mm.models.backends import use_backend
 
     model.train(train)
     results = []
-    for use_triton in (False, True):
+    for backend in ('native', 'triton'):
         model.zero_grad(set_to_none=True)
-        if use_triton:
-            with triton_large_kernels(model):
-                outs = model(images)
-        else:
+        with use_backend(model, backend):
             outs = model(images)
         linear_loss(outs).backward()
         grads = {
@@ -399,51 +396,6 @@ def compare_backbone(model, images, train, tol):
     assert grads.keys() == triton_grads.keys()
     for name, grad in grads.items():
         assert relative_error(triton_grads[name], grad) < tol, name
-
-
-@pytest.fixture
-def whole_map_tiles(monkeypatch):
-    """One tile per test map: fewer interpreted programs (tile borders are
-    covered by the kernel tests)."""
-    monkeypatch.setattr(
-        triton_dwconv,
-        'INTERPRETER_BLOCKS',
-        dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=8),
-    )
-
-
-@pytest.mark.parametrize('train', [True, False])
-def test_backbone_through_triton_matches_default(
-    interpreter, whole_map_tiles, train
-):
-    """A narrow SLaK (maps 8, 4, 2, 1: kernels cropped) trains and
-    evaluates the same through the Triton kernels; the routing is undone
-    after the ``with`` block."""
-    from slak_mm.models.large_kernel import LargeKernelConv
-
-    model = tiny_slak()
-    # Two images: train-mode BN needs two values on the 1 x 1 last map.
-    images = torch.randn(2, 3, 32, 32)
-    compare_backbone(model, images, train, 1e-4)
-    assert all(
-        'forward' not in vars(m)
-        for m in model.modules()
-        if isinstance(m, LargeKernelConv)
-    )
-
-
-def test_deploy_backbone_through_triton(interpreter, whole_map_tiles):
-    from slak_mm.ops.triton_large_kernel import triton_large_kernels
-
-    model = tiny_slak().eval()
-    images = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        expected = model(images)
-        model.switch_to_deploy()
-        with triton_large_kernels(model):
-            outs = model(images)
-    for out, ref in zip(outs, expected):
-        assert relative_error(out, ref) < 1e-4
 
 
 # ---------------------------------------------------------------- CUDA only
@@ -501,7 +453,7 @@ def test_cuda_slak_t_under_bf16_autocast():
     autocast: outputs close to cuDNN's under the same autocast, gradients
     finite and aligned with cuDNN's."""
     from slak_mm.models import SLaK
-    from slak_mm.ops.triton_large_kernel import triton_large_kernels
+    from slak_mm.models.backends import use_backend
 
     model = SLaK(
         arch='tiny', out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0
@@ -509,14 +461,12 @@ def test_cuda_slak_t_under_bf16_autocast():
     images = torch.randn(2, 3, 128, 128, device='cuda')
     images = images.contiguous(memory_format=torch.channels_last)
     results = []
-    for use_triton in (False, True):
+    for backend in ('native', 'triton'):
         model.zero_grad(set_to_none=True)
-        routing = (
-            triton_large_kernels(model)
-            if use_triton
-            else contextlib.nullcontext()
-        )
-        with routing, torch.autocast('cuda', dtype=torch.bfloat16):
+        with (
+            use_backend(model, backend),
+            torch.autocast('cuda', dtype=torch.bfloat16),
+        ):
             outs = model(images)
         linear_loss(outs).backward()
         grads = [p.grad.float().flatten() for p in model.parameters()]

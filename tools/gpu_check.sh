@@ -3,7 +3,7 @@
 # installs the wheels of tools/download_gpu_wheels.sh into a private folder
 # (the machine's own packages stay as they are), runs the CUDA tests
 # (`pytest -m cuda`: Triton kernels against cuDNN, SLaK forward/backward
-# through them) and the CUDA benchmark (tools/benchmark_cuda.py), and
+# through the 'triton' backend against 'reference') and the CUDA benchmark (tools/benchmark_cuda.py), and
 # prints both benchmark tables. Works with whatever torch/Triton the
 # machine has (no version is assumed).
 #
@@ -66,7 +66,8 @@ echo "installed in $((SECONDS - START)) s"
 
 echo "== pytest -m cuda"
 "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider \
-  tests/test_triton_dwconv.py 2>&1 | tee "$OUT/pytest_cuda.log"
+  tests/test_triton_dwconv.py tests/test_triton_backend.py 2>&1 \
+  | tee "$OUT/pytest_cuda.log"
 TESTS=${PIPESTATUS[0]}
 echo "tests: exit $TESTS after $((SECONDS - START)) s"
 

@@ -5,14 +5,14 @@ events after warm-up (which also compiles and autotunes the Triton
 kernels), medians reported:
 
 - components: the large-kernel module of each SLaK-T stage on that
-  stage's map, ``triton`` (channels-last, the Triton kernels through
-  :func:`~slak_mm.ops.triton_large_kernel.triton_large_kernels`),
-  ``cudnn`` (``conv_impl='native'``, channels-last, cuDNN's kernels) and
-  ``release`` (``conv_impl='reference'``, NCHW, one ``nn.Conv2d`` + BN per
-  branch); eval forward and train forward + backward, with each path's
-  peak memory and, for the Triton kernels, a lower bound on their time
-  from nominal peak rates (FLOPs over the CUDA-core rate, bytes over the
-  memory bandwidth; the kernels compute on CUDA cores in fp32);
+  stage's map, ``triton`` (``backend='triton'``, channels-last, the
+  Triton kernels), ``cudnn`` (``backend='native'``, channels-last, cuDNN's
+  kernels) and ``release`` (``backend='reference'``, NCHW, one
+  ``nn.Conv2d`` + BN per branch); eval forward and train forward +
+  backward, with each path's peak memory and, for the Triton kernels, a
+  lower bound on their time from nominal peak rates (FLOPs over the
+  CUDA-core rate, bytes over the memory bandwidth; the kernels compute on
+  CUDA cores in fp32);
 - backbones: SLaK-T through each of the three paths against timm's
   ConvNeXt-T (channels-last, same precision), eval forward and a full
   train step (forward, backward, AdamW), peak train memory from
@@ -91,22 +91,31 @@ def peak_memory_mib(step: Callable, device: torch.device) -> Optional[float]:
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def _routing(path: str, model: nn.Module):
-    if path in ('triton', 'slak_t_triton'):
-        from slak_mm.ops.triton_large_kernel import triton_large_kernels
-
-        return triton_large_kernels(model)
-    return contextlib.nullcontext()
-
-
 def _layout(path: str) -> torch.memory_format:
     if path in ('release', 'slak_t_release'):
         return torch.contiguous_format
     return torch.channels_last
 
 
-def _conv_impl(path: str) -> str:
-    return 'reference' if path in ('release', 'slak_t_release') else 'native'
+# The SLaK backend of each benchmarked path.
+BACKENDS = dict(
+    triton='triton',
+    cudnn='native',
+    release='reference',
+    slak_t_triton='triton',
+    slak_t_cudnn='native',
+    slak_t_release='reference',
+)
+
+
+def backend_of(path: str) -> str:
+    """The ``backend`` option that a component path or SLaK backbone
+    name runs with (see :data:`BACKENDS`)."""
+    if path not in BACKENDS:
+        raise ValueError(
+            f'unknown path {path!r}; choose from {tuple(BACKENDS)}'
+        )
+    return BACKENDS[path]
 
 
 def reachable_taps(kernel: int, side: int) -> Tuple[int, int, int]:
@@ -157,7 +166,7 @@ def _large_kernel_steps(
     from slak_mm.models.large_kernel import LargeKernelConv
 
     module = LargeKernelConv(
-        channels, kernel, SMALL_KERNEL, conv_impl=_conv_impl(path)
+        channels, kernel, SMALL_KERNEL, backend=backend_of(path)
     ).to(x.device)
     inputs = x.contiguous(memory_format=_layout(path))
     train_inputs = inputs.detach().clone().requires_grad_()
@@ -166,14 +175,12 @@ def _large_kernel_steps(
     def eval_step():
         module.eval()
         with torch.no_grad(), precision_context(precision, x.device):
-            with _routing(path, module):
-                module(inputs)
+            module(inputs)
 
     def train_step():
         module.train()
         with precision_context(precision, x.device):
-            with _routing(path, module):
-                out = module(train_inputs)
+            out = module(train_inputs)
         if 'grad' not in grads:
             grads['grad'] = torch.randn_like(out)
         out.backward(grads['grad'])
@@ -275,7 +282,7 @@ def build_backbone(name: str, slak_kwargs: Optional[dict] = None) -> nn.Module:
 
     kwargs = dict(arch='tiny', out_indices=-1, gap_before_final_norm=True)
     kwargs.update(slak_kwargs or {})
-    return SLaK(conv_impl=_conv_impl(name), **kwargs)
+    return SLaK(backend=backend_of(name), **kwargs)
 
 
 def _release_memory(device: torch.device) -> None:
@@ -291,8 +298,7 @@ def _backbone_steps(
 
     def forward():
         with precision_context(precision, images.device):
-            with _routing(name, model):
-                outs = model(images)
+            outs = model(images)
         return outs if isinstance(outs, (tuple, list)) else (outs,)
 
     def eval_step():

@@ -233,10 +233,7 @@ class LargeKernelConv(UsesBackend, nn.Module):
             # Batch statistics need every branch's own output.
             outs = [branch(x, backend) for branch in self._branches()]
             return sum(outs[1:], outs[0])
-        out = None
-        for weight, bias in kernels:
-            out = backend.depthwise_conv(x, weight, bias, accumulate=out)
-        return out
+        return backend.depthwise_conv_sum(x, kernels)
 
     def _branches(self):
         if self.decompose:

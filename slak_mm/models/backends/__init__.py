@@ -13,26 +13,31 @@ backends or ``'auto'``; every choice uses the same parameters (one
 - ``'fast'`` (:mod:`.fast_cpu`): CPU only; ``'native'`` plus oneDNN kernels
   (fused strip sum, MLPs with fused or recomputed GELU) and a backward made
   of fast forward convs, in fp32 or in bf16 under CPU autocast.
+- ``'triton'`` (:mod:`.triton`): CUDA; ``'native'`` with every depthwise
+  conv (forward and both gradients) on the Triton kernels of
+  :mod:`slak_mm.ops.triton_dwconv`, the eval strip pair in one pass. On
+  CPU only by explicit request under ``TRITON_INTERPRET=1`` (tests).
 - ``'auto'`` (default): the available backend of highest
   ``auto_priority`` for the input's device: ``'fast'`` on CPU,
-  ``'native'`` elsewhere.
+  ``'triton'`` on CUDA when Triton imports, ``'native'`` otherwise.
 
 The choice is resolved in one place, :func:`get_backend` (cached per name
 and device type); modules call the resolved backend's ``depthwise_conv`` /
-``mlp`` and never compare names. A built model is switched with
-:func:`set_backend` or, for a ``with`` block, :func:`use_backend` (tests,
-FLOP counting and the deploy check use it). Every private PyTorch op the
-backends call sits in :mod:`.ops`.
+``depthwise_conv_sum`` / ``mlp`` and never compare names. A built model
+is switched with :func:`set_backend` or, for a ``with`` block,
+:func:`use_backend` (tests, FLOP counting and the deploy check use it).
+Every private PyTorch op the backends call sits in :mod:`.ops`.
 
-Adding a backend (for example a CUDA Triton kernel):
+Adding a backend (:mod:`.triton` is an example):
 
-1. Write ``slak_mm/models/backends/triton_cuda.py`` with a subclass of
-   :class:`Backend` decorated with :func:`register_backend`: ``name =
-   'triton'``, ``device_types = ('cuda',)``, ``auto_priority = 10`` (above
-   ``'native'``, so ``'auto'`` prefers it on CUDA), ``available()`` checking
-   that ``triton`` imports and a GPU is present (return False, never
-   raise), and the methods it replaces (``depthwise_conv``, optionally
-   ``mlp`` and ``channels_last``). Subclass :class:`NativeBackend` to keep
+1. Write ``slak_mm/models/backends/<name>.py`` with a subclass of
+   :class:`Backend` decorated with :func:`register_backend`: its ``name``,
+   ``device_types`` (e.g. ``('cuda',)``), ``auto_priority`` (above
+   ``'native'``'s 0 so that ``'auto'`` prefers it there), ``available()``
+   checking that its packages import and the device is present (return
+   False, never raise), and the methods it replaces (``depthwise_conv``,
+   optionally ``depthwise_conv_sum``, ``mlp``, ``channels_last`` and
+   ``runs_on_request``). Subclass :class:`NativeBackend` to keep
    the standard ops for what the kernel does not cover. A custom
    ``torch.autograd.Function`` belongs in that file; a private torch op
    belongs in :mod:`.ops` with a signature test.
@@ -63,6 +68,7 @@ from .native import NativeBackend
 
 # Registration list: importing a backend module registers its backend.
 from .reference import ReferenceBackend  # noqa: I001
+from .triton import TritonBackend
 
 __all__ = [
     'AUTO',
@@ -70,6 +76,7 @@ __all__ = [
     'FastCPUBackend',
     'NativeBackend',
     'ReferenceBackend',
+    'TritonBackend',
     'UsesBackend',
     'backend_names',
     'check_backend',

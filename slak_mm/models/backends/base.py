@@ -2,7 +2,7 @@
 
 import contextlib
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -68,11 +68,39 @@ class Backend:
         )
         return out if accumulate is None else accumulate + out
 
+    def depthwise_conv_sum(
+        self,
+        x: torch.Tensor,
+        kernels: Sequence[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+    ) -> torch.Tensor:
+        """The sum of "same" depthwise convs of one input (the folded
+        strips of an eval-mode or deploy large-kernel module).
+
+        Args:
+            x (Tensor): ``(N, C, H, W)``.
+            kernels (list[tuple[Tensor, Tensor | None]]): One or more
+                ``(weight (C, 1, kh, kw), bias (C,) or None)``.
+
+        Returns:
+            Tensor: ``(N, C, H, W)``.
+        """
+        out = None
+        for weight, bias in kernels:
+            out = self.depthwise_conv(x, weight, bias, accumulate=out)
+        return out
+
     def mlp(
         self, x: torch.Tensor, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear
     ) -> torch.Tensor:
         """``fc2(act(fc1(x)))`` over the last axis of ``(..., C)``."""
         return fc2(act(fc1(x)))
+
+    def runs_on_request(self, device_type: str) -> bool:
+        """Whether the backend also runs on ``device_type`` when named
+        explicitly, outside ``device_types`` and never picked there by
+        ``'auto'`` (e.g. GPU kernels under an interpreter, for tests).
+        Checked at every call (it may depend on the environment)."""
+        return False
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name={self.name!r})'
@@ -112,9 +140,14 @@ def get_backend(name: str, device: torch.device) -> Backend:
     """The backend that runs for option ``name`` on ``device``.
 
     ``'auto'`` picks the available backend of highest ``auto_priority``
-    that runs on the device. A named backend that cannot run there raises.
+    that runs on the device. A named backend that cannot run there raises,
+    unless it runs there on request (:meth:`Backend.runs_on_request`).
     """
-    return _resolve(name, torch.device(device).type)
+    device_type = torch.device(device).type
+    backend = _BACKENDS.get(name)
+    if backend is not None and backend.runs_on_request(device_type):
+        return backend
+    return _resolve(name, device_type)
 
 
 @functools.cache

@@ -5,7 +5,8 @@ kernels are several times faster there and the block MLPs need no permute
 copies), kernels cropped to the window that can reach the map, eval-mode
 BNs and the small kernel folded into the strips. PyTorch's own backward and
 ``nn.Linear``; under autocast the convs and linears run in its dtype as
-autocast decides. ``'auto'`` picks it where no faster backend runs (CUDA).
+autocast decides. ``'auto'`` picks it where no faster backend runs (CUDA
+without Triton).
 """
 
 from typing import Optional

@@ -1,0 +1,217 @@
+"""The ``'triton'`` backend: the whole SLaK against ``'reference'``.
+
+Without a GPU it runs under Triton's interpreter on CPU tensors (named
+explicitly, ``TRITON_INTERPRET=1``); the narrow backbone of
+``TINY_ARCH`` on 32 x 32 images keeps the interpreted kernels to a few
+seconds per pass. Tests marked ``cuda`` run it on a GPU against
+``'reference'`` and skip without one.
+"""
+
+import pytest
+import torch
+
+from slak_mm.models import SLaK
+from slak_mm.models.backends import base, get_backend, use_backend
+from slak_mm.ops import triton_dwconv
+
+from .conftest import TINY_ARCH, randomize_batch_norms, relative_close
+
+requires_cuda = pytest.mark.skipif(
+    triton_dwconv.triton is None or not torch.cuda.is_available(),
+    reason='needs Triton and a CUDA GPU',
+)
+
+
+@pytest.fixture
+def interpreter(monkeypatch):
+    if triton_dwconv.triton is None:
+        pytest.skip('Triton is not installed')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    # One tile per map and channel block: fewer interpreted programs
+    # (tile borders are covered by tests/test_triton_dwconv.py).
+    monkeypatch.setattr(
+        triton_dwconv,
+        'INTERPRETER_BLOCKS',
+        dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64),
+    )
+
+
+def tiny_slak(device='cpu'):
+    model = SLaK(
+        arch=TINY_ARCH, out_indices=(0, 1, 2, 3), layer_scale_init_value=1.0
+    )
+    randomize_batch_norms(model)
+    return model.to(device)
+
+
+def linear_loss(outs):
+    return sum(
+        (
+            out.float()
+            * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(
+                out
+            )
+        ).sum()
+        for out in outs
+    )
+
+
+def train_step(model, images, backend):
+    """Outputs, input gradient and parameter gradients through ``backend``."""
+    model.train().zero_grad(set_to_none=True)
+    images = images.clone().requires_grad_(True)
+    with use_backend(model, backend):
+        outs = model(images)
+    linear_loss(outs).backward()
+    grads = {'input': images.grad}
+    grads.update(
+        {
+            name: param.grad.clone()
+            for name, param in model.named_parameters()
+            if param.grad is not None
+        }
+    )
+    return [out.detach() for out in outs], grads
+
+
+def compare_train_step(model, images, tol):
+    outs, grads = train_step(model, images, 'reference')
+    triton_outs, triton_grads = train_step(model, images, 'triton')
+    for out, triton_out in zip(outs, triton_outs):
+        relative_close(triton_out, out, tol)
+    assert triton_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        relative_close(triton_grads[name], grad, tol)
+
+
+def compare_eval_and_deploy(model, images, tol):
+    model.eval()
+    with torch.no_grad():
+        with use_backend(model, 'reference'):
+            expected = model(images)
+        with use_backend(model, 'triton'):
+            folded = model(images)
+        model.switch_to_deploy()
+        with use_backend(model, 'triton'):
+            deployed = model(images)
+    for out, folded_out, deployed_out in zip(expected, folded, deployed):
+        relative_close(folded_out, out, tol)
+        relative_close(deployed_out, out, tol)
+
+
+def test_train_step_matches_reference(interpreter):
+    """Train-mode BNs: every branch conv on the Triton kernels, input and
+    weight gradients through their backward (maps 8, 4, 2, 1: SLaK-T's
+    kernels cropped)."""
+    model = tiny_slak()
+    # Two images: train-mode BN needs two values on the 1 x 1 last map.
+    compare_train_step(model, torch.randn(2, 3, 32, 32), 1e-4)
+
+
+def test_eval_pair_and_deploy_match_reference(interpreter, monkeypatch):
+    """Eval: the folded strips and their bias in one pair-kernel pass per
+    block; deploy: the fused convs, the same way."""
+    pair_calls = []
+    pair = triton_dwconv.depthwise_conv_pair_same_triton
+
+    def counting_pair(*args, **kwargs):
+        pair_calls.append(args[1].shape)
+        return pair(*args, **kwargs)
+
+    monkeypatch.setattr(
+        triton_dwconv, 'depthwise_conv_pair_same_triton', counting_pair
+    )
+    compare_eval_and_deploy(tiny_slak(), torch.randn(1, 3, 32, 32), 1e-5)
+    # Once per block in eval, once per block in deploy form.
+    assert len(pair_calls) == 2 * sum(TINY_ARCH['depths'])
+
+
+def test_module_under_bf16_autocast(interpreter):
+    """A large-kernel module's train step under CPU bf16 autocast: the
+    Triton kernels read the bf16 input cast as for ``F.conv2d`` and
+    accumulate in fp32; close to the reference under the same autocast."""
+    from slak_mm.models import LargeKernelConv
+
+    module = LargeKernelConv(16, 13, 3)
+    randomize_batch_norms(module)
+    x = torch.randn(2, 16, 9, 11)
+    results = []
+    for backend in ('reference', 'triton'):
+        module.zero_grad(set_to_none=True)
+        inputs = x.clone().requires_grad_(True)
+        with (
+            use_backend(module, backend),
+            torch.autocast('cpu', torch.bfloat16),
+        ):
+            out = module(inputs)
+        assert out.dtype == torch.bfloat16
+        linear_loss([out]).backward()
+        grads = [inputs.grad] + [p.grad for p in module.parameters()]
+        results.append((out.detach(), grads))
+    (out, grads), (triton_out, triton_grads) = results
+    relative_close(triton_out, out, 2e-2)
+    for grad, triton_grad in zip(grads, triton_grads):
+        relative_close(triton_grad, grad, 2e-2)
+
+
+def test_backend_resolution_on_cpu(monkeypatch):
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    assert get_backend('auto', 'cpu').name == 'fast'
+    if triton_dwconv.triton is not None:
+        assert get_backend('triton', 'cpu').name == 'triton'
+    monkeypatch.delenv('TRITON_INTERPRET')
+    assert get_backend('auto', 'cpu').name == 'fast'
+    with pytest.raises(ValueError, match="'triton' runs on .*cuda.*cpu"):
+        get_backend('triton', 'cpu')
+
+
+@pytest.fixture
+def fresh_resolution():
+    base._resolve.cache_clear()
+    yield
+    base._resolve.cache_clear()
+
+
+def test_auto_on_cuda_prefers_triton_then_cudnn(fresh_resolution, monkeypatch):
+    """Without a GPU: with CUDA reported present, 'auto' on CUDA is
+    'triton' when Triton imports and 'native' (cuDNN) when it does not."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(triton_dwconv, 'triton', object())
+    assert get_backend('auto', 'cuda').name == 'triton'
+    assert get_backend('triton', 'cuda').channels_last(torch.device('cuda'))
+    base._resolve.cache_clear()
+    monkeypatch.setattr(triton_dwconv, 'triton', None)
+    assert get_backend('auto', 'cuda').name == 'native'
+    with pytest.raises(RuntimeError, match="'triton' is not available"):
+        get_backend('triton', 'cuda')
+
+
+# ---------------------------------------------------------------- CUDA only
+
+
+@pytest.fixture
+def exact_fp32(monkeypatch):
+    """fp32 references without TF32 (cuDNN allows it by default)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_auto_is_triton():
+    assert get_backend('auto', 'cuda').name == 'triton'
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_train_step_matches_reference(exact_fp32):
+    model = tiny_slak('cuda')
+    images = torch.randn(2, 3, 96, 96, device='cuda')
+    compare_train_step(model, images, 1e-4)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_eval_pair_and_deploy_match_reference(exact_fp32):
+    images = torch.randn(2, 3, 96, 96, device='cuda')
+    compare_eval_and_deploy(tiny_slak('cuda'), images, 1e-5)
