@@ -83,7 +83,7 @@ train_dataloader = dict(
     ),
 )
 val_dataloader = dict(
-    batch_size=8,
+    batch_size=1,
     num_workers=0,
     persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
@@ -133,7 +133,6 @@ default_hooks = dict(
         type='CheckpointHook',
         by_epoch=False,
         interval=max_iters,
-        max_keep_ckpts=1,
     ),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook', draw=False),
