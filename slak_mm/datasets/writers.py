@@ -26,7 +26,7 @@ import inspect
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -63,6 +63,7 @@ JPEG_QUALITY = 90
 # Separate the random streams of layouts and splits.
 _LAYOUT_STREAMS = {layout: i for i, layout in enumerate(KNOWN_LAYOUTS)}
 _SPLIT_STREAMS = {'train': 0, 'val': 1}
+_ADE20K_SPLIT_DIRS = {'train': 'training', 'val': 'validation'}
 # Object radius as a fraction of the shorter side: several per scene image,
 # one big one per classification image.
 _SCENE_RADIUS = (0.12, 0.3)
@@ -114,35 +115,21 @@ def generate_ade20k(
     Returns:
         dict: Summary, see :func:`generate_datasets`.
     """
-    width, height = _check_args(
-        'ade20k', num_train, num_val, image_size, num_classes, max_objects,
-        seed,
+    layout = _check_args(
+        'ade20k', root, overwrite, num_train, num_val, image_size,
+        num_classes, max_objects, seed,
     )  # fmt: skip
-    data_root = _prepare_layout_dir(root, 'ade20k', overwrite)
-    for split, split_dir, count in (
-        ('train', 'training', num_train),
-        ('val', 'validation', num_val),
-    ):
-        image_dir = data_root / 'images' / split_dir
-        label_dir = data_root / 'annotations' / split_dir
-        image_dir.mkdir(parents=True)
-        label_dir.mkdir(parents=True)
-        for index in range(count):
-            rng = _image_rng(seed, 'ade20k', split, index)
-            image, objects = _draw_scene(
-                rng, width, height, num_classes, max_objects
-            )
-            label_map = render_label_map(
-                width, height, objects, [o.class_index + 1 for o in objects]
-            )
-            stem = f'ADE_{split}_{index + 1:08d}'
-            image.save(image_dir / f'{stem}.jpg', 'JPEG', quality=JPEG_QUALITY)
-            _save_png(label_map, label_dir / f'{stem}.png')
+    layout.make_directory()
 
-    return _ade20k_summary(
-        'ade20k', data_root, num_classes, num_train, num_val,
-        (width, height), seed, max_objects,
-    )  # fmt: skip
+    def draw(rng: np.random.Generator) -> Tuple[Image.Image, np.ndarray]:
+        image, objects = _draw_scene(
+            rng, layout.width, layout.height, num_classes, max_objects
+        )
+        values = [o.class_index + 1 for o in objects]
+        size = (layout.width, layout.height)
+        return image, render_label_map(*size, objects, values)
+
+    return _write_ade20k_layout(layout, draw)
 
 
 def generate_ade20k_context(
@@ -160,78 +147,65 @@ def generate_ade20k_context(
     vertical grey stripes whose class shows only in a coloured marker
     somewhere in the stripe, with every labelled pixel at least
     ``CUE_CLEARANCE + 1`` rows from its stripe's marker. Files, label
-    values and the summary are as for :func:`generate_ade20k`.
+    values, arguments and the summary are as for :func:`generate_ade20k`,
+    except that ``image_size`` needs a width that is a multiple of 4 and a
+    height of at least 48, and ``num_classes`` is at most 10 (one marker
+    colour each).
+    """
+    layout = _check_args(
+        CONTEXT_LAYOUT, root, overwrite, num_train, num_val, image_size,
+        num_classes, 1, seed,
+    )  # fmt: skip
+    layout.make_directory()
+
+    def draw(rng: np.random.Generator) -> Tuple[Image.Image, np.ndarray]:
+        scene = sample_context_scene(
+            rng, layout.width, layout.height, num_classes
+        )
+        return Image.fromarray(scene.image, 'RGB'), scene.label_map
+
+    return _write_ade20k_layout(layout, draw)
+
+
+def _write_ade20k_layout(
+    layout: '_Layout',
+    draw: Callable[[np.random.Generator], Tuple[Image.Image, np.ndarray]],
+) -> dict:
+    """Writes the images and label PNGs of both splits of an ADE20K-layout
+    directory and returns its summary (with mmseg dataset dicts).
 
     Args:
-        root (str | Path): Output root; the data goes to
-            ``<root>/ADEChallengeData2016``.
-        num_train (int): Images in ``training``.
-        num_val (int): Images in ``validation``.
-        image_size (int | Sequence[int]): Side of square images, or
-            ``(width, height)``; the width a multiple of 4, the height at
-            least 48.
-        num_classes (int): Classes to draw, the first ``num_classes`` of the
-            150 ADE20K classes, at most 10 (one marker colour each).
-        seed (int): Seed of all randomness.
-        overwrite (bool): Replace an earlier generated directory.
-
-    Returns:
-        dict: Summary, see :func:`generate_datasets`.
+        layout (_Layout): The prepared directory and its arguments.
+        draw (callable): ``draw(rng)`` returns one RGB image and its
+            ``(height, width)`` uint8 label map.
     """
-    width, height = _check_args(
-        CONTEXT_LAYOUT, num_train, num_val, image_size, num_classes, 1, seed
-    )
-    data_root = _prepare_layout_dir(root, CONTEXT_LAYOUT, overwrite)
-    for split, split_dir, count in (
-        ('train', 'training', num_train),
-        ('val', 'validation', num_val),
-    ):
-        image_dir = data_root / 'images' / split_dir
-        label_dir = data_root / 'annotations' / split_dir
+    for split, count in layout.splits():
+        split_dir = _ADE20K_SPLIT_DIRS[split]
+        image_dir = layout.data_root / 'images' / split_dir
+        label_dir = layout.data_root / 'annotations' / split_dir
         image_dir.mkdir(parents=True)
         label_dir.mkdir(parents=True)
         for index in range(count):
-            rng = _image_rng(seed, CONTEXT_LAYOUT, split, index)
-            scene = sample_context_scene(rng, width, height, num_classes)
+            image, label_map = draw(layout.image_rng(split, index))
             stem = f'ADE_{split}_{index + 1:08d}'
-            Image.fromarray(scene.image, 'RGB').save(
-                image_dir / f'{stem}.jpg', 'JPEG', quality=JPEG_QUALITY
-            )
-            _save_png(scene.label_map, label_dir / f'{stem}.png')
-    return _ade20k_summary(
-        CONTEXT_LAYOUT, data_root, num_classes, num_train, num_val,
-        (width, height), seed, 1,
-    )  # fmt: skip
+            image.save(image_dir / f'{stem}.jpg', 'JPEG', quality=JPEG_QUALITY)
+            _save_png(label_map, label_dir / f'{stem}.png')
 
+    classes = ADE20K_CLASSES[: layout.num_classes]
 
-def _ade20k_summary(
-    layout: str,
-    data_root: Path,
-    num_classes: int,
-    num_train: int,
-    num_val: int,
-    image_size: Tuple[int, int],
-    seed: int,
-    max_objects: int,
-) -> dict:
-    """Summary (with mmseg dataset dicts) of an ADE20K-layout directory."""
-    classes = ADE20K_CLASSES[:num_classes]
-    summary = _summary(
-        layout, data_root, classes, num_train, num_val, image_size, seed,
-        max_objects,
-    )  # fmt: skip
-    for split, split_dir in (('train', 'training'), ('val', 'validation')):
-        summary[f'{split}_dataset'] = dict(
+    def dataset(split: str) -> dict:
+        split_dir = _ADE20K_SPLIT_DIRS[split]
+        return dict(
             type='ADE20KDataset',
-            data_root=str(data_root),
+            data_root=str(layout.data_root),
             data_prefix=dict(
                 img_path=f'images/{split_dir}',
                 seg_map_path=f'annotations/{split_dir}',
             ),
             metainfo=dict(classes=classes),
         )
-    _write_marker(data_root, summary)
-    return summary
+
+    return _finish_layout(layout, classes, dataset)
 
 
 def generate_coco_instances(
@@ -246,101 +220,96 @@ def generate_coco_instances(
 ) -> dict:
     """Writes an instance-segmentation set in the COCO 2017 layout.
 
-    Each object is one non-crowd annotation with a one-polygon
-    ``segmentation`` (the outline that was drawn, so pycocotools rasterizes
-    it to the drawn mask), its ``bbox`` ``[x, y, w, h]`` and the polygon's
-    ``area``. ``categories`` lists all 80 COCO classes with their real ids,
-    in id order, as the official files do; objects use the first
-    ``num_classes`` of them. So both a config that keeps mmdet's 80 classes
-    and one that sets ``metainfo=dict(classes=<those names>)`` map class
-    ``k`` to label ``k``.
-
-    Args:
-        root (str | Path): Output root; the data goes to ``<root>/coco``.
-        num_train (int): Images in ``train2017``.
-        num_val (int): Images in ``val2017``.
-        image_size (int | Sequence[int]): Side of square images, or
-            ``(width, height)``, at least 32 each.
-        num_classes (int): Classes to draw, the first ``num_classes`` of the
-            80 COCO classes.
-        max_objects (int): Most objects per image (at least one each).
-        seed (int): Seed of all randomness.
-        overwrite (bool): Replace an earlier generated directory.
-
-    Returns:
-        dict: Summary, see :func:`generate_datasets`.
+    Images go to ``<root>/coco/{train2017,val2017}`` and the annotations
+    to ``annotations/instances_{train,val}2017.json``. Each object is one
+    non-crowd annotation with a one-polygon ``segmentation`` (the outline
+    that was drawn, so pycocotools rasterizes it to the drawn mask), its
+    ``bbox`` ``[x, y, w, h]`` and the polygon's ``area``. ``categories``
+    lists all 80 COCO classes with their real ids, in id order, as the
+    official files do; objects use the first ``num_classes`` of them (at
+    most 80). So both a config that keeps mmdet's 80 classes and one that
+    sets ``metainfo=dict(classes=<those names>)`` map class ``k`` to label
+    ``k``. The arguments are as for :func:`generate_ade20k`; the summary
+    adds ``val_evaluator``.
     """
-    width, height = _check_args(
-        'coco', num_train, num_val, image_size, num_classes, max_objects,
-        seed,
+    layout = _check_args(
+        'coco', root, overwrite, num_train, num_val, image_size,
+        num_classes, max_objects, seed,
     )  # fmt: skip
-    data_root = _prepare_layout_dir(root, 'coco', overwrite)
-    (data_root / 'annotations').mkdir()
-    categories = [
-        dict(id=cat_id, name=name, supercategory='synthetic')
-        for cat_id, name in zip(COCO_CATEGORY_IDS, COCO_CLASSES)
-    ]
+    layout.make_directory()
+    ann_dir = layout.data_root / 'annotations'
+    ann_dir.mkdir()
     # Ids are unique across both splits, as in the official files.
-    next_image_id, next_ann_id = 1, 1
-    for split, count in (('train', num_train), ('val', num_val)):
-        image_dir = data_root / f'{split}2017'
-        image_dir.mkdir()
-        images, annotations = [], []
-        for index in range(count):
-            rng = _image_rng(seed, 'coco', split, index)
-            image, objects = _draw_scene(
-                rng, width, height, num_classes, max_objects
-            )
-            file_name = f'{next_image_id:012d}.jpg'
-            image.save(image_dir / file_name, 'JPEG', quality=JPEG_QUALITY)
-            images.append(
-                dict(
-                    id=next_image_id,
-                    file_name=file_name,
-                    height=height,
-                    width=width,
-                )
-            )
-            for obj in objects:
-                annotations.append(
-                    _coco_annotation(obj, next_ann_id, next_image_id)
-                )
-                next_ann_id += 1
-            next_image_id += 1
-        ann = dict(
-            info=dict(
-                description='slak_mm synthetic shapes, COCO instances layout',
-                version='1.0',
-            ),
-            licenses=[],
-            images=images,
-            annotations=annotations,
-            categories=categories,
-        )
-        ann_path = data_root / 'annotations' / f'instances_{split}2017.json'
-        ann_path.write_text(json.dumps(ann, separators=(',', ':')))
+    next_ids = (1, 1)
+    for split, count in layout.splits():
+        next_ids = _write_coco_split(layout, split, count, *next_ids)
 
     classes = COCO_CLASSES[:num_classes]
-    summary = _summary(
-        'coco', data_root, classes, num_train, num_val, (width, height), seed,
-        max_objects,
-    )  # fmt: skip
-    for split in ('train', 'val'):
-        summary[f'{split}_dataset'] = dict(
+
+    def dataset(split: str) -> dict:
+        return dict(
             type='CocoDataset',
             # mmdet's configs end data_root with '/' and append to it.
-            data_root=f'{data_root}/',
+            data_root=f'{layout.data_root}/',
             ann_file=f'annotations/instances_{split}2017.json',
             data_prefix=dict(img=f'{split}2017/'),
             metainfo=dict(classes=classes),
         )
-    summary['val_evaluator'] = dict(
+
+    val_evaluator = dict(
         type='CocoMetric',
-        ann_file=str(data_root / 'annotations' / 'instances_val2017.json'),
+        ann_file=str(ann_dir / 'instances_val2017.json'),
         metric=['bbox', 'segm'],
     )
-    _write_marker(data_root, summary)
-    return summary
+    return _finish_layout(
+        layout, classes, dataset, val_evaluator=val_evaluator
+    )
+
+
+def _write_coco_split(
+    layout: '_Layout', split: str, count: int, image_id: int, ann_id: int
+) -> Tuple[int, int]:
+    """Writes one split's images and annotation file, numbering images
+    from ``image_id`` and annotations from ``ann_id``; returns the next
+    free ``(image_id, ann_id)``."""
+    image_dir = layout.data_root / f'{split}2017'
+    image_dir.mkdir()
+    images, annotations = [], []
+    for index in range(count):
+        image, objects = _draw_scene(
+            layout.image_rng(split, index), layout.width, layout.height,
+            layout.num_classes, layout.max_objects,
+        )  # fmt: skip
+        file_name = f'{image_id:012d}.jpg'
+        image.save(image_dir / file_name, 'JPEG', quality=JPEG_QUALITY)
+        images.append(
+            dict(
+                id=image_id,
+                file_name=file_name,
+                height=layout.height,
+                width=layout.width,
+            )
+        )
+        for obj in objects:
+            annotations.append(_coco_annotation(obj, ann_id, image_id))
+            ann_id += 1
+        image_id += 1
+    ann = dict(
+        info=dict(
+            description='slak_mm synthetic shapes, COCO instances layout',
+            version='1.0',
+        ),
+        licenses=[],
+        images=images,
+        annotations=annotations,
+        categories=[
+            dict(id=cat_id, name=name, supercategory='synthetic')
+            for cat_id, name in zip(COCO_CATEGORY_IDS, COCO_CLASSES)
+        ],
+    )
+    ann_path = layout.data_root / 'annotations' / f'instances_{split}2017.json'
+    ann_path.write_text(json.dumps(ann, separators=(',', ':')))
+    return image_id, ann_id
 
 
 def generate_imagenet(
@@ -361,75 +330,72 @@ def generate_imagenet(
     folder scan (sorted directory names) and the annotation files agree.
     Images go to the classes in turn, so classes are balanced.
 
-    Files: ``{train,val}/<class>/*.JPEG``, ``meta/{train,val}.txt`` with
-    ``<class>/<file> <label>`` lines (paths relative to the split
-    directory, as ``ImageNet(split=...)`` reads them) and
-    ``meta/classes.txt`` with one class name per line, in label order.
-
-    Args:
-        root (str | Path): Output root; the data goes to ``<root>/imagenet``.
-        num_train (int): Images in ``train``, at least ``num_classes``.
-        num_val (int): Images in ``val``, at least ``num_classes``.
-        image_size (int | Sequence[int]): Side of square images, or
-            ``(width, height)``, at least 32 each.
-        num_classes (int): Number of classes.
-        seed (int): Seed of all randomness.
-        overwrite (bool): Replace an earlier generated directory.
-
-    Returns:
-        dict: Summary, see :func:`generate_datasets`.
+    Files: ``<root>/imagenet/{train,val}/<class>/*.JPEG``,
+    ``meta/{train,val}.txt`` with ``<class>/<file> <label>`` lines (paths
+    relative to the split directory, as ``ImageNet(split=...)`` reads them)
+    and ``meta/classes.txt`` with one class name per line, in label order.
+    The arguments are as for :func:`generate_ade20k`, except that each
+    split needs at least ``num_classes`` images.
     """
-    width, height = _check_args(
-        'imagenet', num_train, num_val, image_size, num_classes, 1, seed
-    )
-    data_root = _prepare_layout_dir(root, 'imagenet', overwrite)
+    layout = _check_args(
+        'imagenet', root, overwrite, num_train, num_val, image_size,
+        num_classes, 1, seed,
+    )  # fmt: skip
+    layout.make_directory()
     # Class index (appearance) of each label, labels in sorted-name order.
     label_to_class = sorted(
         range(num_classes), key=lambda i: class_appearance(i).name
     )
     classes = tuple(class_appearance(i).name for i in label_to_class)
-    (data_root / 'meta').mkdir()
-    (data_root / 'meta' / 'classes.txt').write_text(
+    (layout.data_root / 'meta').mkdir()
+    (layout.data_root / 'meta' / 'classes.txt').write_text(
         ''.join(f'{name}\n' for name in classes)
     )
-    for split, count in (('train', num_train), ('val', num_val)):
-        for name in classes:
-            (data_root / split / name).mkdir(parents=True)
-        lines = []
-        for index in range(count):
-            rng = _image_rng(seed, 'imagenet', split, index)
-            label = index % num_classes
-            objects = sample_scene(
-                rng, width, height, [label_to_class[label]],
-                _CLASSIFICATION_RADIUS,
-            )  # fmt: skip
-            image = render_scene(rng, width, height, objects)
-            if split == 'train':
-                file_name = f'{classes[label]}_{index + 1:05d}.JPEG'
-            else:
-                file_name = f'ILSVRC2012_val_{index + 1:08d}.JPEG'
-            relative_path = f'{classes[label]}/{file_name}'
-            image.save(
-                data_root / split / relative_path,
-                'JPEG',
-                quality=JPEG_QUALITY,
-            )
-            lines.append(f'{relative_path} {label}\n')
-        (data_root / 'meta' / f'{split}.txt').write_text(''.join(lines))
+    for split, count in layout.splits():
+        _write_imagenet_split(layout, split, count, label_to_class, classes)
 
-    summary = _summary(
-        'imagenet', data_root, classes, num_train, num_val, (width, height),
-        seed, 1,
-    )  # fmt: skip
-    for split in ('train', 'val'):
-        summary[f'{split}_dataset'] = dict(
+    def dataset(split: str) -> dict:
+        return dict(
             type='ImageNet',
-            data_root=str(data_root),
+            data_root=str(layout.data_root),
             split=split,
             metainfo=dict(classes=classes),
         )
-    _write_marker(data_root, summary)
-    return summary
+
+    return _finish_layout(layout, classes, dataset)
+
+
+def _write_imagenet_split(
+    layout: '_Layout',
+    split: str,
+    count: int,
+    label_to_class: Sequence[int],
+    classes: Sequence[str],
+) -> None:
+    """Writes one split's class directories, images and ``meta`` list."""
+    for name in classes:
+        (layout.data_root / split / name).mkdir(parents=True)
+    lines = []
+    for index in range(count):
+        rng = layout.image_rng(split, index)
+        label = index % len(classes)
+        objects = sample_scene(
+            rng, layout.width, layout.height, [label_to_class[label]],
+            _CLASSIFICATION_RADIUS,
+        )  # fmt: skip
+        image = render_scene(rng, layout.width, layout.height, objects)
+        if split == 'train':
+            file_name = f'{classes[label]}_{index + 1:05d}.JPEG'
+        else:
+            file_name = f'ILSVRC2012_val_{index + 1:08d}.JPEG'
+        relative_path = f'{classes[label]}/{file_name}'
+        image.save(
+            layout.data_root / split / relative_path,
+            'JPEG',
+            quality=JPEG_QUALITY,
+        )
+        lines.append(f'{relative_path} {label}\n')
+    (layout.data_root / 'meta' / f'{split}.txt').write_text(''.join(lines))
 
 
 _GENERATORS = {
@@ -486,9 +452,7 @@ def generate_datasets(
             root, **layout_kwargs
         )
         arguments.apply_defaults()
-        checked = {'max_objects': 1, **arguments.arguments}
-        _check_layout_dir(checked.pop('root'), name, checked.pop('overwrite'))
-        _check_args(name, **checked)
+        _check_args(name, **{'max_objects': 1, **arguments.arguments})
         kwargs_per_layout[name] = layout_kwargs
     return {
         name: _GENERATORS[name](root, **kwargs_per_layout[name])
@@ -521,14 +485,17 @@ def _resolve_layouts(layouts: Union[str, Sequence[str]]) -> List[str]:
 
 def _check_args(
     layout: str,
+    root: Union[str, Path],
+    overwrite: bool,
     num_train: int,
     num_val: int,
     image_size: ImageSize,
     num_classes: int,
     max_objects: int,
     seed: int,
-) -> Tuple[int, int]:
-    """Validates generator arguments; returns ``(width, height)``."""
+) -> '_Layout':
+    """Validates a generator's arguments and that its directory may be
+    written (nothing is written yet)."""
     for name, value in (
         ('num_train', num_train),
         ('num_val', num_val),
@@ -567,7 +534,11 @@ def _check_args(
         )
     if layout == CONTEXT_LAYOUT:
         check_context_size(int(sides[0]), int(sides[1]))
-    return int(sides[0]), int(sides[1])
+    data_root = _check_layout_dir(root, layout, overwrite)
+    return _Layout(
+        layout, data_root, num_train, num_val, int(sides[0]), int(sides[1]),
+        num_classes, max_objects, seed,
+    )  # fmt: skip
 
 
 def _is_int(value) -> bool:
@@ -591,27 +562,6 @@ def _check_layout_dir(
                 'not write it; refusing to delete it'
             )
     return data_root
-
-
-def _prepare_layout_dir(
-    root: Union[str, Path], layout: str, overwrite: bool
-) -> Path:
-    """Creates the empty layout directory, replacing a generated one."""
-    data_root = _check_layout_dir(root, layout, overwrite)
-    if data_root.exists():
-        # Stale files would be picked up by directory scans, so start clean.
-        shutil.rmtree(data_root)
-    data_root.mkdir(parents=True)
-    return data_root
-
-
-def _image_rng(
-    seed: int, layout: str, split: str, index: int
-) -> np.random.Generator:
-    """An independent stream per image: counts never change other images."""
-    return np.random.default_rng(
-        [seed, _LAYOUT_STREAMS[layout], _SPLIT_STREAMS[split], index]
-    )
 
 
 def _draw_scene(
@@ -663,27 +613,69 @@ def _coco_annotation(obj: SceneObject, ann_id: int, image_id: int) -> dict:
     )
 
 
-def _summary(
-    layout: str,
-    data_root: Path,
+class _Layout(NamedTuple):
+    """One layout to write: its directory and checked generator arguments."""
+
+    name: str
+    data_root: Path
+    num_train: int
+    num_val: int
+    width: int
+    height: int
+    num_classes: int
+    max_objects: int
+    seed: int
+
+    def splits(self) -> Tuple[Tuple[str, int], ...]:
+        """``(split, number of images)`` of both splits."""
+        return (('train', self.num_train), ('val', self.num_val))
+
+    def image_rng(self, split: str, index: int) -> np.random.Generator:
+        """An independent stream per image: counts never change other
+        images."""
+        streams = (_LAYOUT_STREAMS[self.name], _SPLIT_STREAMS[split])
+        return np.random.default_rng([self.seed, *streams, index])
+
+    def make_directory(self) -> None:
+        """Creates the empty directory, replacing a generated one."""
+        if self.data_root.exists():
+            # Stale files would be picked up by directory scans.
+            shutil.rmtree(self.data_root)
+        self.data_root.mkdir(parents=True)
+
+
+def _finish_layout(
+    layout: _Layout,
     classes: Sequence[str],
-    num_train: int,
-    num_val: int,
-    image_size: Tuple[int, int],
-    seed: int,
-    max_objects: int,
+    dataset: Callable[[str], dict],
+    **extra,
 ) -> dict:
-    return dict(
-        layout=layout,
-        data_root=str(data_root),
+    """The summary of a written layout (see :func:`generate_datasets`),
+    also recorded in its marker file.
+
+    Args:
+        layout (_Layout): The written directory and its arguments.
+        classes (Sequence[str]): Class names in label order.
+        dataset (callable): ``dataset(split)`` returns the config's dataset
+            arguments for ``'train'`` or ``'val'``.
+        **extra: More summary entries (e.g. ``val_evaluator``).
+    """
+    summary = dict(
+        layout=layout.name,
+        data_root=str(layout.data_root),
         classes=tuple(classes),
         num_classes=len(classes),
-        num_train=num_train,
-        num_val=num_val,
-        image_size=image_size,
-        seed=seed,
-        max_objects=max_objects,
+        num_train=layout.num_train,
+        num_val=layout.num_val,
+        image_size=(layout.width, layout.height),
+        seed=layout.seed,
+        max_objects=layout.max_objects,
+        train_dataset=dataset('train'),
+        val_dataset=dataset('val'),
+        **extra,
     )
+    _write_marker(layout.data_root, summary)
+    return summary
 
 
 def _write_marker(data_root: Path, summary: dict) -> None:
