@@ -7,7 +7,8 @@ mmengine hooks that drive it live in :mod:`slak_mm.engine.hooks`
 imported on first access, which needs mmengine).
 """
 
-from .controller import CHECKPOINT_KEY, DynamicSparsity, snip_scores
+from .checks import CHECKPOINT_KEY
+from .controller import DynamicSparsity
 from .density import (
     MASKABLE_NDIMS,
     group_densities,
@@ -33,6 +34,7 @@ from .masking import (
     resolve_module,
     select_maskable_parameters,
 )
+from .snip import snip_scores
 from .update import (
     GROWTH_MODES,
     cosine_prune_rate,

@@ -7,226 +7,32 @@ hand-written training loop, and the mmengine hooks in
 and load its state, and log.
 """
 
-import contextlib
-import copy
-import random
+import inspect
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 
+from .checks import CHECKPOINT_KEY, check_saved_state, check_settings
 from .density import group_densities, mask_counts, overall_density
-from .initialization import (
-    INIT_MODES,
-    check_sparsity,
-    initial_masks,
-    is_real_number,
-    seeded_generator,
-)
+from .initialization import initial_masks, seeded_generator
 from .masking import (
     MaskState,
     broadcast_masks,
-    resolve_module,
     select_maskable_parameters,
     update_ema_of_masked_weight,
 )
 from .update import (
-    check_growth_mode,
     check_momentum_optimizer,
     cosine_prune_rate,
     prune_and_regrow,
 )
 
-#: Checkpoint entry holding :meth:`DynamicSparsity.state_dict`.
-CHECKPOINT_KEY = 'sparse_training'
+__all__ = ['CHECKPOINT_KEY', 'DynamicSparsity']
 
 Patterns = Optional[Union[str, Sequence[str]]]
-
-
-def _check_int(
-    name: str, value, minimum: Optional[int], allow_none: bool
-) -> None:
-    """Raises unless ``value`` is an int >= ``minimum`` (or None)."""
-    if value is None and allow_none:
-        return
-    expected = 'an int' if minimum is None else f'an int >= {minimum}'
-    expected += ' or None' if allow_none else ''
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(
-            f'{name} must be {expected}, got {value!r} '
-            f'({type(value).__name__})'
-        )
-    if minimum is not None and value < minimum:
-        raise ValueError(f'{name} must be {expected}, got {value}')
-
-
-def _check_number(name: str, value) -> None:
-    if not is_real_number(value):
-        raise TypeError(
-            f'{name} must be a number, got {value!r} ({type(value).__name__})'
-        )
-
-
-def _check_patterns(name: str, value) -> None:
-    """``include`` / ``exclude``: None, a string or a list of strings."""
-    if value is None or isinstance(value, str):
-        return
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, str) for v in value
-    ):
-        return
-    raise TypeError(
-        f'{name} must be None, an fnmatch pattern string or a list of '
-        f'them, got {value!r} ({type(value).__name__})'
-    )
-
-
-def check_settings(
-    sparsity: float = 0.4,
-    init: str = 'snip',
-    growth: str = 'random',
-    prune_rate: float = 0.3,
-    prune_rate_floor: float = 0.005,
-    update_interval: Optional[int] = 100,
-    stop_update_iter: Optional[int] = None,
-    stop_update_epoch: Optional[int] = None,
-    total_steps: Optional[int] = None,
-    include: Patterns = None,
-    exclude: Patterns = None,
-    erk_power: float = 1.0,
-    seed: Optional[int] = None,
-    mask_all_optimizer_state: bool = False,
-) -> None:
-    """Raises TypeError / ValueError naming the first bad argument of
-    :class:`DynamicSparsity` (``seed`` and ``total_steps`` may be None)."""
-    if init not in INIT_MODES:
-        raise ValueError(
-            f'unknown sparse init mode {init!r}; expected one of '
-            f'{", ".join(INIT_MODES)}'
-        )
-    check_growth_mode(growth)
-    check_sparsity(sparsity)
-    _check_number('prune_rate', prune_rate)
-    _check_number('prune_rate_floor', prune_rate_floor)
-    if not 0.0 <= prune_rate_floor <= prune_rate <= 1.0:
-        raise ValueError(
-            'need 0 <= prune_rate_floor <= prune_rate <= 1, got '
-            f'prune_rate={prune_rate}, prune_rate_floor={prune_rate_floor}'
-        )
-    try:
-        _check_int('update_interval', update_interval, 1, True)
-    except ValueError as err:
-        raise ValueError(
-            f'{err} (a positive number of optimizer steps, or None for '
-            'static masks)'
-        ) from None
-    _check_int('stop_update_iter', stop_update_iter, 0, True)
-    _check_int('stop_update_epoch', stop_update_epoch, 0, True)
-    _check_int('total_steps', total_steps, 1, True)
-    _check_int('seed', seed, None, True)
-    if stop_update_iter is not None and stop_update_epoch is not None:
-        raise ValueError(
-            'set at most one of stop_update_iter and stop_update_epoch'
-        )
-    _check_patterns('include', include)
-    _check_patterns('exclude', exclude)
-    _check_number('erk_power', erk_power)
-    if not isinstance(mask_all_optimizer_state, bool):
-        raise TypeError(
-            'mask_all_optimizer_state must be True or False, got '
-            f'{mask_all_optimizer_state!r}'
-        )
-
-
-def check_saved_state(state) -> None:
-    """Raises TypeError / KeyError unless ``state`` looks like what
-    :meth:`DynamicSparsity.state_dict` returns."""
-    where = f'checkpoint[{CHECKPOINT_KEY!r}]'
-    if not isinstance(state, Mapping):
-        raise TypeError(
-            f'{where} must be a dict with masks and counters, got a '
-            f'{type(state).__name__}; the checkpoint is damaged or was not '
-            'written by SparseTrainingHook'
-        )
-    for key in ('masks', 'optimizer_steps', 'num_updates'):
-        if key not in state:
-            raise KeyError(f'{where} has no {key!r} entry')
-    masks = state['masks']
-    if not isinstance(masks, Mapping):
-        raise TypeError(
-            f"{where}['masks'] must be a dict of bool tensors by parameter "
-            f'name, got a {type(masks).__name__}'
-        )
-    for name, mask in masks.items():
-        if not torch.is_tensor(mask) or mask.dtype != torch.bool:
-            raise TypeError(
-                f"{where}['masks'][{name!r}] must be a bool tensor, got "
-                f'{getattr(mask, "dtype", type(mask).__name__)}'
-            )
-    for key in ('optimizer_steps', 'num_updates'):
-        value = state[key]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f'{where}[{key!r}] must be an int, got {value!r}')
-
-
-@contextlib.contextmanager
-def _keep_host_rngs():
-    """Restores Python's and numpy's global RNGs (data pipelines use them)."""
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def snip_scores(
-    model: nn.Module,
-    compute_loss: Callable[[nn.Module], torch.Tensor],
-    names: Sequence[str],
-    module_path: Optional[str] = None,
-) -> Dict[str, torch.Tensor]:
-    """``|w * dL/dw|`` of one loss, on a scratch copy of the model.
-
-    The model's BN statistics and parameters and the global RNGs (torch,
-    CUDA, Python, numpy) are left as they were; ``compute_loss`` may draw
-    its batch at random.
-
-    Args:
-        model (nn.Module): The whole model.
-        compute_loss (callable): ``compute_loss(scratch_model)`` returns a
-            scalar loss of the copy in train mode.
-        names (Sequence[str]): Parameters to score, relative to
-            ``module_path``.
-        module_path (str, optional): Submodule the names refer to.
-
-    Returns:
-        dict[str, Tensor]: Scores shaped like the parameters (zero where a
-        parameter got no gradient).
-    """
-    devices = (
-        [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    )
-    with torch.random.fork_rng(devices=devices), _keep_host_rngs():
-        scratch = copy.deepcopy(model)
-        scratch.train()
-        scratch.zero_grad(set_to_none=True)
-        compute_loss(scratch).backward()
-    scratch_params = dict(
-        resolve_module(scratch, module_path).named_parameters()
-    )
-    scores = OrderedDict()
-    for name in names:
-        param = scratch_params[name]
-        grad = (
-            param.grad if param.grad is not None else torch.zeros_like(param)
-        )
-        scores[name] = (param.detach() * grad).abs()
-    return scores
 
 
 class DynamicSparsity:
@@ -263,7 +69,7 @@ class DynamicSparsity:
             to it.
         sparsity (float): Pruned fraction over the masked weights, in
             [0, 1). Unused by ``init='from_weights'``. Defaults to 0.4.
-        init (str): ``'snip'`` (needs scores, see :func:`snip_scores`),
+        init (str): ``'snip'`` (needs scores, see :func:`~.snip.snip_scores`),
             ``'erk'``, ``'uniform'`` or ``'from_weights'`` (keep
             ``weight != 0``). Defaults to ``'snip'``.
         growth (str): ``'random'``, ``'gradient'`` or ``'momentum'``.
@@ -316,12 +122,9 @@ class DynamicSparsity:
         seed: int = 0,
         mask_all_optimizer_state: bool = False,
     ) -> None:
-        check_settings(
-            sparsity, init, growth, prune_rate, prune_rate_floor,
-            update_interval, stop_update_iter, stop_update_epoch,
-            total_steps, include, exclude, erk_power, seed,
-            mask_all_optimizer_state,
-        )  # fmt: skip
+        settings = dict(locals())  # the keyword arguments, checked as one
+        del settings['self'], settings['module']
+        check_settings(settings)
         if seed is None:
             raise TypeError('seed must be an int, got None')
         if update_interval is not None and total_steps is None:
@@ -361,6 +164,28 @@ class DynamicSparsity:
         self._density = 1.0
         self._group_densities: Dict[str, float] = {}
 
+    @classmethod
+    def checked_settings(cls, **settings) -> dict:
+        """Checks keyword arguments of the constructor before there is a
+        module (a hook does at config time).
+
+        ``seed`` and ``total_steps`` may be None here; the constructor
+        needs them set (``total_steps`` when ``update_interval`` is).
+
+        Returns:
+            dict: Every keyword argument, defaults filled in.
+
+        Raises:
+            TypeError: For an unknown name or a value of the wrong type.
+            ValueError: For a value out of range.
+        """
+        arguments = inspect.signature(cls).bind(None, **settings)
+        arguments.apply_defaults()
+        checked = dict(arguments.arguments)
+        del checked['module']
+        check_settings(checked)
+        return checked
+
     # ------------------------------------------------------------------
     # Masks
     # ------------------------------------------------------------------
@@ -371,7 +196,8 @@ class DynamicSparsity:
 
         Args:
             snip_scores (Mapping[str, Tensor], optional): ``|w * grad|`` by
-                name, needed for ``init='snip'`` (see :func:`snip_scores`).
+                name, needed for ``init='snip'`` (see
+                :func:`~.snip.snip_scores`).
         """
         masks = initial_masks(
             self.selected,

@@ -1,5 +1,6 @@
 """mmengine hooks of slak_mm, registered in mmengine's root ``HOOKS``."""
 
-from .sparse_training_hook import SparseTrainingHook, StaticSparsityHook
+from .sparse_training_hook import SparseTrainingHook
+from .static_sparsity_hook import StaticSparsityHook
 
 __all__ = ['SparseTrainingHook', 'StaticSparsityHook']
