@@ -166,3 +166,45 @@ def state_from_checkpoint(checkpoint, owner: str) -> Mapping:
     state = checkpoint[CHECKPOINT_KEY]
     check_saved_state(state)
     return state
+
+
+def resume_warning(
+    state: Mapping, settings: Mapping, module_path: Optional[str], owner: str
+) -> Optional[str]:
+    """Compares a resumed state with the configured settings.
+
+    Args:
+        state (Mapping): The resumed :meth:`DynamicSparsity.state_dict`,
+            with the ``module_path`` it was saved under.
+        settings (Mapping): The configured keyword arguments.
+        module_path (str, optional): The configured module path.
+        owner (str): Who resumes, for the error message.
+
+    Returns:
+        str | None: A warning naming both values of ``sparsity`` / ``init``
+        where they differ (the saved masks win), else None.
+
+    Raises:
+        ValueError: If the masks were saved over another module.
+    """
+    saved_path = state.get('module_path', '') or None
+    if saved_path != (module_path or None):
+        raise ValueError(
+            f'{owner}: the resumed masks are over module_path='
+            f'{saved_path!r}, the config says module_path='
+            f'{module_path!r}; resume with the same module_path'
+        )
+    changes = [
+        f'{key}={state[key]!r} (checkpoint) vs {key}='
+        f'{settings[key]!r} (config)'
+        for key in ('sparsity', 'init')
+        if key in state and state[key] != settings[key]
+    ]
+    if not changes:
+        return None
+    return (
+        "resuming keeps the checkpoint's masks, which were built with "
+        f'other settings than the config: {"; ".join(changes)}. Training '
+        "goes on with the checkpoint's masks; use load_from instead of "
+        'resume to build new masks with the config.'
+    )

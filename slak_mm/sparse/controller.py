@@ -333,6 +333,15 @@ class DynamicSparsity:
         top-level module; see :func:`.density.stage_group`)."""
         return dict(self._group_densities)
 
+    def describe(self) -> str:
+        """One line on the masks, settings and progress, for logs."""
+        return (
+            f'density {self.density:.4f} over {len(self.selected)} selected '
+            f'layers, sparsity={self.sparsity}, init={self.init}, '
+            f'growth={self.growth}, update_interval={self.update_interval}, '
+            f'optimizer steps so far {self.optimizer_steps}'
+        )
+
     # ------------------------------------------------------------------
     # EMA copy and saved weights
     # ------------------------------------------------------------------

@@ -5,7 +5,7 @@ Plain torch, no runner: :class:`~.controller.DynamicSparsity` drives these.
 
 import fnmatch
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -304,3 +304,31 @@ def broadcast_masks(
         result[name] = chunk.view(mask.shape).bool()
         offset += mask.numel()
     return result
+
+
+def optimizer_holding(
+    optimizers: Sequence[torch.optim.Optimizer],
+    params: Iterable[torch.Tensor],
+    owner: str,
+) -> torch.optim.Optimizer:
+    """The one optimizer among ``optimizers`` that updates ``params``.
+
+    Raises:
+        RuntimeError: If none or several of them hold any of ``params``.
+    """
+    wanted = {id(p) for p in params}
+    holders = [
+        optimizer
+        for optimizer in optimizers
+        if any(
+            id(p) in wanted
+            for group in optimizer.param_groups
+            for p in group['params']
+        )
+    ]
+    if len(holders) != 1:
+        raise RuntimeError(
+            f'{owner} needs exactly one optimizer holding the masked '
+            f'parameters, found {len(holders)}'
+        )
+    return holders[0]

@@ -15,14 +15,22 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
-from slak_mm.sparse.checks import CHECKPOINT_KEY, state_from_checkpoint
+from slak_mm.sparse.checks import (
+    CHECKPOINT_KEY,
+    resume_warning,
+    state_from_checkpoint,
+)
 from slak_mm.sparse.controller import DynamicSparsity
-from slak_mm.sparse.masking import resolve_module
+from slak_mm.sparse.masking import optimizer_holding, resolve_module
 from slak_mm.sparse.snip import sample_batch, snip_loss, snip_scores
 
-# What the hook shows of the controller before it is built.
-_STATE_BEFORE_BUILD = dict(
-    mask_state=None, optimizer_steps=0, num_updates=0, density=1.0
+# What the hook shows of the controller's state before it is built.
+_UNBUILT_STATE = dict(
+    mask_state=None,
+    optimizer_steps=0,
+    num_updates=0,
+    density=1.0,
+    current_prune_rate=None,
 )
 
 
@@ -91,22 +99,17 @@ class SparseTrainingHook(Hook):
         self._step_hook_handle = None
 
     def __getattr__(self, name: str):
-        # The controller's settings and state once built (a resume may
-        # replace sparsity / init), else the configured ones.
-        settings = self.__dict__.get('settings', {})
-        before_build = dict(
-            settings,
-            current_prune_rate=settings.get('prune_rate'),
-            **_STATE_BEFORE_BUILD,
-        )
-        if name not in before_build:
+        # hook.sparsity, hook.mask_state, ...: the controller's once built
+        # (a resume may replace sparsity / init), else as configured.
+        unbuilt = dict(self.__dict__.get('settings', {}), **_UNBUILT_STATE)
+        if name not in unbuilt:
             raise AttributeError(
                 f'{type(self).__name__!r} object has no attribute {name!r}'
             )
         controller = self.__dict__.get('controller')
-        if controller is None:
-            return before_build[name]
-        return getattr(controller, name)
+        return (
+            unbuilt[name] if controller is None else getattr(controller, name)
+        )
 
     @property
     def _name(self) -> str:
@@ -136,12 +139,8 @@ class SparseTrainingHook(Hook):
         origin = 'restored from the checkpoint' if resumed else 'built'
         self._log(
             f'{len(controller.mask_state)} masked layers of '
-            f'{self.module_path or "the model"} ({origin}), density '
-            f'{controller.density:.4f} over {len(controller.selected)} '
-            f'selected layers, sparsity={controller.sparsity}, '
-            f'init={controller.init}, growth={controller.growth}, '
-            f'update_interval={controller.update_interval}, optimizer '
-            f'steps so far {controller.optimizer_steps}'
+            f'{self.module_path or "the model"} ({origin}), '
+            f'{controller.describe()}'
         )
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None):
@@ -208,7 +207,12 @@ class SparseTrainingHook(Hook):
         )
         controller.name = self._name
         if self._resumed_state is not None:
-            self._check_resumed_settings(self._resumed_state)
+            warning = resume_warning(
+                self._resumed_state, self.settings, self.module_path,
+                self._name,
+            )  # fmt: skip
+            if warning:
+                self._log(warning, logging.WARNING)
             controller.load_state_dict(self._resumed_state)
             self._resumed_state = None
         elif controller.init == 'snip':
@@ -217,32 +221,6 @@ class SparseTrainingHook(Hook):
         else:
             controller.build_masks()
         return controller
-
-    def _check_resumed_settings(self, state) -> None:
-        """The resumed masks win over the config: warn when they were
-        built with another ``sparsity`` / ``init``."""
-        saved_path = state.get('module_path', '') or None
-        if saved_path != (self.module_path or None):
-            raise ValueError(
-                f'{self._name}: the resumed masks are over module_path='
-                f'{saved_path!r}, the config says module_path='
-                f'{self.module_path!r}; resume with the same module_path'
-            )
-        differences = [
-            f'{key}={state[key]!r} (checkpoint) vs {key}='
-            f'{self.settings[key]!r} (config)'
-            for key in ('sparsity', 'init')
-            if key in state and state[key] != self.settings[key]
-        ]
-        if differences:
-            self._log(
-                "resuming keeps the checkpoint's masks, which were built "
-                'with other settings than the config: '
-                f'{"; ".join(differences)}. Training goes on with the '
-                "checkpoint's masks; use load_from instead of resume to "
-                'build new masks with the config.',
-                logging.WARNING,
-            )
 
     def _snip_scores(self, runner, model, names) -> dict:
         """SNIP scores of ``names`` (relative to ``module_path``) on one
@@ -259,26 +237,16 @@ class SparseTrainingHook(Hook):
     def _find_optimizer(self, runner):
         """The one optimizer holding the masked parameters."""
         wrapper = runner.optim_wrapper
-        if isinstance(wrapper, OptimWrapperDict):
-            optimizers = [w.optimizer for w in wrapper.values()]
-        else:
-            optimizers = [wrapper.optimizer]
-        masked = {id(p) for p in self.controller.mask_state.params.values()}
-        holders = [
-            optimizer
-            for optimizer in optimizers
-            if any(
-                id(p) in masked
-                for group in optimizer.param_groups
-                for p in group['params']
-            )
-        ]
-        if len(holders) != 1:
-            raise RuntimeError(
-                f'{self._name} needs exactly one optimizer holding the '
-                f'masked parameters, found {len(holders)}'
-            )
-        return holders[0]
+        wrappers = (
+            wrapper.values()
+            if isinstance(wrapper, OptimWrapperDict)
+            else [wrapper]
+        )
+        return optimizer_holding(
+            [w.optimizer for w in wrappers],
+            self.controller.mask_state.params.values(),
+            self._name,
+        )
 
     def _log(self, message: str, level: int = logging.INFO) -> None:
         print_log(f'{self._name}: {message}', logger='current', level=level)
