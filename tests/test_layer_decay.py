@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
@@ -113,3 +116,28 @@ def test_bad_paramwise_cfg_raises():
         build(Segmentor(), 'block_wise', 0.9)
     with pytest.raises(TypeError, match='backbone'):
         build(nn.Linear(2, 2), 'stage_wise', 0.9)
+
+
+# (lr, weight_decay) of every parameter, recorded from the constructor as
+# it was before the layer rule moved onto SLaK.get_layer_depth (base lr 1.0,
+# so lr is the scale; base weight decay 0.05).
+BASELINE = Path(__file__).parent / 'baselines' / 'layer_decay_lr_wd.json'
+
+
+@pytest.mark.parametrize(
+    'case', sorted(json.loads(BASELINE.read_text())), ids=str
+)
+def test_every_parameter_matches_the_recorded_baseline(case):
+    recorded = json.loads(BASELINE.read_text())[case]
+    cfg = recorded['config']
+    model = Segmentor(stage2_depth=cfg['stage2_depth'])
+    if cfg['frozen']:
+        model.backbone.stages[: cfg['frozen']].requires_grad_(False)
+    groups = lr_and_wd(
+        build(model, cfg['decay_type'], cfg['decay_rate'], cfg['num_layers']),
+        model,
+    )
+    assert sorted(groups) == sorted(recorded['params'])
+    for name, (lr, weight_decay) in recorded['params'].items():
+        assert groups[name][0] == pytest.approx(lr, rel=1e-12), name
+        assert groups[name][1] == weight_decay, name
