@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from slak_mm.models import SLaK, slak_mm_to_release_key
-from slak_mm.models.checkpoint import infer_release_config
+from slak_mm.converters.release import infer_release_config
 from slak_mm.utils import safe_torch_load
 
 from .conftest import TINY_ARCH

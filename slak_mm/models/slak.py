@@ -12,6 +12,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .backends import AUTO, UsesBackend, check_backend, get_backend
+from .checkpoint import load_slak_pretrained
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
 from .mlp import BlockMLP
@@ -534,8 +535,6 @@ class SLaK(UsesBackend, BaseModule):
         if not pretrained:
             super().init_weights()
             return
-        from .checkpoint import load_slak_pretrained
-
         others = [e for e in entries if not _is_pretrained_entry(e)]
         original = self.init_cfg
         self.init_cfg = others or None
