@@ -509,6 +509,125 @@ class SLaK(UsesBackend, BaseModule):
                     module.eval()
         return self
 
+    def _default_decay_layers(self, num_layers: Optional[int]) -> int:
+        """``num_layers``, or ConvNeXt's choice: 12 when stage 2 has more
+        than 9 blocks (small, base), else 6 (tiny)."""
+        if num_layers is not None:
+            return int(num_layers)
+        if self.num_stages < 3:
+            raise ValueError(
+                f'this SLaK has {self.num_stages} stages, not the four of '
+                "ConvNeXt's layer rule: give num_layers"
+            )
+        return 12 if self.depths[2] > 9 else 6
+
+    def _stage_and_block(
+        self, param_name: str, prefix: str
+    ) -> Optional[Tuple[str, int, int]]:
+        """``('downsample_layers' | 'stages', stage, block)`` of a parameter
+        of this backbone (block 0 for downsampling layers), else None."""
+        if not param_name.startswith(prefix):
+            return None
+        parts = param_name[len(prefix) :].split('.')
+        if parts[0] == 'downsample_layers':
+            return parts[0], int(parts[1]), 0
+        if parts[0] == 'stages':
+            return parts[0], int(parts[1]), int(parts[2])
+        return None
+
+    def get_layer_depth(
+        self,
+        param_name: str,
+        prefix: str = '',
+        num_layers: Optional[int] = None,
+    ) -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise learning-rate decay.
+
+        mmpretrain's ``ConvNeXt.get_layer_depth`` rule on SLaK's module
+        names, so mmpretrain's ``LearningRateDecayOptimWrapperConstructor``
+        works on SLaK: the stem is layer 0, stage 0 layer 1, stage 1 (with
+        its downsampling) layer 2, stage 2's downsampling layer 3 and its
+        blocks split evenly over layers ``3 .. num_layers - 1``, the later
+        stages (with their downsampling) layer ``num_layers``, and
+        everything else (the output norms; parameters outside the backbone,
+        i.e. not starting with ``prefix``) layer ``num_layers + 1``. With 9
+        or 27 blocks in stage 2 and the default ``num_layers`` this is
+        ConvNeXt's ``3 + block // 3``.
+
+        Args:
+            param_name (str): Parameter name, e.g.
+                ``backbone.stages.2.4.pointwise_conv1.weight``.
+            prefix (str): What precedes this backbone's parameter names in
+                ``param_name``, e.g. ``'backbone.'``. Defaults to ''.
+            num_layers (int, optional): Number of backbone layers (>= 4). By
+                default ConvNeXt's: 12 if stage 2 has more than 9 blocks,
+                else 6.
+
+        Returns:
+            tuple[int, int]: The layer id and the number of layer ids,
+            ``num_layers + 2``; mmpretrain scales the learning rate by
+            ``decay_rate ** (num_layer_ids - layer_id - 1)``.
+
+        Raises:
+            ValueError: If ``num_layers < 4`` or the backbone has fewer than
+                three stages (the rule splits stage 2).
+        """
+        if self.num_stages < 3:
+            raise ValueError(
+                'layer-wise decay splits the blocks of stage 2; this SLaK '
+                f'has {self.num_stages} stages'
+            )
+        num_layers = self._default_decay_layers(num_layers)
+        if num_layers < 4:
+            raise ValueError(
+                f'layer_wise decay needs num_layers >= 4, got {num_layers}'
+            )
+        position = self._stage_and_block(param_name, prefix)
+        if position is None:
+            return num_layers + 1, num_layers + 2
+        part, stage, block = position
+        if stage == 0 and part == 'downsample_layers':
+            layer_id = 0
+        elif stage in (0, 1):
+            layer_id = stage + 1
+        elif stage == 2 and part == 'downsample_layers':
+            layer_id = 3
+        elif stage == 2:
+            layer_id = 3 + block * (num_layers - 3) // self.depths[2]
+        else:
+            layer_id = num_layers
+        return layer_id, num_layers + 2
+
+    def get_stage_depth(
+        self,
+        param_name: str,
+        prefix: str = '',
+        num_layers: Optional[int] = None,
+    ) -> Tuple[int, int]:
+        """Stage id of a parameter for stage-wise learning-rate decay.
+
+        mmseg's ConvNeXt stage rule (used by the released ADE20K recipe):
+        every downsampling layer is 0, stage ``i`` is ``i + 1`` and
+        everything else (output norms, parameters not under ``prefix``)
+        ``num_layers + 1``.
+
+        Args:
+            param_name (str): Parameter name.
+            prefix (str): What precedes this backbone's parameter names.
+            num_layers (int, optional): As in :meth:`get_layer_depth`.
+
+        Returns:
+            tuple[int, int]: The stage id and ``num_layers + 2``, in the
+            convention of :meth:`get_layer_depth`.
+        """
+        num_layers = self._default_decay_layers(num_layers)
+        position = self._stage_and_block(param_name, prefix)
+        if position is None:
+            return num_layers + 1, num_layers + 2
+        part, stage, _ = position
+        stage_id = 0 if part == 'downsample_layers' else stage + 1
+        return stage_id, num_layers + 2
+
     def switch_to_deploy(self) -> None:
         """Fuses every large-kernel module into its deploy form, in place."""
         for module in self.modules():
