@@ -9,7 +9,7 @@ downstream recipes need: a configurable ``num_layers`` and mmseg's
 stage-wise rule, for any model whose ``backbone`` is a SLaK (mmseg, mmdet).
 """
 
-from typing import List
+from typing import List, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -40,9 +40,8 @@ class SLaKLearningRateDecayOptimizerConstructor(
     The model must have a ``backbone`` attribute holding a :class:`SLaK`.
     """
 
-    def add_params(
-        self, params: List[dict], module: nn.Module, **kwargs
-    ) -> None:
+    def _decay_settings(self) -> Tuple[int, float, str]:
+        """``num_layers``, ``decay_rate`` and ``decay_type``, checked."""
         cfg = self.paramwise_cfg
         missing = {'num_layers', 'decay_rate'} - set(cfg)
         if missing:
@@ -58,6 +57,13 @@ class SLaKLearningRateDecayOptimizerConstructor(
                 "paramwise_cfg decay_type must be 'layer_wise' "
                 f"or 'stage_wise', got {decay_type!r}"
             )
+        return num_layers, decay_rate, decay_type
+
+    def add_params(
+        self, params: List[dict], module: nn.Module, **kwargs
+    ) -> None:
+        """Adds one group per (layer id, decay or not) to ``params``."""
+        num_layers, decay_rate, decay_type = self._decay_settings()
         backbone = getattr(module, 'backbone', None)
         if not isinstance(backbone, SLaK):
             raise TypeError(

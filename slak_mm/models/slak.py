@@ -22,26 +22,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_backbone_args(
-    depths: Sequence,
-    base_channels: Sequence,
-    kernel_sizes,
-    small_kernel,
-    width_factor,
-    in_channels,
-    out_indices,
-) -> List[int]:
-    """Checks the types and ranges of the SLaK constructor arguments.
-
-    Returns:
-        list[int]: ``kernel_sizes`` as a list.
-
-    Raises:
-        TypeError: If an argument has the wrong type (e.g. a string width
-            factor or a single int for ``kernel_sizes``); names it.
-        ValueError: If a value is out of range (an empty arch, a negative
-            depth, a width factor that leaves no channel, ...); names it.
-    """
+def _check_arch_lists(depths: Sequence, base_channels: Sequence) -> None:
     if not depths:
         raise ValueError(
             'arch has no stages: "depths" and "channels" are empty'
@@ -55,6 +36,9 @@ def _check_backbone_args(
                 raise ValueError(
                     f'arch {name!r} must hold ints >= {low}, got {values}'
                 )
+
+
+def _check_kernel_sizes(kernel_sizes, small_kernel) -> List[int]:
     if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
         kernel_sizes, (list, tuple)
     ):
@@ -71,6 +55,10 @@ def _check_backbone_args(
             raise TypeError(f'{name} must hold ints, got {values}')
         if min(values, default=1) < 1:
             raise ValueError(f'{name} must be positive, got {values}')
+    return kernel_sizes
+
+
+def _check_width_factor(width_factor, base_channels: Sequence) -> None:
     if not isinstance(width_factor, (int, float)) or isinstance(
         width_factor, bool
     ):
@@ -85,10 +73,9 @@ def _check_backbone_args(
             f'width_factor={width_factor} gives stage widths {widths}; '
             'every stage needs at least one channel'
         )
-    if not _is_int(in_channels) or in_channels < 1:
-        raise ValueError(
-            f'in_channels must be a positive int, got {in_channels!r}'
-        )
+
+
+def _check_out_indices(out_indices) -> None:
     indices = [out_indices] if _is_int(out_indices) else out_indices
     if not isinstance(indices, (list, tuple)) or not all(
         _is_int(i) for i in indices
@@ -101,6 +88,46 @@ def _check_backbone_args(
         raise ValueError(
             'out_indices is empty: the backbone would return nothing; give '
             'at least one stage index, e.g. (0, 1, 2, 3) or -1'
+        )
+
+
+def _check_backbone_args(
+    depths: Sequence,
+    base_channels: Sequence,
+    kernel_sizes,
+    small_kernel,
+    width_factor,
+    in_channels,
+    out_indices,
+    drop_path_rate,
+) -> List[int]:
+    """Checks the types and ranges of the SLaK constructor arguments.
+
+    Returns:
+        list[int]: ``kernel_sizes`` as a list.
+
+    Raises:
+        TypeError: If an argument has the wrong type (e.g. a string width
+            factor or a single int for ``kernel_sizes``); names it.
+        ValueError: If a value is out of range (an empty arch, a negative
+            depth, a width factor that leaves no channel, ...); names it.
+    """
+    _check_arch_lists(depths, base_channels)
+    kernel_sizes = _check_kernel_sizes(kernel_sizes, small_kernel)
+    _check_width_factor(width_factor, base_channels)
+    if not _is_int(in_channels) or in_channels < 1:
+        raise ValueError(
+            f'in_channels must be a positive int, got {in_channels!r}'
+        )
+    _check_out_indices(out_indices)
+    if len(kernel_sizes) != len(depths):
+        raise ValueError(
+            f'kernel_sizes needs one size per stage ({len(depths)}), '
+            f'got {kernel_sizes}; the small kernel goes in small_kernel'
+        )
+    if not 0 <= drop_path_rate < 1:
+        raise ValueError(
+            f'drop_path_rate must be in [0, 1), got {drop_path_rate}'
         )
     return kernel_sizes
 
@@ -298,18 +325,9 @@ class SLaK(UsesBackend, BaseModule):
         conv_impl: Optional[str] = None,
     ) -> None:
         backend = _backend_from_deprecated_alias(backend, conv_impl)
-        if init_cfg is None:
-            init_cfg = [
-                dict(
-                    type='TruncNormal',
-                    layer=['Conv2d', 'Linear'],
-                    std=0.02,
-                    bias=0.0,
-                ),
-                dict(type='Constant', layer=['LayerNorm'], val=1.0, bias=0.0),
-            ]
-        super().__init__(init_cfg=init_cfg)
-
+        super().__init__(
+            init_cfg=_default_init_cfg() if init_cfg is None else init_cfg
+        )
         depths, base_channels = self._parse_arch(arch)
         self.num_stages = len(depths)
         kernel_sizes = _check_backbone_args(
@@ -320,16 +338,8 @@ class SLaK(UsesBackend, BaseModule):
             width_factor,
             in_channels,
             out_indices,
+            drop_path_rate,
         )
-        if len(kernel_sizes) != self.num_stages:
-            raise ValueError(
-                f'kernel_sizes needs one size per stage ({self.num_stages}), '
-                f'got {kernel_sizes}; the small kernel goes in small_kernel'
-            )
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(
-                f'drop_path_rate must be in [0, 1), got {drop_path_rate}'
-            )
         self.depths = depths
         self.channels = [int(c * width_factor) for c in base_channels]
         self.kernel_sizes = kernel_sizes
@@ -348,15 +358,32 @@ class SLaK(UsesBackend, BaseModule):
         self.deploy = deploy
         self.backend = check_backend(backend)
 
-        self.downsample_layers = nn.ModuleList()
-        self.downsample_layers.append(
+        self.downsample_layers = self._build_downsample_layers(in_channels)
+        block_cfg = dict(
+            small_kernel=small_kernel,
+            decompose=decompose,
+            layer_scale_init_value=layer_scale_init_value,
+            norm_cfg=norm_cfg,
+            with_cp=with_cp,
+            deploy=deploy,
+            backend=backend,
+        )
+        self.stages = self._build_stages(drop_path_rate, block_cfg)
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
+        self._freeze_stages()
+
+    def _build_downsample_layers(self, in_channels: int) -> nn.ModuleList:
+        """The 4x4/s4 stem (conv + LN), then LN + 2x2/s2 conv per stage."""
+        layers = nn.ModuleList()
+        layers.append(
             nn.Sequential(
                 nn.Conv2d(in_channels, self.channels[0], 4, stride=4),
                 LayerNorm2d(self.channels[0]),
             )
         )
         for i in range(1, self.num_stages):
-            self.downsample_layers.append(
+            layers.append(
                 nn.Sequential(
                     LayerNorm2d(self.channels[i - 1]),
                     nn.Conv2d(
@@ -364,37 +391,39 @@ class SLaK(UsesBackend, BaseModule):
                     ),
                 )
             )
+        return layers
 
+    def _build_stages(
+        self, drop_path_rate: float, block_cfg: dict
+    ) -> nn.ModuleList:
+        """One ``nn.Sequential`` of :class:`SLaKBlock` per stage, with the
+        stochastic depth rate rising linearly over all blocks.
+
+        Args:
+            drop_path_rate (float): Rate of the last block.
+            block_cfg (dict): Keyword arguments every block shares.
+        """
         block_drop_rates = torch.linspace(
-            0, drop_path_rate, sum(depths)
+            0, drop_path_rate, sum(self.depths)
         ).tolist()
-        self.stages = nn.ModuleList()
+        stages = nn.ModuleList()
         block_index = 0
-        for i, depth in enumerate(depths):
-            stage = nn.Sequential(
-                *[
-                    SLaKBlock(
-                        self.channels[i],
-                        kernel_sizes[i],
-                        small_kernel,
-                        decompose=decompose,
-                        drop_path_rate=block_drop_rates[block_index + j],
-                        layer_scale_init_value=layer_scale_init_value,
-                        norm_cfg=norm_cfg,
-                        with_cp=with_cp,
-                        deploy=deploy,
-                        backend=backend,
-                    )
-                    for j in range(depth)
-                ]
+        for i, depth in enumerate(self.depths):
+            stages.append(
+                nn.Sequential(
+                    *[
+                        SLaKBlock(
+                            self.channels[i],
+                            self.kernel_sizes[i],
+                            drop_path_rate=block_drop_rates[block_index + j],
+                            **block_cfg,
+                        )
+                        for j in range(depth)
+                    ]
+                )
             )
             block_index += depth
-            self.stages.append(stage)
-
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
-
-        self._freeze_stages()
+        return stages
 
     def _parse_arch(self, arch) -> Tuple[List[int], List[int]]:
         if isinstance(arch, str):
@@ -673,6 +702,19 @@ class SLaK(UsesBackend, BaseModule):
                 map_location=entry.get('map_location', 'cpu'),
             )
         self._is_init = True
+
+
+def _default_init_cfg() -> List[dict]:
+    """Truncated-normal convs and linears, unit LayerNorms, as ConvNeXt."""
+    return [
+        dict(
+            type='TruncNormal',
+            layer=['Conv2d', 'Linear'],
+            std=0.02,
+            bias=0.0,
+        ),
+        dict(type='Constant', layer=['LayerNorm'], val=1.0, bias=0.0),
+    ]
 
 
 def _is_pretrained_entry(entry) -> bool:
