@@ -130,12 +130,11 @@ def infer_release_config(
     ]
     decompose = 'stages.0.0.large_kernel.vertical.conv.weight' in tensors
     long_branch = 'vertical' if decompose else 'large'
+    long_kernel = f'large_kernel.{long_branch}.conv.weight'
     arch, width_factor = _fit_arch(depths, channels)
     backbone = dict(arch=arch, width_factor=width_factor)
     backbone['kernel_sizes'] = [
-        tensors[f'stages.{i}.0.large_kernel.{long_branch}.conv.weight'].shape[
-            2
-        ]
+        tensors[f'stages.{i}.0.{long_kernel}'].shape[2]
         for i in range(len(depths))
     ]
     small = tensors['stages.0.0.large_kernel.small.conv.weight']
