@@ -1,5 +1,9 @@
 import argparse
+import ast
+import os
 import pickle
+import subprocess
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -11,6 +15,7 @@ from slak_mm.utils import safe_torch_load
 
 from .conftest import TINY_ARCH
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = (13, 11, 9, 7)
 SMALL = 3
 
@@ -251,3 +256,57 @@ def test_mmengine_message_hub_loads_with_weights_only(tmp_path):
     # mmengine's own loader (resume, load_from) works once slak_mm is imported.
     loaded = _load_checkpoint(path, map_location='cpu')
     assert loaded['meta']['seed'] == 3
+
+
+@pytest.mark.parametrize(
+    'first, second',
+    [
+        ('slak_mm.models.checkpoint', 'slak_mm.converters.release'),
+        ('slak_mm.converters.release', 'slak_mm.models.checkpoint'),
+    ],
+)
+def test_loading_and_conversion_import_in_either_order(first, second):
+    # A fresh interpreter: an import cycle shows only when a module is the
+    # first of its package to be imported.
+    code = (
+        f'import importlib; importlib.import_module({first!r}); '
+        f'importlib.import_module({second!r}); '
+        'from slak_mm.converters.release import convert_release_classifier; '
+        'from slak_mm.models.checkpoint import load_slak_pretrained; '
+        'print("imported")'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(
+                [REPO_ROOT, os.environ.get('PYTHONPATH', '')]
+            ),
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'imported'
+
+
+@pytest.mark.parametrize(
+    'path',
+    [
+        'slak_mm/models/checkpoint.py',
+        'slak_mm/models/slak.py',
+        'slak_mm/converters/release.py',
+    ],
+)
+def test_no_import_inside_functions(path):
+    # An import inside a function is how an import cycle hides.
+    tree = ast.parse(open(os.path.join(REPO_ROOT, path)).read())
+    late = [
+        f'{path}:{node.lineno}'
+        for function in ast.walk(tree)
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(function)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert not late

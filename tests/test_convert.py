@@ -8,8 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slak_mm.converters.release import (
+    convert_release_imagenet,
+    detect_release_kind,
+    infer_release_config,
+)
 from slak_mm.models import SLaK, slak_mm_to_release_key
-from slak_mm.models.checkpoint import infer_release_config
 from slak_mm.utils import safe_torch_load
 
 from .conftest import TINY_ARCH
@@ -320,3 +324,20 @@ def test_downstream_conversion_round_trip(tmp_path, capsys):
     assert list(converted['state_dict']) == list(ours)
     for key, value in ours.items():
         assert torch.equal(converted['state_dict'][key], value), key
+
+
+def test_release_kind_and_names_are_checked():
+    with pytest.raises(TypeError, match='x.pth: not a dict'):
+        detect_release_kind([1], 'x.pth')
+    with pytest.raises(KeyError, match='entries: .*epoch'):
+        detect_release_kind(dict(epoch=3), 'x.pth')
+    ours = SLaK(arch=TINY_ARCH, kernel_sizes=KERNELS, small_kernel=SMALL)
+    downstream = dict(state_dict={'backbone.stages.0.0.gamma': torch.ones(1)})
+    assert detect_release_kind(downstream) == 'downstream'
+    # Our own names in a "model" entry: nothing to convert.
+    checkpoint = dict(model=ours.state_dict())
+    assert detect_release_kind(checkpoint) == 'imagenet'
+    with pytest.raises(ValueError, match='"model_ema" is not in release'):
+        convert_release_imagenet(
+            dict(checkpoint, model_ema=ours.state_dict()), 'x.pth', ema=True
+        )

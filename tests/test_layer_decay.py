@@ -1,3 +1,7 @@
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
@@ -113,3 +117,114 @@ def test_bad_paramwise_cfg_raises():
         build(Segmentor(), 'block_wise', 0.9)
     with pytest.raises(TypeError, match='backbone'):
         build(nn.Linear(2, 2), 'stage_wise', 0.9)
+
+
+# (lr, weight_decay) of every parameter, recorded from the constructor as
+# it was before the layer rule moved onto SLaK.get_layer_depth (base lr 1.0,
+# so lr is the scale; base weight decay 0.05).
+BASELINE = Path(__file__).parent / 'baselines' / 'layer_decay_lr_wd.json'
+
+
+@pytest.mark.parametrize(
+    'case', sorted(json.loads(BASELINE.read_text())), ids=str
+)
+def test_every_parameter_matches_the_recorded_baseline(case):
+    recorded = json.loads(BASELINE.read_text())[case]
+    cfg = recorded['config']
+    model = Segmentor(stage2_depth=cfg['stage2_depth'])
+    if cfg['frozen']:
+        model.backbone.stages[: cfg['frozen']].requires_grad_(False)
+    groups = lr_and_wd(
+        build(model, cfg['decay_type'], cfg['decay_rate'], cfg['num_layers']),
+        model,
+    )
+    assert sorted(groups) == sorted(recorded['params'])
+    for name, (lr, weight_decay) in recorded['params'].items():
+        assert groups[name][0] == pytest.approx(lr, rel=1e-12), name
+        assert groups[name][1] == weight_decay, name
+
+
+@pytest.mark.parametrize('stage2_depth', [9, 27])
+def test_get_layer_depth_equals_mmpretrain_convnext_rule(stage2_depth):
+    from mmpretrain.models.backbones import ConvNeXt
+
+    backbone = Segmentor(stage2_depth=stage2_depth).backbone
+    # ConvNeXt's rule reads only ``depths``; ConvNeXt and SLaK share the
+    # downsample_layers.<i> / stages.<i>.<j> names.
+    convnext = SimpleNamespace(depths=backbone.depths)
+    names = [f'backbone.{n}' for n, _ in backbone.named_parameters()]
+    names += ['head.fc.weight', 'neck.bias']
+    for name in names:
+        expected = ConvNeXt.get_layer_depth(convnext, name, 'backbone.')
+        assert backbone.get_layer_depth(name, 'backbone.') == expected, name
+
+
+def test_get_layer_depth_rejects_too_few_layers_and_stages():
+    backbone = Segmentor().backbone
+    with pytest.raises(ValueError, match='num_layers >= 4'):
+        backbone.get_layer_depth('stages.0.0.gamma', num_layers=3)
+    two_stages = SLaK(
+        arch=dict(depths=[1, 1], channels=[8, 16]),
+        kernel_sizes=(5, 3),
+        small_kernel=3,
+    )
+    with pytest.raises(ValueError, match='2 stages'):
+        two_stages.get_layer_depth('stages.0.0.gamma')
+
+
+def _classifier_and_mmpretrain_optim_wrapper(models):
+    model = models.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='SLaK',
+                arch=dict(TINY_ARCH, depths=[1, 1, 9, 1]),
+                kernel_sizes=(7, 7, 5, 3),
+                small_kernel=3,
+                out_indices=3,
+                gap_before_final_norm=True,
+            ),
+            head=dict(type='LinearClsHead', num_classes=3, in_channels=41),
+        )
+    )
+    optim_wrapper = build_optim_wrapper(
+        model,
+        dict(
+            type='OptimWrapper',
+            optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05),
+            constructor='LearningRateDecayOptimWrapperConstructor',
+            paramwise_cfg=dict(layer_decay_rate=0.7, flat_decay_mult=0.0),
+        ),
+    )
+    return model, optim_wrapper
+
+
+def test_mmpretrain_constructor_on_image_classifier_with_slak():
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model, optim_wrapper = _classifier_and_mmpretrain_optim_wrapper(MODELS)
+    groups = lr_and_wd(optim_wrapper, model)
+
+    r = 0.7  # depth 9 in stage 2: ConvNeXt's 6 layers, ids 0..7
+    expected = {
+        'backbone.downsample_layers.0.0.weight': (r**7, 0.05),
+        'backbone.stages.0.0.pointwise_conv1.weight': (r**6, 0.05),
+        'backbone.downsample_layers.1.1.weight': (r**5, 0.05),
+        'backbone.stages.2.0.large_kernel.vertical.conv.weight': (r**4, 0.05),
+        'backbone.stages.2.4.pointwise_conv2.weight': (r**3, 0.05),
+        'backbone.stages.2.8.gamma': (r**2, 0.0),
+        'backbone.stages.3.0.pointwise_conv1.bias': (r**1, 0.0),
+        'backbone.norm3.weight': (1.0, 0.0),
+        'head.fc.weight': (1.0, 0.05),
+        'head.fc.bias': (1.0, 0.0),
+    }
+    for name, (lr, wd) in expected.items():
+        assert groups[name][0] == pytest.approx(lr), name
+        assert groups[name][1] == wd, name
+    # Every parameter as our constructor gives it with num_layers=6.
+    ours = lr_and_wd(build(model, 'layer_wise', 0.7, num_layers=6), model)
+    assert groups.keys() == ours.keys()
+    for name, (lr, wd) in ours.items():
+        assert groups[name] == (pytest.approx(lr), wd), name

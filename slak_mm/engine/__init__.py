@@ -1,9 +1,5 @@
 from .hooks import SparseTrainingHook, StaticSparsityHook
-from .layer_decay import (
-    SLaKLearningRateDecayOptimizerConstructor,
-    get_slak_layer_id,
-    get_slak_stage_id,
-)
+from .layer_decay import SLaKLearningRateDecayOptimizerConstructor
 from .optim_wrapper import CPUAmpOptimWrapper
 from .runner import StrictLoadingRunner
 from .seg_label_check import SegLabelCheckHook, find_label_problems
@@ -15,7 +11,5 @@ __all__ = [
     'SparseTrainingHook',
     'StaticSparsityHook',
     'find_label_problems',
-    'get_slak_layer_id',
-    'get_slak_stage_id',
     'StrictLoadingRunner',
 ]

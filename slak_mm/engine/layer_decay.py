@@ -1,58 +1,22 @@
-"""Layer-wise / stage-wise learning-rate decay for SLaK backbones."""
+"""Layer-wise / stage-wise learning-rate decay for SLaK backbones.
 
-from typing import List
+The rule that maps a parameter to its layer is the backbone's own
+(:meth:`SLaK.get_layer_depth <slak_mm.models.SLaK.get_layer_depth>`, as on
+mmpretrain's ConvNeXt), so mmpretrain's
+``LearningRateDecayOptimWrapperConstructor`` works on an ``ImageClassifier``
+with a SLaK backbone too. The constructor here adds what the released
+downstream recipes need: a configurable ``num_layers`` and mmseg's
+stage-wise rule, for any model whose ``backbone`` is a SLaK (mmseg, mmdet).
+"""
+
+from typing import List, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-
-def get_slak_layer_id(
-    param_name: str, num_layers: int, stage2_depth: int
-) -> int:
-    """Layer id of a parameter for ``layer_wise`` decay.
-
-    ConvNeXt's rule on SLaK's module names: the stem is layer 0, stage 0 is
-    layer 1, stage 1 (with its downsampling) layer 2, the blocks of stage 2
-    are split evenly over layers ``3 .. num_layers - 1`` (its downsampling is
-    layer 3), and stage 3 (with its downsampling) is layer ``num_layers``.
-    Everything outside the backbone is layer ``num_layers + 1``. With
-    ``num_layers=6`` and 9 blocks in stage 2 (SLaK-T) this equals mmdet's and
-    mmseg's ConvNeXt rule; with 27 blocks the split stays within the layers.
-
-    Args:
-        param_name (str): Parameter name in the whole model, e.g.
-            ``backbone.stages.2.4.pointwise_conv1.weight``.
-        num_layers (int): Number of backbone layers (``paramwise_cfg``).
-        stage2_depth (int): Number of blocks of stage 2.
-    """
-    if param_name.startswith('backbone.downsample_layers'):
-        stage_id = int(param_name.split('.')[2])
-        return {0: 0, 1: 2, 2: 3}.get(stage_id, num_layers)
-    if param_name.startswith('backbone.stages'):
-        stage_id = int(param_name.split('.')[2])
-        block_id = int(param_name.split('.')[3])
-        if stage_id in (0, 1):
-            return stage_id + 1
-        if stage_id == 2:
-            return 3 + block_id * (num_layers - 3) // stage2_depth
-        return num_layers
-    return num_layers + 1
-
-
-def get_slak_stage_id(param_name: str, num_layers: int) -> int:
-    """Stage id of a parameter for ``stage_wise`` decay.
-
-    As mmseg's ConvNeXt rule (used by the released ADE20K recipe): every
-    downsampling layer is 0, stage i is ``i + 1``, everything else
-    ``num_layers + 1``.
-    """
-    if param_name.startswith('backbone.downsample_layers'):
-        return 0
-    if param_name.startswith('backbone.stages'):
-        return int(param_name.split('.')[2]) + 1
-    return num_layers + 1
+from ..models.slak import SLaK
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -69,15 +33,15 @@ class SLaKLearningRateDecayOptimizerConstructor(
     ``paramwise_cfg`` keys:
         - ``num_layers`` (int): Number of backbone layers, e.g. 6.
         - ``decay_rate`` (float): e.g. 0.9 (stage-wise) or 0.7 (layer-wise).
-        - ``decay_type`` (str): ``'layer_wise'`` or ``'stage_wise'``.
+        - ``decay_type`` (str): ``'layer_wise'`` (ConvNeXt's rule,
+          :meth:`SLaK.get_layer_depth`) or ``'stage_wise'`` (mmseg's
+          ConvNeXt stage rule, :meth:`SLaK.get_stage_depth`).
 
-    The model must have a ``backbone`` attribute holding a SLaK-shaped
-    backbone (``downsample_layers`` and ``stages``).
+    The model must have a ``backbone`` attribute holding a :class:`SLaK`.
     """
 
-    def add_params(
-        self, params: List[dict], module: nn.Module, **kwargs
-    ) -> None:
+    def _decay_settings(self) -> Tuple[int, float, str]:
+        """``num_layers``, ``decay_rate`` and ``decay_type``, checked."""
         cfg = self.paramwise_cfg
         missing = {'num_layers', 'decay_rate'} - set(cfg)
         if missing:
@@ -93,19 +57,25 @@ class SLaKLearningRateDecayOptimizerConstructor(
                 "paramwise_cfg decay_type must be 'layer_wise' "
                 f"or 'stage_wise', got {decay_type!r}"
             )
-        backbone = getattr(module, 'backbone', None)
-        if backbone is None or not hasattr(backbone, 'stages'):
-            raise TypeError(
-                f'{type(self).__name__} needs a model with a SLaK-shaped '
-                f'"backbone" (stages, downsample_layers); got '
-                f'{type(module).__name__}'
-            )
-        if decay_type == 'layer_wise' and num_layers < 4:
-            raise ValueError(
-                f'layer_wise decay needs num_layers >= 4, got {num_layers}'
-            )
-        stage2_depth = len(backbone.stages[2])
+        return num_layers, decay_rate, decay_type
 
+    def add_params(
+        self, params: List[dict], module: nn.Module, **kwargs
+    ) -> None:
+        """Adds one group per (layer id, decay or not) to ``params``."""
+        num_layers, decay_rate, decay_type = self._decay_settings()
+        backbone = getattr(module, 'backbone', None)
+        if not isinstance(backbone, SLaK):
+            raise TypeError(
+                f'{type(self).__name__} needs a model whose "backbone" is a '
+                f'SLaK; got {type(module).__name__} with backbone '
+                f'{type(backbone).__name__}'
+            )
+        depth_of = (
+            backbone.get_layer_depth
+            if decay_type == 'layer_wise'
+            else backbone.get_stage_depth
+        )
         groups = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
@@ -114,13 +84,10 @@ class SLaKLearningRateDecayOptimizerConstructor(
                 decay_name, weight_decay = 'no_decay', 0.0
             else:
                 decay_name, weight_decay = 'decay', self.base_wd
-            if decay_type == 'layer_wise':
-                layer_id = get_slak_layer_id(name, num_layers, stage2_depth)
-            else:
-                layer_id = get_slak_stage_id(name, num_layers)
+            layer_id, num_ids = depth_of(name, 'backbone.', num_layers)
             group_name = f'layer_{layer_id}_{decay_name}'
             if group_name not in groups:
-                lr_scale = decay_rate ** (num_layers + 1 - layer_id)
+                lr_scale = decay_rate ** (num_ids - 1 - layer_id)
                 groups[group_name] = dict(
                     params=[],
                     param_names=[],

@@ -1,6 +1,12 @@
-"""Loading SLaK weights from OpenMMLab and released SLaK checkpoints.
+"""Loading weights into SLaK models, with strict checks.
 
-The mapping from the release's module names to ours lives here and only here.
+Reads OpenMMLab checkpoints and the released SLaK ImageNet ones (whose keys
+are renamed on the fly: the mapping from the release's module names to ours
+lives here and only here), checks that every tensor of the model is there
+with its shape, and loads. Used by ``init_cfg``,
+:class:`~slak_mm.engine.StrictLoadingRunner` (``load_from``, ``--resume``,
+``tools/test.py``) and :mod:`slak_mm.apis`. Converting released files to
+OpenMMLab 2.x files is :mod:`slak_mm.converters.release`.
 """
 
 import re
@@ -131,6 +137,17 @@ def _require_mapping(entry, filename: str, name: str) -> Dict:
     return entry
 
 
+def strip_module_prefix(
+    state_dict: Dict[str, torch.Tensor],
+) -> Dict[str, torch.Tensor]:
+    """Removes the ``module.`` prefix that DDP-wrapped saves carry."""
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        return OrderedDict(
+            (k[len('module.') :], v) for k, v in state_dict.items()
+        )
+    return state_dict
+
+
 # --------------------------------------------------------------------------
 # Checking that a checkpoint fits a model: one implementation for every
 # loading path (tools/test.py, load_from, --resume, init_cfg, tools/deploy.py,
@@ -140,6 +157,26 @@ def _require_mapping(entry, filename: str, name: str) -> Dict:
 _DEPLOY_FORM = re.compile(r'large_kernel\.fused_')
 _TRAINING_FORM = re.compile(
     r'large_kernel\.(vertical|horizontal|large|small)\.'
+)
+# (form of the checkpoint's extra keys, form of the model's missing keys,
+# what to do about it).
+_FORM_HINTS = (
+    (
+        _DEPLOY_FORM,
+        _TRAINING_FORM,
+        'the checkpoint is in deploy form (fused large kernels, as '
+        'tools/deploy.py writes) but the model is in training form: '
+        'build it with deploy=True, e.g. --cfg-options '
+        'model.backbone.deploy=True',
+    ),
+    (
+        _TRAINING_FORM,
+        _DEPLOY_FORM,
+        'the checkpoint is in training form but the model was built '
+        'with deploy=True: drop that option (--cfg-options '
+        'model.backbone.deploy=False), or fuse the checkpoint first with '
+        'tools/deploy.py',
+    ),
 )
 # Top-level module names of each toolkit's task heads.
 _TASK_OF_HEAD = (
@@ -177,25 +214,12 @@ def mismatch_hints(
     unexpected: List[str],
 ) -> List[str]:
     """What probably went wrong, with the option that fixes it."""
-    hints = []
-    if any(_DEPLOY_FORM.search(k) for k in unexpected) and any(
-        _TRAINING_FORM.search(k) for k in missing
-    ):
-        hints.append(
-            'the checkpoint is in deploy form (fused large kernels, as '
-            'tools/deploy.py writes) but the model is in training form: '
-            'build it with deploy=True, e.g. --cfg-options '
-            'model.backbone.deploy=True'
-        )
-    if any(_DEPLOY_FORM.search(k) for k in missing) and any(
-        _TRAINING_FORM.search(k) for k in unexpected
-    ):
-        hints.append(
-            'the checkpoint is in training form but the model was built '
-            'with deploy=True: drop that option (--cfg-options '
-            'model.backbone.deploy=False), or fuse the checkpoint first with '
-            'tools/deploy.py'
-        )
+    hints = [
+        hint
+        for checkpoint_form, model_form, hint in _FORM_HINTS
+        if any(checkpoint_form.search(k) for k in unexpected)
+        and any(model_form.search(k) for k in missing)
+    ]
     if is_release_state_dict(dict.fromkeys(unexpected)):
         hints.append(
             'the checkpoint uses the released SLaK names (LoRA1, LoRA2, '
@@ -512,8 +536,7 @@ def load_slak_pretrained(
         state_dict, model, prefix, filename
     )
     if getattr(model, 'deploy', False) and any(
-        re.search(r'large_kernel\.(vertical|horizontal|large|small)\.', key)
-        for key in state_dict
+        _TRAINING_FORM.search(key) for key in state_dict
     ):
         raise ValueError(
             f'{filename} holds training-form large kernels but the model was '
@@ -526,298 +549,3 @@ def load_slak_pretrained(
     return load_state_dict_checked(
         model, state_dict, filename, set_aside, logger, output_norms
     )
-
-
-# --------------------------------------------------------------------------
-# Converting released checkpoints to OpenMMLab 2.x files.
-# --------------------------------------------------------------------------
-
-_STAGE_BLOCK = re.compile(r'^stages\.(\d+)\.(\d+)\.')
-
-
-def strip_module_prefix(
-    state_dict: Dict[str, torch.Tensor],
-) -> Dict[str, torch.Tensor]:
-    """Removes the ``module.`` prefix that DDP-wrapped saves carry."""
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        return OrderedDict(
-            (k[len('module.') :], v) for k, v in state_dict.items()
-        )
-    return state_dict
-
-
-def masked_weight_sparsity(state_dict: Dict[str, torch.Tensor]) -> float:
-    """Fraction of zeros over every 2-D and 4-D weight (convs, linears).
-
-    These are the weights SLaK's sparse training masks, so on a released
-    checkpoint this recovers its sparsity; 0.0 for a dense one.
-    """
-    total = zeros = 0
-    for key, value in state_dict.items():
-        if key.endswith('weight') and value.dim() in (2, 4):
-            total += value.numel()
-            zeros += int((value == 0).sum())
-    return zeros / total if total else 0.0
-
-
-def _fit_arch(depths: List[int], channels: List[int]):
-    """Finds the named arch and width factor that give these widths."""
-    from .slak import SLaK
-
-    for name, setting in SLaK.arch_settings.items():
-        if setting['depths'] != depths:
-            continue
-        base = setting['channels']
-        factor = round(channels[-1] / base[-1], 2)
-        if [int(c * factor) for c in base] == channels:
-            return name, factor
-    return dict(depths=depths, channels=channels), 1.0
-
-
-def infer_release_config(
-    state_dict: Dict[str, torch.Tensor], filename: str = '<checkpoint>'
-) -> dict:
-    """Reads a released model's hyper-parameters off its tensors.
-
-    Args:
-        state_dict (dict): A released ImageNet state dict (release names).
-        filename (str): For error messages.
-
-    Returns:
-        dict: ``backbone`` (kwargs of :class:`SLaK`: arch, width_factor,
-        kernel_sizes, small_kernel, decompose, in_channels,
-        layer_scale_init_value), ``num_classes`` (None without a head),
-        ``sparsity`` (zeros over the 2-D and 4-D weights) and ``channels``
-        (the widths after ``width_factor``).
-
-    Raises:
-        KeyError: If an expected tensor is absent; the message names it.
-    """
-    ours = OrderedDict(
-        (release_to_slak_mm_key(k), v)
-        for k, v in state_dict.items()
-        if not k.startswith('head.')
-    )
-
-    def get(key: str) -> torch.Tensor:
-        if key not in ours:
-            raise KeyError(
-                f'{filename}: expected {slak_mm_to_release_key(key)!r} '
-                f'(our name {key!r}) in a released SLaK checkpoint'
-            )
-        return ours[key]
-
-    depth_of: Dict[int, int] = {}
-    for key in ours:
-        match = _STAGE_BLOCK.match(key)
-        if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            depth_of[stage] = max(depth_of.get(stage, 0), block + 1)
-    if not depth_of:
-        raise KeyError(f'{filename}: no "stages.<i>.<j>." keys; not SLaK')
-    num_stages = max(depth_of) + 1
-    depths = [depth_of.get(i, 0) for i in range(num_stages)]
-    if 0 in depths:
-        raise KeyError(f'{filename}: stage(s) without blocks: {depths}')
-
-    stem = get('downsample_layers.0.0.weight')
-    in_channels = stem.shape[1]
-    channels = [stem.shape[0]] + [
-        get(f'downsample_layers.{i}.1.weight').shape[0]
-        for i in range(1, num_stages)
-    ]
-    decompose = 'stages.0.0.large_kernel.vertical.conv.weight' in ours
-    long_branch = 'vertical' if decompose else 'large'
-    kernel_sizes = [
-        get(f'stages.{i}.0.large_kernel.{long_branch}.conv.weight').shape[2]
-        for i in range(num_stages)
-    ]
-    small_kernel = get('stages.0.0.large_kernel.small.conv.weight').shape[2]
-    arch, width_factor = _fit_arch(depths, channels)
-    head = state_dict.get('head.weight')
-    return dict(
-        backbone=dict(
-            arch=arch,
-            width_factor=width_factor,
-            kernel_sizes=kernel_sizes,
-            small_kernel=small_kernel,
-            decompose=decompose,
-            in_channels=in_channels,
-            layer_scale_init_value=(
-                1e-6 if 'stages.0.0.gamma' in ours else 0.0
-            ),
-        ),
-        channels=channels,
-        num_classes=None if head is None else head.shape[0],
-        sparsity=masked_weight_sparsity(state_dict),
-    )
-
-
-def _require_complete(
-    converted: Dict[str, torch.Tensor],
-    model: nn.Module,
-    filename: str,
-    allowed_missing: Tuple[str, ...] = (),
-) -> List[str]:
-    """Checks shapes and that every model tensor is present.
-
-    Returns:
-        list[str]: The model keys left to their initialisation (only those
-        starting with ``allowed_missing``).
-    """
-    check_shapes(converted, model, filename)
-    own = model.state_dict()
-    missing = [k for k in own if k not in converted]
-    unexpected = [k for k in converted if k not in own]
-    bad_missing = [k for k in missing if not k.startswith(allowed_missing)]
-    if bad_missing or unexpected:
-        raise KeyError(
-            f'{filename}: keys do not match the inferred model; missing '
-            f'{bad_missing[:10]}, unexpected '
-            f'{[slak_mm_to_release_key(k) for k in unexpected[:10]]}'
-        )
-    return missing
-
-
-def convert_release_classifier(
-    state_dict: Dict[str, torch.Tensor], filename: str = '<checkpoint>'
-) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """Converts a released ImageNet model to an mmpretrain ImageClassifier.
-
-    The backbone goes under ``backbone.`` in classification mode (the
-    release's pooled final LayerNorm becomes ``norm3``) and ``head.*``
-    becomes ``head.fc.*`` of a ``LinearClsHead``.
-
-    Args:
-        state_dict (dict): Released weights (release names).
-        filename (str): For error messages.
-
-    Returns:
-        tuple[dict, dict]: The converted state dict and the inferred
-        config (see :func:`infer_release_config`).
-
-    Raises:
-        ValueError: If a tensor's shape does not fit the model inferred from
-            the rest (names the key and both shapes).
-        KeyError: If tensors are missing or left over.
-    """
-    from .slak import SLaK
-
-    state_dict = strip_module_prefix(state_dict)
-    info = infer_release_config(state_dict, filename)
-    if info['num_classes'] is None or 'head.bias' not in state_dict:
-        raise KeyError(
-            f'{filename}: no "head.weight"/"head.bias"; use the '
-            'backbone-only conversion for headless checkpoints'
-        )
-    num_stages = len(info['channels'])
-    model = SLaK(
-        **info['backbone'],
-        out_indices=num_stages - 1,
-        gap_before_final_norm=True,
-    )
-    backbone, _ = prepare_backbone_state_dict(state_dict, model, '', filename)
-    _require_complete(backbone, model, filename)
-    head_weight = state_dict['head.weight']
-    if head_weight.shape[1] != info['channels'][-1]:
-        raise ValueError(
-            f'{filename}: head.weight has shape {tuple(head_weight.shape)}'
-            f' but the last stage has {info["channels"][-1]} channels'
-        )
-    converted = OrderedDict((f'backbone.{k}', v) for k, v in backbone.items())
-    converted['head.fc.weight'] = head_weight
-    converted['head.fc.bias'] = state_dict['head.bias']
-    return converted, info
-
-
-def convert_release_backbone(
-    state_dict: Dict[str, torch.Tensor], filename: str = '<checkpoint>'
-) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """Converts a released ImageNet model to a ``backbone.``-only file.
-
-    Meant for ``init_cfg=dict(type='Pretrained', checkpoint=...,
-    prefix='backbone.')`` of mmdet/mmseg backbones with
-    ``out_indices=(0, 1, 2, 3)``. The classifier head and the pooled final
-    LayerNorm are left out: the per-output norms ``norm0..norm3`` of a
-    downstream backbone are new layers, as in the release's own
-    downstream code.
-
-    Returns:
-        tuple[dict, dict]: The converted state dict and the inferred config.
-    """
-    from .slak import SLaK
-
-    state_dict = strip_module_prefix(state_dict)
-    info = infer_release_config(state_dict, filename)
-    model = SLaK(
-        **info['backbone'], out_indices=tuple(range(len(info['channels'])))
-    )
-    backbone, _ = prepare_backbone_state_dict(state_dict, model, '', filename)
-    _require_complete(backbone, model, filename, allowed_missing=('norm',))
-    converted = OrderedDict((f'backbone.{k}', v) for k, v in backbone.items())
-    return converted, info
-
-
-def convert_release_downstream(
-    checkpoint: dict, filename: str = '<checkpoint>'
-) -> Tuple[dict, List[str]]:
-    """Converts a released mmseg 0.x / mmdet 2.x checkpoint to our names.
-
-    ``backbone.*`` keys are renamed with :data:`RELEASE_KEY_RENAMES`
-    (``norm0..norm3`` keep their names); every other key (neck, heads) is
-    kept as is: UperNet/FCN heads of mmseg 0.x -> 1.x and FPN/RPN/Cascade
-    RoI heads of mmdet 2.x -> 3.x use the same module names. Only
-    ``state_dict`` and ``meta`` are kept; ``meta['CLASSES']`` and
-    ``meta['PALETTE']`` are copied to ``meta['dataset_meta']`` as 2.x tools
-    expect.
-
-    Args:
-        checkpoint (dict): The loaded file.
-        filename (str): For error messages.
-
-    Returns:
-        tuple[dict, list[str]]: The new checkpoint and notes on what was
-        dropped or changed.
-    """
-    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
-        raise KeyError(
-            f'{filename}: expected a "state_dict" entry (mmseg 0.x / '
-            f'mmdet 2.x layout), got {sorted(checkpoint)[:10]}'
-        )
-    state_dict = strip_module_prefix(checkpoint['state_dict'])
-    backbone = {
-        k[len('backbone.') :]: v
-        for k, v in state_dict.items()
-        if k.startswith('backbone.')
-    }
-    if not backbone:
-        raise KeyError(f'{filename}: no "backbone." keys in state_dict')
-    if not is_release_state_dict(backbone):
-        raise ValueError(
-            f'{filename}: the backbone keys are not in the released SLaK '
-            f'names (e.g. {list(backbone)[:3]}); nothing to convert'
-        )
-    notes = []
-    converted = OrderedDict()
-    for key, value in state_dict.items():
-        if not key.startswith('backbone.'):
-            converted[key] = value
-            continue
-        inner = key[len('backbone.') :]
-        if inner.startswith(('norm.', 'head.')):
-            # A pooled norm or classifier left in a downstream backbone
-            # has no counterpart in our multi-output backbone.
-            notes.append(f'dropped {key} (not part of a downstream SLaK)')
-            continue
-        converted['backbone.' + release_to_slak_mm_key(inner)] = value
-    meta = dict(checkpoint.get('meta') or {})
-    dataset_meta = dict(meta.get('dataset_meta') or {})
-    for old, new in (('CLASSES', 'classes'), ('PALETTE', 'palette')):
-        if old in meta and new not in dataset_meta:
-            dataset_meta[new] = meta[old]
-    if dataset_meta:
-        meta['dataset_meta'] = dataset_meta
-    dropped = sorted(set(checkpoint) - {'state_dict', 'meta'})
-    if dropped:
-        notes.append(f'dropped top-level entries {dropped}')
-    return dict(meta=meta, state_dict=converted), notes

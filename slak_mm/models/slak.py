@@ -12,6 +12,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .backends import AUTO, UsesBackend, check_backend, get_backend
+from .checkpoint import load_slak_pretrained
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
 from .mlp import BlockMLP
@@ -21,26 +22,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_backbone_args(
-    depths: Sequence,
-    base_channels: Sequence,
-    kernel_sizes,
-    small_kernel,
-    width_factor,
-    in_channels,
-    out_indices,
-) -> List[int]:
-    """Checks the types and ranges of the SLaK constructor arguments.
-
-    Returns:
-        list[int]: ``kernel_sizes`` as a list.
-
-    Raises:
-        TypeError: If an argument has the wrong type (e.g. a string width
-            factor or a single int for ``kernel_sizes``); names it.
-        ValueError: If a value is out of range (an empty arch, a negative
-            depth, a width factor that leaves no channel, ...); names it.
-    """
+def _check_arch_lists(depths: Sequence, base_channels: Sequence) -> None:
     if not depths:
         raise ValueError(
             'arch has no stages: "depths" and "channels" are empty'
@@ -54,6 +36,9 @@ def _check_backbone_args(
                 raise ValueError(
                     f'arch {name!r} must hold ints >= {low}, got {values}'
                 )
+
+
+def _check_kernel_sizes(kernel_sizes, small_kernel) -> List[int]:
     if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
         kernel_sizes, (list, tuple)
     ):
@@ -70,6 +55,10 @@ def _check_backbone_args(
             raise TypeError(f'{name} must hold ints, got {values}')
         if min(values, default=1) < 1:
             raise ValueError(f'{name} must be positive, got {values}')
+    return kernel_sizes
+
+
+def _check_width_factor(width_factor, base_channels: Sequence) -> None:
     if not isinstance(width_factor, (int, float)) or isinstance(
         width_factor, bool
     ):
@@ -84,10 +73,9 @@ def _check_backbone_args(
             f'width_factor={width_factor} gives stage widths {widths}; '
             'every stage needs at least one channel'
         )
-    if not _is_int(in_channels) or in_channels < 1:
-        raise ValueError(
-            f'in_channels must be a positive int, got {in_channels!r}'
-        )
+
+
+def _check_out_indices(out_indices) -> None:
     indices = [out_indices] if _is_int(out_indices) else out_indices
     if not isinstance(indices, (list, tuple)) or not all(
         _is_int(i) for i in indices
@@ -100,6 +88,46 @@ def _check_backbone_args(
         raise ValueError(
             'out_indices is empty: the backbone would return nothing; give '
             'at least one stage index, e.g. (0, 1, 2, 3) or -1'
+        )
+
+
+def _check_backbone_args(
+    depths: Sequence,
+    base_channels: Sequence,
+    kernel_sizes,
+    small_kernel,
+    width_factor,
+    in_channels,
+    out_indices,
+    drop_path_rate,
+) -> List[int]:
+    """Checks the types and ranges of the SLaK constructor arguments.
+
+    Returns:
+        list[int]: ``kernel_sizes`` as a list.
+
+    Raises:
+        TypeError: If an argument has the wrong type (e.g. a string width
+            factor or a single int for ``kernel_sizes``); names it.
+        ValueError: If a value is out of range (an empty arch, a negative
+            depth, a width factor that leaves no channel, ...); names it.
+    """
+    _check_arch_lists(depths, base_channels)
+    kernel_sizes = _check_kernel_sizes(kernel_sizes, small_kernel)
+    _check_width_factor(width_factor, base_channels)
+    if not _is_int(in_channels) or in_channels < 1:
+        raise ValueError(
+            f'in_channels must be a positive int, got {in_channels!r}'
+        )
+    _check_out_indices(out_indices)
+    if len(kernel_sizes) != len(depths):
+        raise ValueError(
+            f'kernel_sizes needs one size per stage ({len(depths)}), '
+            f'got {kernel_sizes}; the small kernel goes in small_kernel'
+        )
+    if not 0 <= drop_path_rate < 1:
+        raise ValueError(
+            f'drop_path_rate must be in [0, 1), got {drop_path_rate}'
         )
     return kernel_sizes
 
@@ -297,18 +325,9 @@ class SLaK(UsesBackend, BaseModule):
         conv_impl: Optional[str] = None,
     ) -> None:
         backend = _backend_from_deprecated_alias(backend, conv_impl)
-        if init_cfg is None:
-            init_cfg = [
-                dict(
-                    type='TruncNormal',
-                    layer=['Conv2d', 'Linear'],
-                    std=0.02,
-                    bias=0.0,
-                ),
-                dict(type='Constant', layer=['LayerNorm'], val=1.0, bias=0.0),
-            ]
-        super().__init__(init_cfg=init_cfg)
-
+        super().__init__(
+            init_cfg=_default_init_cfg() if init_cfg is None else init_cfg
+        )
         depths, base_channels = self._parse_arch(arch)
         self.num_stages = len(depths)
         kernel_sizes = _check_backbone_args(
@@ -319,16 +338,8 @@ class SLaK(UsesBackend, BaseModule):
             width_factor,
             in_channels,
             out_indices,
+            drop_path_rate,
         )
-        if len(kernel_sizes) != self.num_stages:
-            raise ValueError(
-                f'kernel_sizes needs one size per stage ({self.num_stages}), '
-                f'got {kernel_sizes}; the small kernel goes in small_kernel'
-            )
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(
-                f'drop_path_rate must be in [0, 1), got {drop_path_rate}'
-            )
         self.depths = depths
         self.channels = [int(c * width_factor) for c in base_channels]
         self.kernel_sizes = kernel_sizes
@@ -347,15 +358,32 @@ class SLaK(UsesBackend, BaseModule):
         self.deploy = deploy
         self.backend = check_backend(backend)
 
-        self.downsample_layers = nn.ModuleList()
-        self.downsample_layers.append(
+        self.downsample_layers = self._build_downsample_layers(in_channels)
+        block_cfg = dict(
+            small_kernel=small_kernel,
+            decompose=decompose,
+            layer_scale_init_value=layer_scale_init_value,
+            norm_cfg=norm_cfg,
+            with_cp=with_cp,
+            deploy=deploy,
+            backend=backend,
+        )
+        self.stages = self._build_stages(drop_path_rate, block_cfg)
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
+        self._freeze_stages()
+
+    def _build_downsample_layers(self, in_channels: int) -> nn.ModuleList:
+        """The 4x4/s4 stem (conv + LN), then LN + 2x2/s2 conv per stage."""
+        layers = nn.ModuleList()
+        layers.append(
             nn.Sequential(
                 nn.Conv2d(in_channels, self.channels[0], 4, stride=4),
                 LayerNorm2d(self.channels[0]),
             )
         )
         for i in range(1, self.num_stages):
-            self.downsample_layers.append(
+            layers.append(
                 nn.Sequential(
                     LayerNorm2d(self.channels[i - 1]),
                     nn.Conv2d(
@@ -363,37 +391,39 @@ class SLaK(UsesBackend, BaseModule):
                     ),
                 )
             )
+        return layers
 
+    def _build_stages(
+        self, drop_path_rate: float, block_cfg: dict
+    ) -> nn.ModuleList:
+        """One ``nn.Sequential`` of :class:`SLaKBlock` per stage, with the
+        stochastic depth rate rising linearly over all blocks.
+
+        Args:
+            drop_path_rate (float): Rate of the last block.
+            block_cfg (dict): Keyword arguments every block shares.
+        """
         block_drop_rates = torch.linspace(
-            0, drop_path_rate, sum(depths)
+            0, drop_path_rate, sum(self.depths)
         ).tolist()
-        self.stages = nn.ModuleList()
+        stages = nn.ModuleList()
         block_index = 0
-        for i, depth in enumerate(depths):
-            stage = nn.Sequential(
-                *[
-                    SLaKBlock(
-                        self.channels[i],
-                        kernel_sizes[i],
-                        small_kernel,
-                        decompose=decompose,
-                        drop_path_rate=block_drop_rates[block_index + j],
-                        layer_scale_init_value=layer_scale_init_value,
-                        norm_cfg=norm_cfg,
-                        with_cp=with_cp,
-                        deploy=deploy,
-                        backend=backend,
-                    )
-                    for j in range(depth)
-                ]
+        for i, depth in enumerate(self.depths):
+            stages.append(
+                nn.Sequential(
+                    *[
+                        SLaKBlock(
+                            self.channels[i],
+                            self.kernel_sizes[i],
+                            drop_path_rate=block_drop_rates[block_index + j],
+                            **block_cfg,
+                        )
+                        for j in range(depth)
+                    ]
+                )
             )
             block_index += depth
-            self.stages.append(stage)
-
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i]))
-
-        self._freeze_stages()
+        return stages
 
     def _parse_arch(self, arch) -> Tuple[List[int], List[int]]:
         if isinstance(arch, str):
@@ -508,6 +538,125 @@ class SLaK(UsesBackend, BaseModule):
                     module.eval()
         return self
 
+    def _default_decay_layers(self, num_layers: Optional[int]) -> int:
+        """``num_layers``, or ConvNeXt's choice: 12 when stage 2 has more
+        than 9 blocks (small, base), else 6 (tiny)."""
+        if num_layers is not None:
+            return int(num_layers)
+        if self.num_stages < 3:
+            raise ValueError(
+                f'this SLaK has {self.num_stages} stages, not the four of '
+                "ConvNeXt's layer rule: give num_layers"
+            )
+        return 12 if self.depths[2] > 9 else 6
+
+    def _stage_and_block(
+        self, param_name: str, prefix: str
+    ) -> Optional[Tuple[str, int, int]]:
+        """``('downsample_layers' | 'stages', stage, block)`` of a parameter
+        of this backbone (block 0 for downsampling layers), else None."""
+        if not param_name.startswith(prefix):
+            return None
+        parts = param_name[len(prefix) :].split('.')
+        if parts[0] == 'downsample_layers':
+            return parts[0], int(parts[1]), 0
+        if parts[0] == 'stages':
+            return parts[0], int(parts[1]), int(parts[2])
+        return None
+
+    def get_layer_depth(
+        self,
+        param_name: str,
+        prefix: str = '',
+        num_layers: Optional[int] = None,
+    ) -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise learning-rate decay.
+
+        mmpretrain's ``ConvNeXt.get_layer_depth`` rule on SLaK's module
+        names, so mmpretrain's ``LearningRateDecayOptimWrapperConstructor``
+        works on SLaK: the stem is layer 0, stage 0 layer 1, stage 1 (with
+        its downsampling) layer 2, stage 2's downsampling layer 3 and its
+        blocks split evenly over layers ``3 .. num_layers - 1``, the later
+        stages (with their downsampling) layer ``num_layers``, and
+        everything else (the output norms; parameters outside the backbone,
+        i.e. not starting with ``prefix``) layer ``num_layers + 1``. With 9
+        or 27 blocks in stage 2 and the default ``num_layers`` this is
+        ConvNeXt's ``3 + block // 3``.
+
+        Args:
+            param_name (str): Parameter name, e.g.
+                ``backbone.stages.2.4.pointwise_conv1.weight``.
+            prefix (str): What precedes this backbone's parameter names in
+                ``param_name``, e.g. ``'backbone.'``. Defaults to ''.
+            num_layers (int, optional): Number of backbone layers (>= 4). By
+                default ConvNeXt's: 12 if stage 2 has more than 9 blocks,
+                else 6.
+
+        Returns:
+            tuple[int, int]: The layer id and the number of layer ids,
+            ``num_layers + 2``; mmpretrain scales the learning rate by
+            ``decay_rate ** (num_layer_ids - layer_id - 1)``.
+
+        Raises:
+            ValueError: If ``num_layers < 4`` or the backbone has fewer than
+                three stages (the rule splits stage 2).
+        """
+        if self.num_stages < 3:
+            raise ValueError(
+                'layer-wise decay splits the blocks of stage 2; this SLaK '
+                f'has {self.num_stages} stages'
+            )
+        num_layers = self._default_decay_layers(num_layers)
+        if num_layers < 4:
+            raise ValueError(
+                f'layer_wise decay needs num_layers >= 4, got {num_layers}'
+            )
+        position = self._stage_and_block(param_name, prefix)
+        if position is None:
+            return num_layers + 1, num_layers + 2
+        part, stage, block = position
+        if stage == 0 and part == 'downsample_layers':
+            layer_id = 0
+        elif stage in (0, 1):
+            layer_id = stage + 1
+        elif stage == 2 and part == 'downsample_layers':
+            layer_id = 3
+        elif stage == 2:
+            layer_id = 3 + block * (num_layers - 3) // self.depths[2]
+        else:
+            layer_id = num_layers
+        return layer_id, num_layers + 2
+
+    def get_stage_depth(
+        self,
+        param_name: str,
+        prefix: str = '',
+        num_layers: Optional[int] = None,
+    ) -> Tuple[int, int]:
+        """Stage id of a parameter for stage-wise learning-rate decay.
+
+        mmseg's ConvNeXt stage rule (used by the released ADE20K recipe):
+        every downsampling layer is 0, stage ``i`` is ``i + 1`` and
+        everything else (output norms, parameters not under ``prefix``)
+        ``num_layers + 1``.
+
+        Args:
+            param_name (str): Parameter name.
+            prefix (str): What precedes this backbone's parameter names.
+            num_layers (int, optional): As in :meth:`get_layer_depth`.
+
+        Returns:
+            tuple[int, int]: The stage id and ``num_layers + 2``, in the
+            convention of :meth:`get_layer_depth`.
+        """
+        num_layers = self._default_decay_layers(num_layers)
+        position = self._stage_and_block(param_name, prefix)
+        if position is None:
+            return num_layers + 1, num_layers + 2
+        part, stage, _ = position
+        stage_id = 0 if part == 'downsample_layers' else stage + 1
+        return stage_id, num_layers + 2
+
     def switch_to_deploy(self) -> None:
         """Fuses every large-kernel module into its deploy form, in place."""
         for module in self.modules():
@@ -534,8 +683,6 @@ class SLaK(UsesBackend, BaseModule):
         if not pretrained:
             super().init_weights()
             return
-        from .checkpoint import load_slak_pretrained
-
         others = [e for e in entries if not _is_pretrained_entry(e)]
         original = self.init_cfg
         self.init_cfg = others or None
@@ -555,6 +702,19 @@ class SLaK(UsesBackend, BaseModule):
                 map_location=entry.get('map_location', 'cpu'),
             )
         self._is_init = True
+
+
+def _default_init_cfg() -> List[dict]:
+    """Truncated-normal convs and linears, unit LayerNorms, as ConvNeXt."""
+    return [
+        dict(
+            type='TruncNormal',
+            layer=['Conv2d', 'Linear'],
+            std=0.02,
+            bias=0.0,
+        ),
+        dict(type='Constant', layer=['LayerNorm'], val=1.0, bias=0.0),
+    ]
 
 
 def _is_pretrained_entry(entry) -> bool:
