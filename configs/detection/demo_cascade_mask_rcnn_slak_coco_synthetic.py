@@ -85,27 +85,26 @@ test_pipeline = [
         ),
     ),
 ]
+# What both loaders share: in-process loading of this data set's classes.
+loader = dict(num_workers=0, persistent_workers=False)
+dataset = dict(data_root=data_root, metainfo=dict(classes=classes))
 train_dataloader = dict(
+    loader,
     batch_size=2,
-    num_workers=0,
-    persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
+        dataset,
         ann_file=train_ann_file,
         data_prefix=dict(img=train_img_dir),
-        metainfo=dict(classes=classes),
         pipeline=train_pipeline,
     ),
 )
 val_dataloader = dict(
+    loader,
     batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
+        dataset,
         ann_file=val_ann_file,
         data_prefix=dict(img=val_img_dir),
-        metainfo=dict(classes=classes),
         pipeline=test_pipeline,
     ),
 )

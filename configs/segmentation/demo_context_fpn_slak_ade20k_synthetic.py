@@ -61,6 +61,8 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# What both loaders share: in-process loading of the generated data.
+loader = dict(num_workers=0, persistent_workers=False)
 dataset = dict(
     type='ADE20KDataset',
     data_root=data_root,
@@ -68,9 +70,8 @@ dataset = dict(
     metainfo=dict(classes=classes),
 )
 train_dataloader = dict(
+    loader,
     batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         dataset,
@@ -81,9 +82,8 @@ train_dataloader = dict(
     ),
 )
 val_dataloader = dict(
+    loader,
     batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         dataset,

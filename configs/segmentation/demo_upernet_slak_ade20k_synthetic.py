@@ -52,27 +52,16 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# What both loaders share: in-process loading of the generated data.
+loader = dict(num_workers=0, persistent_workers=False)
+dataset = dict(data_root=data_root, metainfo=dict(classes=classes))
 train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        pipeline=train_pipeline,
-    ),
+    loader, batch_size=8, dataset=dict(dataset, pipeline=train_pipeline)
 )
 # One image per batch for validation and testing, as in mmseg: images of
 # different sizes cannot share a batch (nothing pads them there).
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        pipeline=test_pipeline,
-    ),
+    loader, batch_size=1, dataset=dict(dataset, pipeline=test_pipeline)
 )
 test_dataloader = val_dataloader
 
