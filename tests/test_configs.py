@@ -13,12 +13,28 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(
     osp.relpath(p, REPO)
     for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+    if not p.startswith(osp.join(REPO, 'configs', '_base_', ''))
 )
+# Pieces that configs of several tasks share (a variable each, no model).
+SHARED_BASES = sorted(glob.glob(osp.join(REPO, 'configs', '_base_', '*.py')))
 TOOLKIT_CONFIGS = [c for c in CONFIGS if 'demo' not in c]
 
 
 def test_configs_are_found():
     assert len(CONFIGS) >= 10
+
+
+@pytest.mark.parametrize('base', SHARED_BASES, ids=osp.basename)
+def test_shared_bases_are_inherited(base):
+    (name,) = Config.fromfile(base).keys()
+    users = []
+    for config in CONFIGS:
+        with open(osp.join(REPO, config)) as f:
+            if f'_base_.{name}' in f.read():
+                users.append(config)
+    assert users, f'no config takes _base_.{name}'
+    for config in users:
+        assert name in Config.fromfile(osp.join(REPO, config))
 
 
 @pytest.mark.parametrize('config', CONFIGS)

@@ -2,10 +2,15 @@
 # The GPU check, one command on a fresh CUDA machine without internet:
 # installs the wheels of tools/download_gpu_wheels.sh into a private folder
 # (the machine's own packages stay as they are), runs the CUDA tests
-# (`pytest -m cuda`: Triton kernels against cuDNN, SLaK forward/backward
-# through the 'triton' backend against 'reference') and the CUDA benchmark (tools/benchmark_cuda.py), and
-# prints both benchmark tables. Works with whatever torch/Triton the
-# machine has (no version is assumed).
+# (`pytest -m cuda` on the files in CUDA_TESTS below: Triton kernels
+# against cuDNN, SLaK forward/backward through the 'triton' backend
+# against 'reference', sparse training under AmpOptimWrapper in fp16 and
+# bf16, mask updates on CUDA, SyncBN in a one-process NCCL group) and the
+# CUDA benchmark (tools/benchmark_cuda.py), and prints both benchmark
+# tables. Works with whatever torch/Triton the machine has (no version is
+# assumed). The test files import only torch, mmengine and slak_mm, no
+# mmcv/mmdet/mmseg/mmpretrain (tests/test_gpu_check.py collects them with
+# those blocked).
 #
 # Usage: bash tools/gpu_check.sh [WHEELS] [OUT]
 #   WHEELS  folder of wheels (default: gpu_wheels); may be absent when
@@ -19,6 +24,15 @@
 # Exit status: non-zero if the tests or the benchmark failed (the
 # benchmark runs even when a test fails, so that its numbers are there).
 set -uo pipefail
+
+# Every test file with tests marked `cuda` (tests/test_gpu_check.py keeps
+# this list complete).
+CUDA_TESTS=(
+  tests/test_amp_sparse.py
+  tests/test_cuda_sparse.py
+  tests/test_triton_backend.py
+  tests/test_triton_dwconv.py
+)
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 # Relative folders are taken from the repository root.
@@ -65,9 +79,8 @@ sys.exit(0 if t.available("cuda") else "Triton kernels unavailable")' \
 echo "installed in $((SECONDS - START)) s"
 
 echo "== pytest -m cuda"
-"$PYTHON" -m pytest -q -m cuda -p no:cacheprovider \
-  tests/test_triton_dwconv.py tests/test_triton_backend.py 2>&1 \
-  | tee "$OUT/pytest_cuda.log"
+"$PYTHON" -m pytest -q -rs -m cuda -p no:cacheprovider "${CUDA_TESTS[@]}" \
+  2>&1 | tee "$OUT/pytest_cuda.log"
 TESTS=${PIPESTATUS[0]}
 echo "tests: exit $TESTS after $((SECONDS - START)) s"
 

@@ -4,16 +4,8 @@ _base_ = ['./cascade_mask_rcnn_slak_t_fpn_3x_coco.py']
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)
+# The 3x schedule's warm-up, then steps at epochs 8 and 11.
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000
-    ),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1,
-    ),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], end=max_epochs, milestones=[8, 11]),
 ]

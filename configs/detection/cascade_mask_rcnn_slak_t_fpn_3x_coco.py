@@ -7,6 +7,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/slak_t_downstream.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
 
@@ -17,15 +18,8 @@ checkpoint_file = 'checkpoints/slak_tiny_in1k.pth'
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     backbone=dict(
+        _base_.slak_t_backbone,
         _delete_=True,
-        type='SLaK',
-        arch='tiny',
-        kernel_sizes=(51, 49, 47, 13),
-        small_kernel=5,
-        width_factor=1.3,
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.4,
-        layer_scale_init_value=1.0,
         norm_cfg=norm_cfg,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
     ),

@@ -35,35 +35,17 @@ model = dict(
     rpn_head=dict(in_channels=channels, feat_channels=channels),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=channels),
-        # A list replaces the base's list: each head is written in full.
+        # The base's three 4conv1fc GIoU heads, narrow.
         bbox_head=[
             dict(
-                type='ConvFCBBoxHead',
-                num_shared_convs=4,
-                num_shared_fcs=1,
+                head,
                 in_channels=channels,
                 conv_out_channels=channels,
                 fc_out_channels=2 * channels,
-                roi_feat_size=7,
                 num_classes=num_classes,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0.0, 0.0, 0.0, 0.0],
-                    target_stds=target_stds,
-                ),
-                reg_class_agnostic=False,
-                reg_decoded_bbox=True,
                 norm_cfg=norm_cfg,
-                loss_cls=dict(
-                    type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0
-                ),
-                loss_bbox=dict(type='GIoULoss', loss_weight=10.0),
             )
-            for target_stds in (
-                [0.1, 0.1, 0.2, 0.2],
-                [0.05, 0.05, 0.1, 0.1],
-                [0.033, 0.033, 0.067, 0.067],
-            )
+            for head in _base_.model.roi_head.bbox_head
         ],
         mask_roi_extractor=dict(out_channels=channels),
         mask_head=dict(
@@ -103,27 +85,26 @@ test_pipeline = [
         ),
     ),
 ]
+# What both loaders share: in-process loading of this data set's classes.
+loader = dict(num_workers=0, persistent_workers=False)
+dataset = dict(data_root=data_root, metainfo=dict(classes=classes))
 train_dataloader = dict(
+    loader,
     batch_size=2,
-    num_workers=0,
-    persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
+        dataset,
         ann_file=train_ann_file,
         data_prefix=dict(img=train_img_dir),
-        metainfo=dict(classes=classes),
         pipeline=train_pipeline,
     ),
 )
 val_dataloader = dict(
+    loader,
     batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
+        dataset,
         ann_file=val_ann_file,
         data_prefix=dict(img=val_img_dir),
-        metainfo=dict(classes=classes),
         pipeline=test_pipeline,
     ),
 )
@@ -133,16 +114,10 @@ test_evaluator = val_evaluator
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+# A shorter warm-up, then the 1x steps of the base.
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1,
-    ),
+    _base_.param_scheduler[1],
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = dict(

@@ -15,6 +15,8 @@
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
     'mmseg::_base_/default_runtime.py',
+    '../_base_/slak_t_downstream.py',
+    '../_base_/sparse_training.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
 
@@ -28,16 +30,12 @@ backbone_channels = [31, 62, 124, 249]
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
+    # SLaK-T's kernels, narrow and shallow, no drop path.
     backbone=dict(
+        _base_.slak_t_backbone,
         _delete_=True,
-        type='SLaK',
         arch=dict(depths=[1, 1, 3, 1], channels=[24, 48, 96, 192]),
-        kernel_sizes=(51, 49, 47, 13),
-        small_kernel=5,
-        width_factor=1.3,
-        out_indices=(0, 1, 2, 3),
         drop_path_rate=0.0,
-        layer_scale_init_value=1.0,
         norm_cfg=norm_cfg,
     ),
     neck=dict(in_channels=backbone_channels, out_channels=32),
@@ -63,6 +61,8 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# What both loaders share: in-process loading of the generated data.
+loader = dict(num_workers=0, persistent_workers=False)
 dataset = dict(
     type='ADE20KDataset',
     data_root=data_root,
@@ -70,9 +70,8 @@ dataset = dict(
     metainfo=dict(classes=classes),
 )
 train_dataloader = dict(
+    loader,
     batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         dataset,
@@ -83,9 +82,8 @@ train_dataloader = dict(
     ),
 )
 val_dataloader = dict(
+    loader,
     batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         dataset,
@@ -141,14 +139,5 @@ log_processor = dict(by_epoch=False)
 env_cfg = dict(cudnn_benchmark=False)
 
 # Dynamic sparse training of the backbone (SNIP densities, random regrowth).
-custom_hooks = [
-    dict(
-        type='SparseTrainingHook',
-        sparsity=0.4,
-        init='snip',
-        growth='random',
-        prune_rate=0.3,
-        update_interval=50,
-    )
-]
+custom_hooks = [dict(_base_.sparse_training, update_interval=50)]
 randomness = dict(seed=0)

@@ -18,12 +18,7 @@ optim_wrapper = dict(
 )
 custom_hooks = [
     dict(
-        type='SparseTrainingHook',
-        sparsity=0.4,
-        init='snip',
-        growth='random',
-        prune_rate=0.3,
-        update_interval=50,
+        _base_.custom_hooks[0],
         exclude=[f'*{key}.weight' for key in large_kernels],
     )
 ]

@@ -1,7 +1,7 @@
 # The CPU demo: the real UperNet + SLaK recipe made small enough to train in
 # minutes on generated ADE20K-layout data (tools/make_synthetic_data.py).
 # Narrow widths, the real 51/49/47/13 kernels, 96x96 images, 4 classes.
-_base_ = ['./upernet_slak_t_ade20k.py']
+_base_ = ['./upernet_slak_t_ade20k.py', '../_base_/sparse_training.py']
 
 data_root = 'data/synthetic/ADEChallengeData2016'
 classes = ('wall', 'building', 'sky', 'floor')
@@ -52,27 +52,16 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# What both loaders share: in-process loading of the generated data.
+loader = dict(num_workers=0, persistent_workers=False)
+dataset = dict(data_root=data_root, metainfo=dict(classes=classes))
 train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        pipeline=train_pipeline,
-    ),
+    loader, batch_size=8, dataset=dict(dataset, pipeline=train_pipeline)
 )
 # One image per batch for validation and testing, as in mmseg: images of
 # different sizes cannot share a batch (nothing pads them there).
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=dict(classes=classes),
-        pipeline=test_pipeline,
-    ),
+    loader, batch_size=1, dataset=dict(dataset, pipeline=test_pipeline)
 )
 test_dataloader = val_dataloader
 
@@ -100,14 +89,7 @@ env_cfg = dict(cudnn_benchmark=False)
 # Trained from scratch here, so dynamic sparse training instead of the static
 # masks of fine-tuning.
 custom_hooks = [
-    dict(
-        type='SparseTrainingHook',
-        sparsity=0.4,
-        init='snip',
-        growth='random',
-        prune_rate=0.3,
-        update_interval=50,
-    ),
+    dict(_base_.sparse_training, update_interval=50),
     # Warns when annotation values fall outside the configured classes.
     dict(type='SegLabelCheckHook'),
 ]

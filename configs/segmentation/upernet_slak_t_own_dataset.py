@@ -47,19 +47,23 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=reduce_zero_label),
     dict(type='PackSegInputs'),
 ]
+# The data set of both splits (replacing the base's ADE20K data set).
+dataset = dict(
+    _delete_=True,
+    type='BaseSegDataset',
+    data_root=data_root,
+    metainfo=dict(classes=classes, palette=palette),
+    img_suffix=img_suffix,
+    seg_map_suffix=seg_map_suffix,
+    reduce_zero_label=reduce_zero_label,
+)
 train_dataloader = dict(
     batch_size=2,
     dataset=dict(
-        _delete_=True,
-        type='BaseSegDataset',
-        data_root=data_root,
+        dataset,
         data_prefix=dict(
             img_path='img_dir/train', seg_map_path='ann_dir/train'
         ),
-        metainfo=dict(classes=classes, palette=palette),
-        img_suffix=img_suffix,
-        seg_map_suffix=seg_map_suffix,
-        reduce_zero_label=reduce_zero_label,
         pipeline=train_pipeline,
     ),
 )
@@ -67,14 +71,8 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=1,
     dataset=dict(
-        _delete_=True,
-        type='BaseSegDataset',
-        data_root=data_root,
+        dataset,
         data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        metainfo=dict(classes=classes, palette=palette),
-        img_suffix=img_suffix,
-        seg_map_suffix=seg_map_suffix,
-        reduce_zero_label=reduce_zero_label,
         pipeline=test_pipeline,
     ),
 )

@@ -6,6 +6,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../../_base_/sparse_training.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
 
@@ -67,11 +68,7 @@ custom_hooks = [
         priority='ABOVE_NORMAL',
     ),
     dict(
-        type='SparseTrainingHook',
-        sparsity=0.4,
-        init='snip',
-        growth='random',
-        prune_rate=0.3,
+        _base_.sparse_training,
         update_interval=100,
         total_steps=(1281167 // (128 * 8 * 4)) * 300,
         module_path=None,

@@ -6,6 +6,7 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../../_base_/slak_t_downstream.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
 
@@ -17,18 +18,7 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
-    backbone=dict(
-        _delete_=True,
-        type='SLaK',
-        arch='tiny',
-        kernel_sizes=(51, 49, 47, 13),
-        small_kernel=5,
-        width_factor=1.3,
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.4,
-        layer_scale_init_value=1.0,
-        norm_cfg=norm_cfg,
-    ),
+    backbone=dict(_base_.slak_t_backbone, _delete_=True, norm_cfg=norm_cfg),
     decode_head=dict(
         in_channels=[124, 249, 499, 998], num_classes=150, norm_cfg=norm_cfg
     ),

@@ -1,0 +1,88 @@
+"""The GPU check's test list: complete, and collectable on a machine
+without mmcv / mmdet / mmseg / mmpretrain (only torch, Triton, timm and
+the wheels of ``tools/download_gpu_wheels.sh``)."""
+
+import os
+import re
+import subprocess
+import sys
+
+from .tool_utils import TOOLS_DIR
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.join(REPO, 'tests')
+
+
+def gpu_check_test_files():
+    """The ``CUDA_TESTS`` array of tools/gpu_check.sh."""
+    with open(os.path.join(TOOLS_DIR, 'gpu_check.sh')) as f:
+        script = f.read()
+    match = re.search(r'^CUDA_TESTS=\(\n(.*?)^\)', script, re.M | re.S)
+    assert match, 'tools/gpu_check.sh has no CUDA_TESTS=( ... ) array'
+    return match.group(1).split()
+
+
+# The marker applied: a decorator, or in a list / assignment of marks.
+_CUDA_MARK = re.compile(r'(^\s*@|[\[(,=]\s*)pytest\.mark\.cuda\b', re.M)
+
+
+def files_with_cuda_tests():
+    names = []
+    for name in sorted(os.listdir(TESTS_DIR)):
+        if name.startswith('test_') and name.endswith('.py'):
+            with open(os.path.join(TESTS_DIR, name)) as f:
+                if _CUDA_MARK.search(f.read()):
+                    names.append(f'tests/{name}')
+    return names
+
+
+def run_python(args, timeout=300):
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_gpu_check_runs_every_file_with_cuda_tests():
+    files = gpu_check_test_files()
+    assert files == files_with_cuda_tests()
+    assert 'tests/test_amp_sparse.py' in files
+    assert 'tests/test_cuda_sparse.py' in files
+
+
+def test_toolkit_blocker_blocks():
+    result = run_python(
+        ['-c', 'import tests.block_toolkits, mmengine; import mmpretrain']
+    )
+    assert result.returncode != 0
+    assert 'mmpretrain is blocked' in result.stderr
+
+
+def test_cuda_tests_collect_without_the_toolkits():
+    """``pytest -m cuda --collect-only`` on the GPU check's files with
+    mmcv, mmdet, mmseg and mmpretrain unimportable."""
+    files = gpu_check_test_files()
+    result = run_python(
+        ['-m', 'pytest', '-p', 'tests.block_toolkits', '-p',
+         'no:cacheprovider', '-m', 'cuda', '--collect-only', '-q', *files],
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    collected = [line for line in result.stdout.splitlines() if '::' in line]
+    for path in files:
+        assert any(line.startswith(path + '::') for line in collected), path
+    for node in (
+        'tests/test_amp_sparse.py::'
+        'test_skipped_amp_step_is_not_a_sparse_step[cuda-fp16]',
+        'tests/test_amp_sparse.py::'
+        'test_skipped_amp_step_is_not_a_sparse_step[cuda-bf16]',
+        'tests/test_cuda_sparse.py::'
+        'test_sync_bn_reduction_over_the_nccl_group_matches_batch_norm',
+    ):
+        assert node in collected, node
+    # The CPU emulation is not a cuda test.
+    assert not any('[cpu-fp16]' in line for line in collected)
