@@ -1,4 +1,5 @@
-"""tools/convert_release_checkpoint.py against an independent forward."""
+"""tools/model_converters/convert_release_checkpoint.py against an
+independent forward."""
 
 import argparse
 import textwrap

@@ -1,6 +1,6 @@
 """Synthetic datasets: real layouts, loaded by the real toolkit classes."""
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -33,6 +33,8 @@ from slak_mm.datasets import (
     generate_imagenet,
     sample_context_scene,
 )
+
+from .tool_utils import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -437,12 +439,7 @@ def test_overwrite_replaces_only_generated_directories(tmp_path):
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location(
-        'make_synthetic_data', REPO_ROOT / 'tools' / 'make_synthetic_data.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('make_synthetic_data')
 
 
 def test_cli_writes_what_the_api_writes(tmp_path, capsys):

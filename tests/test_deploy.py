@@ -1,4 +1,5 @@
-"""tools/deploy.py: fused export, output check, reload with deploy=True."""
+"""tools/model_converters/deploy.py: fused export, output check, reload
+with deploy=True."""
 
 import os.path as osp
 import subprocess
@@ -19,7 +20,7 @@ from slak_mm.utils import safe_torch_load
 
 from .conftest import TINY_ARCH, randomize_batch_norms
 from .test_checkpoint import KERNELS, SMALL
-from .tool_utils import load_tool, write_classifier_config
+from .tool_utils import load_tool, tool_path, write_classifier_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -146,7 +147,7 @@ def test_nan_weight_fails_the_tool_naming_the_tensor(tmp_path, trained):
     torch.save(checkpoint, bad)
     out = tmp_path / 'never.pth'
     result = subprocess.run(
-        [sys.executable, 'tools/deploy.py', config, bad, str(out)]
+        [sys.executable, tool_path('deploy'), config, bad, str(out)]
         + ['--shape', '32'],
         cwd=REPO,
         capture_output=True,

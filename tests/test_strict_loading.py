@@ -38,7 +38,7 @@ from .test_checkpoint import (
     tiny_dims,
 )
 from .test_end_to_end import REPO, shrink_cascade_heads
-from .tool_utils import load_tool
+from .tool_utils import load_tool, tool_path
 
 SEG_DEMO = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
@@ -176,8 +176,10 @@ def files(tmp_path_factory):
 
 
 def run_main(monkeypatch, tool, *args):
-    """Runs ``tools/<tool>.py`` in this process with ``args``."""
-    monkeypatch.setattr(sys, 'argv', [f'tools/{tool}.py', *map(str, args)])
+    """Runs the tool ``tool`` in this process with ``args``."""
+    monkeypatch.setattr(
+        sys, 'argv', [tool_path(tool, relative=True), *map(str, args)]
+    )
     return load_tool(tool).main()
 
 
@@ -764,7 +766,7 @@ def readme_block(heading, language):
 def test_readme_segmentation_inference_runs_as_printed(tmp_path, monkeypatch):
     """The README's segmentation snippet, in a copy of the layout that
     ``make demo-quick`` leaves (demo config, its data and checkpoint, deployed
-    with the README's tools/deploy.py command)."""
+    with the README's tools/model_converters/deploy.py command)."""
     for name in ('configs', 'tools'):
         os.symlink(osp.join(REPO, name), tmp_path / name)
     generate_ade20k(
@@ -784,7 +786,9 @@ def test_readme_segmentation_inference_runs_as_printed(tmp_path, monkeypatch):
     commands = readme_block('### Segmentation', 'bash')
     lines = commands.replace('\\\n', ' ').splitlines()
     deploy_args = next(
-        line.split()[2:] for line in lines if 'tools/deploy.py' in line
+        line.split()[2:]
+        for line in lines
+        if tool_path('deploy', relative=True) in line
     )
     monkeypatch.chdir(tmp_path)
     load_tool('deploy').main(deploy_args)

@@ -44,7 +44,7 @@ _NON_MAC_OPS = (
 
 #: Groups a parameter/module name into stem, stage<i>, out_norms or the
 #: top-level part (head, neck, ...): the grouping the sparse-training hook
-#: logs and ``tools/sparsity_report.py`` prints.
+#: logs and ``tools/analysis_tools/sparsity_report.py`` prints.
 slak_group = stage_group
 
 

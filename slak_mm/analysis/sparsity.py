@@ -2,7 +2,7 @@
 
 The maskable-weight rule, the stage grouping and the counting are
 :mod:`slak_mm.sparse.density`'s, shared with the sparse-training hook's
-logging and ``tools/get_flops.py``.
+logging and ``tools/analysis_tools/get_flops.py``.
 """
 
 import os

@@ -8,10 +8,10 @@ labels need long-range context (width a multiple of 4, height >= 48).
 The same arguments always give byte-identical files.
 
 Examples:
-    python tools/make_synthetic_data.py ade20k --out data
-    python tools/make_synthetic_data.py all --out data --num-train 64 \\
+    python tools/misc/make_synthetic_data.py ade20k --out data
+    python tools/misc/make_synthetic_data.py all --out data --num-train 64 \\
         --num-val 16 --image-size 128 --num-classes 5 --seed 1
-    python tools/make_synthetic_data.py ade20k-context --out data/context \\
+    python tools/misc/make_synthetic_data.py ade20k-context --out data/context \\
         --num-train 128 --num-val 32 --image-size 96
 
 Layouts written under ``--out``:
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 # Run from a source checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from slak_mm.datasets import KNOWN_LAYOUTS, generate_datasets  # noqa: E402
 

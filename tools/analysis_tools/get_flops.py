@@ -1,10 +1,13 @@
 """Parameters and MACs of a model, dense and sparse, per stage.
 
 Examples:
-    python tools/get_flops.py CONFIG --shape 224
-    python tools/get_flops.py CONFIG --shape 224 --uniform-sparsity 0.4
-    python tools/get_flops.py CONFIG --checkpoint sparse.pth  # masks: w != 0
-    python tools/get_flops.py CONFIG --masks masks.pth [--masks-key KEY]
+    python tools/analysis_tools/get_flops.py CONFIG --shape 224
+    python tools/analysis_tools/get_flops.py CONFIG --shape 224 \
+        --uniform-sparsity 0.4
+    python tools/analysis_tools/get_flops.py CONFIG \
+        --checkpoint sparse.pth  # masks: w != 0
+    python tools/analysis_tools/get_flops.py CONFIG \
+        --masks masks.pth [--masks-key KEY]
 
 MACs count the multiply-accumulates of convolutions and linear layers (the
 "FLOPs" of the paper and of OpenMMLab's get_flops); sparse MACs count only

@@ -4,8 +4,9 @@ NCHW) and of the SLaK-T backbone against timm's ConvNeXt-T.
 Prints two markdown tables (see slak_mm/analysis/cuda_benchmark.py for
 what is timed and how) and writes them with the raw numbers as JSON.
 
-Example (what tools/gpu_check.sh runs):
-    python tools/benchmark_cuda.py --out work_dirs/benchmark_cuda.json
+Example (what tools/misc/gpu_check.sh runs):
+    python tools/analysis_tools/benchmark_cuda.py \
+        --out work_dirs/benchmark_cuda.json
 
 Needs torch with CUDA, Triton, timm (for ConvNeXt-T) and mmengine; not
 mmcv, mmdet, mmseg or mmpretrain.

@@ -1,11 +1,11 @@
 """Pipeline smoke test (`make demo-quick`): train a small SLaK UperNet on
 easy generated ADE20K-layout data, test the checkpoint and compare its mIoU
 with a constant-prediction baseline. The classes differ in colour and shape,
-so any network solves it; tools/demo_context.py (`make demo`) is the demo
+so any network solves it; tools/misc/demo_context.py (`make demo`) is the demo
 where large kernels matter.
 
 Runs on the CPU in a minute or two:
-    python tools/demo.py [--iters 200] [--work-dir work_dirs/demo]
+    python tools/misc/demo.py [--iters 200] [--work-dir work_dirs/demo]
 """
 
 import argparse
@@ -16,7 +16,7 @@ import sys
 
 from slak_mm.datasets import constant_prediction_scores, generate_ade20k
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
 )

@@ -1,8 +1,8 @@
 """Export a trained SLaK model in deploy form (BN fused, small kernel folded).
 
 Example:
-    python tools/deploy.py CONFIG work_dirs/x/epoch_300.pth slak_deploy.pth \
-        --shape 224 224
+    python tools/model_converters/deploy.py CONFIG \
+        work_dirs/x/epoch_300.pth slak_deploy.pth --shape 224 224
     # Later, evaluate or run the deployed file with the same config:
     python tools/test.py CONFIG slak_deploy.pth \
         --cfg-options model.backbone.deploy=True

@@ -1,7 +1,7 @@
 """Effective receptive field of a model, as in the RepLKNet/SLaK papers.
 
 Example (the paper uses 50 ImageNet validation images at 1024x1024):
-    python tools/analyze_erf.py CONFIG data/imagenet/val \
+    python tools/analysis_tools/analyze_erf.py CONFIG data/imagenet/val \
         --checkpoint slak_tiny.pth --num-images 50 --input-size 1024 \
         --out-dir work_dirs/erf_slak_tiny
 

@@ -2,8 +2,9 @@
 against mmpretrain's ConvNeXt-T, on CPU or CUDA.
 
 Examples (the tables in docs/speed.md):
-    python tools/benchmark.py --threads 2 --out work_dirs/benchmark.json
-    python tools/benchmark.py --dtype fp32 bf16 --no-memory
+    python tools/analysis_tools/benchmark.py --threads 2 \
+        --out work_dirs/benchmark.json
+    python tools/analysis_tools/benchmark.py --dtype fp32 bf16 --no-memory
 """
 
 import argparse

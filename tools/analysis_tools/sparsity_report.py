@@ -1,9 +1,10 @@
 """Per-layer density of a checkpoint: text table, CSV and bar chart PNG.
 
 Example:
-    python tools/sparsity_report.py work_dirs/x/epoch_300.pth \
+    python tools/analysis_tools/sparsity_report.py work_dirs/x/epoch_300.pth \
         --out-dir work_dirs/x/sparsity
-    python tools/sparsity_report.py SLaK_tiny_checkpoint.pth   # release file
+    python tools/analysis_tools/sparsity_report.py \
+        SLaK_tiny_checkpoint.pth   # release file
 
 Reads ``state_dict`` (OpenMMLab) or ``model`` (release) unless
 ``--state-key`` names another entry (e.g. ``model_ema``).

@@ -1,7 +1,7 @@
 """What SLaK is for: a task where sparse 51x51-reach kernels beat 7x7 ones.
 
 Generates segmentation data whose labels need long-range context
-(``tools/make_synthetic_data.py ade20k-context``: each vertical stripe's
+(``tools/misc/make_synthetic_data.py ade20k-context``: each vertical stripe's
 class shows only in a coloured marker at least 21 rows away from every
 labelled pixel of the stripe), then trains and tests three models with the
 same data, decoder (Semantic FPN, no global pooling), schedule and dynamic
@@ -13,11 +13,12 @@ sparse training:
 
 and prints one table: mIoU and pixel accuracy of each next to predicting
 the most frequent class everywhere, non-zero parameters and MACs, and the
-effective receptive field (``tools/analyze_erf.py``) of (a) and (b), whose
-heatmaps it saves. Exits with status 1 unless (a) beats both (b) and (c)
-by ``--min-margin`` mIoU points.
+effective receptive field (``tools/analysis_tools/analyze_erf.py``) of (a)
+and (b), whose heatmaps it saves. Exits with status 1 unless (a) beats
+both (b) and (c) by ``--min-margin`` mIoU points.
 
-    python tools/demo_context.py [--seed 0] [--work-dir work_dirs/demo_context]
+    python tools/misc/demo_context.py [--seed 0] \
+        [--work-dir work_dirs/demo_context]
 """
 
 import argparse
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import time
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
@@ -119,7 +120,7 @@ def parse_args(argv=None):
 def load_tool(name):
     """Imports ``tools/<name>.py`` (the tools are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(
-        name, osp.join(REPO, 'tools', f'{name}.py')
+        name, osp.join(REPO, 'tools', 'analysis_tools', f'{name}.py')
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -228,10 +229,10 @@ def complexity(config, checkpoint):
 
 
 def erf(key, config, checkpoint, image_dir, args):
-    """Runs tools/analyze_erf.py on the trained checkpoint."""
+    """Runs tools/analysis_tools/analyze_erf.py on the trained checkpoint."""
     out_dir = osp.join(args.work_dir, f'erf_{key}')
     label = dict((k, name) for k, name, _ in MODELS)[key]
-    print(f'+ tools/analyze_erf.py ({key})', flush=True)
+    print(f'+ tools/analysis_tools/analyze_erf.py ({key})', flush=True)
     _, ratios = load_tool('analyze_erf').main(
         [
             config, image_dir, '--checkpoint', checkpoint,
@@ -281,7 +282,8 @@ def format_table(results, baseline):
     )
     lines.append(
         f'ERF: high-contribution area ratio of {ERF_LAYER} (stride 4) at '
-        f'{ERF_INPUT_SIZE}x{ERF_INPUT_SIZE} (tools/analyze_erf.py); '
+        f'{ERF_INPUT_SIZE}x{ERF_INPUT_SIZE} '
+        '(tools/analysis_tools/analyze_erf.py); '
         'params and MACs of the whole segmentor at '
         f'{IMAGE_SIZE}x{IMAGE_SIZE}, non-zero weights only'
     )
