@@ -19,7 +19,7 @@ from slak_mm.analysis.erf import (
     normalize_erf,
 )
 from slak_mm.analysis.sparsity import format_table, layer_densities
-from slak_mm.tools_lib import build_model_from_config
+from slak_mm.apis import build_model_from_config
 
 from .conftest import TINY_ARCH
 from .test_checkpoint import KERNELS, SMALL

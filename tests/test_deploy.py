@@ -8,14 +8,13 @@ import sys
 import pytest
 import torch
 
-from slak_mm.tools_lib import (
+from slak_mm.apis import (
     build_model_from_config,
     flatten_tensors,
     load_model_checkpoint,
-    relative_difference,
     run_tensor_mode,
 )
-from slak_mm.tools_lib.deploy import make_test_batch
+from slak_mm.converters.deploy import make_test_batch, relative_difference
 from slak_mm.utils import safe_torch_load
 
 from .conftest import TINY_ARCH, randomize_batch_norms
@@ -111,7 +110,7 @@ def test_keep_extra_keeps_mask_state(tmp_path, trained):
 
 def test_deploy_refuses_a_broken_fusion(tmp_path, trained, monkeypatch):
     config, path, _ = trained
-    from slak_mm.tools_lib import deploy
+    from slak_mm.converters import deploy
 
     real_switch = deploy.switch_backbone_to_deploy
 

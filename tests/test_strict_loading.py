@@ -24,9 +24,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from slak_mm.apis import build_model_from_config
 from slak_mm.datasets import generate_ade20k
 from slak_mm.models.checkpoint import CheckpointMismatchError
-from slak_mm.tools_lib import build_model_from_config
 from slak_mm.utils import CheckpointFileError, safe_torch_load
 
 from .conftest import TINY_ARCH

@@ -12,30 +12,11 @@ thresholds 0.2/0.3/0.5/0.99.
 """
 
 import argparse
-import contextlib
-import json
-import logging
-import os
 
-import numpy as np
-import torch
 from mmengine.config import DictAction
-from mmengine.logging import MMLogger
 
-from slak_mm.analysis.erf import (
-    ERF_THRESHOLDS,
-    accumulate_erf,
-    area_ratios,
-    layer_output_fn,
-    list_images,
-    load_image,
-    save_heatmap,
-)
-from slak_mm.tools_lib import build_model_from_config, load_model_checkpoint
-
-# ImageNet statistics on the 0-255 scale, used when the config has none.
-DEFAULT_MEAN = (123.675, 116.28, 103.53)
-DEFAULT_STD = (58.395, 57.12, 57.375)
+from slak_mm.analysis.erf import analyze_config_erf
+from slak_mm.utils.cli import add_size_pair_argument
 
 
 def parse_args(argv=None):
@@ -46,8 +27,8 @@ def parse_args(argv=None):
     parser.add_argument('image_dir', help='folder of images (recursive)')
     parser.add_argument('--checkpoint', help='weights (state_dict)')
     parser.add_argument('--num-images', type=int, default=50)
-    parser.add_argument(
-        '--input-size', type=int, nargs='+', default=[1024], help='H or H W'
+    add_size_pair_argument(
+        parser, '--input-size', default=1024, help='input image size'
     )
     parser.add_argument(
         '--layer',
@@ -63,81 +44,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-@contextlib.contextmanager
-def quiet_current_logger(level=logging.WARNING):
-    """Raises mmengine's current logger to ``level`` for the block."""
-    logger = MMLogger.get_current_instance()
-    previous = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def normalization(cfg):
-    preprocessor = cfg.model.get('data_preprocessor') or {}
-    return (
-        preprocessor.get('mean', DEFAULT_MEAN),
-        preprocessor.get('std', DEFAULT_STD),
-    )
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if len(args.input_size) not in (1, 2):
-        raise SystemExit(f'--input-size takes H or H W: {args.input_size}')
-    size = tuple(args.input_size * 2)[:2]
-    model, cfg = build_model_from_config(args.config, args.cfg_options)
-    if args.checkpoint:
-        load_model_checkpoint(model, args.checkpoint)
-    else:
-        print('No --checkpoint: using randomly initialised weights')
-        torch.manual_seed(args.seed)
-        # mmengine logs every parameter's initialisation at INFO level
-        # (hundreds of lines); only warnings matter here.
-        with quiet_current_logger():
-            model.init_weights()
-    model.eval()
-    mean, std = normalization(cfg)
-    files = list_images(args.image_dir, args.num_images)
-    features = layer_output_fn(model, args.layer)
-    erf, used, skipped = accumulate_erf(
-        features, (load_image(f, size, mean, std) for f in files)
+    result = analyze_config_erf(
+        args.config,
+        args.image_dir,
+        checkpoint=args.checkpoint,
+        num_images=args.num_images,
+        input_size=args.input_size,
+        layer=args.layer,
+        seed=args.seed,
+        cfg_options=args.cfg_options,
     )
-    ratios = area_ratios(erf)
-    os.makedirs(args.out_dir, exist_ok=True)
-    np.save(os.path.join(args.out_dir, 'erf.npy'), erf)
-    save_heatmap(
-        erf, os.path.join(args.out_dir, 'erf_heatmap.png'), args.title
-    )
-    print(
-        f'ERF of {args.layer} over {used} images ({skipped} skipped, NaN) '
-        f'at {size[0]}x{size[1]}'
-    )
-    print('threshold  side  area ratio')
-    for threshold in ERF_THRESHOLDS:
-        found = ratios[threshold]
-        if found is None:
-            print(f'{threshold:<9}  none (exceeds the largest square)')
-        else:
-            print(f'{threshold:<9}  {found[0]:<4}  {found[1]:.4f}')
-    with open(os.path.join(args.out_dir, 'erf_ratios.json'), 'w') as f:
-        json.dump(
-            dict(
-                layer=args.layer,
-                input_size=list(size),
-                num_images=used,
-                ratios={
-                    str(t): None if r is None else dict(side=r[0], ratio=r[1])
-                    for t, r in ratios.items()
-                },
-            ),
-            f,
-            indent=2,
-        )
+    result.save(args.out_dir, args.title)
+    print(result.summary())
     print(f'Saved erf.npy, erf_heatmap.png, erf_ratios.json to {args.out_dir}')
-    return erf, ratios
+    return result.erf, result.ratios
 
 
 if __name__ == '__main__':

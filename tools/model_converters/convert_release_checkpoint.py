@@ -131,7 +131,7 @@ def print_summary(info, args):
 
 
 def check_against_config(state_dict, config, filename):
-    from slak_mm.tools_lib import build_model_from_config, compare_with_model
+    from slak_mm.apis import build_model_from_config, compare_with_model
 
     model, _ = build_model_from_config(config)
     missing, unexpected = compare_with_model(state_dict, model, filename)
