@@ -12,25 +12,15 @@ import argparse
 from slak_mm.analysis.benchmark import (
     DTYPES,
     MODEL_NAMES,
-    format_component_table,
-    format_dtype_table,
-    format_table,
-    run_benchmark,
-    run_component_benchmark,
+    benchmark_report,
     save_report,
 )
+from slak_mm.utils.cli import add_size_batch_arguments, parse_checked
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
-    parser.add_argument(
-        '--batches',
-        type=int,
-        nargs='+',
-        default=[4, 1],
-        help='one batch size per entry of --sizes',
-    )
+    add_size_batch_arguments(parser, sizes=[224, 512], batches=[4, 1])
     parser.add_argument(
         '--models', nargs='+', default=list(MODEL_NAMES), choices=MODEL_NAMES
     )
@@ -56,12 +46,16 @@ def parse_args(argv=None):
         'bf16 speed over fp32 and the bf16 output error',
     )
     parser.add_argument('--out', default='work_dirs/benchmark.json')
-    return parser.parse_args(argv)
+    return parse_checked(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    timing = dict(
+    report = benchmark_report(
+        models=args.models,
+        dtypes=args.dtype,
+        memory=not args.no_memory,
+        components=args.components,
         sizes=args.sizes,
         batches=args.batches,
         threads=args.threads,
@@ -69,27 +63,8 @@ def main(argv=None):
         repeats=args.repeats,
         device=args.device,
     )
-    report = run_benchmark(
-        models=args.models,
-        memory=not args.no_memory,
-        dtypes=args.dtype,
-        **timing,
-    )
-    tables = []
-    if 'fp32' in args.dtype:
-        tables.append(format_table(report))
-    if any(d != 'fp32' for d in args.dtype):
-        report['dtype_table'] = format_dtype_table(report)
-        tables.append(report['dtype_table'])
-    table = '\n\n'.join(tables)
-    report['table'] = table
-    if args.components:
-        report['components'] = run_component_benchmark(**timing)
-        report['component_table'] = format_component_table(
-            report['components']
-        )
     save_report(report, args.out)
-    print(table)
+    print(report['table'])
     if args.components:
         print()
         print(report['component_table'])

@@ -13,8 +13,6 @@ mmcv, mmdet, mmseg or mmpretrain.
 """
 
 import argparse
-import json
-import os
 
 from slak_mm.analysis.cuda_benchmark import (
     BACKBONES,
@@ -22,24 +20,15 @@ from slak_mm.analysis.cuda_benchmark import (
     DEFAULT_PEAK_TFLOPS,
     LARGE_KERNEL_PATHS,
     PRECISIONS,
-    environment_report,
-    format_backbone_table,
-    format_component_table,
-    run_backbone_benchmark,
-    run_component_benchmark,
+    cuda_benchmark_report,
 )
+from slak_mm.analysis.timing import save_report
+from slak_mm.utils.cli import add_size_batch_arguments, parse_checked
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
-    parser.add_argument(
-        '--batches',
-        type=int,
-        nargs='+',
-        default=[64, 16],
-        help='one batch size per entry of --sizes',
-    )
+    add_size_batch_arguments(parser, sizes=[224, 512], batches=[64, 16])
     parser.add_argument(
         '--precisions', nargs='+', default=list(PRECISIONS), choices=PRECISIONS
     )
@@ -80,58 +69,34 @@ def parse_args(argv=None):
         'kernels under TRITON_INTERPRET=1, perf_counter timing)',
     )
     parser.add_argument('--out', default='work_dirs/benchmark_cuda.json')
-    args = parser.parse_args(argv)
-    if len(args.sizes) != len(args.batches):
-        parser.error(
-            f'give one batch size per size, got --sizes {args.sizes} and '
-            f'--batches {args.batches}'
-        )
-    return args
+    return parse_checked(parser, argv)
 
 
 def main(argv=None):
-    import torch
-
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('--device cuda, but torch sees no CUDA device')
-    report = dict(environment=environment_report(device), args=vars(args))
-    print(json.dumps(report['environment']))
-    timing = dict(
-        sizes=args.sizes,
-        batches=args.batches,
-        precisions=args.precisions,
-        device=args.device,
-        warmup=args.warmup,
-        repeats=args.repeats,
-    )
-    tables = []
-    if not args.skip_components:
-        report['components'] = run_component_benchmark(
+    try:
+        report = cuda_benchmark_report(
+            device=args.device,
+            components=not args.skip_components,
+            backbones=not args.skip_backbones,
             paths=args.paths,
+            models=args.models,
             peak_tflops=args.peak_tflops,
             bandwidth_tbs=args.bandwidth_tbs,
-            **timing,
+            sizes=args.sizes,
+            batches=args.batches,
+            precisions=args.precisions,
+            warmup=args.warmup,
+            repeats=args.repeats,
         )
-        report['component_table'] = format_component_table(
-            report['components']
-        )
-        tables.append(report['component_table'])
-    if not args.skip_backbones:
-        report['backbones'] = run_backbone_benchmark(
-            models=args.models, **timing
-        )
-        report['backbone_table'] = format_backbone_table(report['backbones'])
-        tables.append(report['backbone_table'])
-    folder = os.path.dirname(args.out)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(args.out, 'w') as file:
-        json.dump(report, file, indent=2)
-    for table in tables:
-        print()
-        print(table)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    report['args'] = vars(args)
+    save_report(report, args.out)
+    for key in ('component_table', 'backbone_table'):
+        if key in report:
+            print()
+            print(report[key])
     print(f'JSON written to {args.out}')
     return report
 
