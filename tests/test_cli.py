@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from slak_mm.utils.cli import (
-    add_size_batch_arguments,
+    add_benchmark_arguments,
     add_size_pair_argument,
     parse_checked,
     size_batch_pairs,
@@ -50,9 +50,13 @@ def test_size_batch_pairs():
 
 def test_parse_checked_makes_a_mismatch_a_usage_error(capsys):
     parser = argparse.ArgumentParser()
-    add_size_batch_arguments(parser, sizes=[224, 512], batches=[4, 1])
+    add_benchmark_arguments(
+        parser, [224, 512], [4, 1], 2, 5, 'cpu', 'o.json', ('a', 'b')
+    )
     args = parse_checked(parser, [])
     assert (args.sizes, args.batches) == ([224, 512], [4, 1])
+    assert (args.warmup, args.repeats, args.device) == (2, 5, 'cpu')
+    assert args.out == 'o.json' and args.models == ['a', 'b']
     with pytest.raises(SystemExit) as exited:
         parse_checked(parser, ['--sizes', '64', '--batches', '1', '2'])
     assert exited.value.code == 2

@@ -425,23 +425,17 @@ def run_component_benchmark(
     """
     dev = _prepare_run(sizes, batches, threads, device)
     results = []
-    for size, batch, stage, (kernel, channels), x in stage_inputs(
-        sizes, batches, dev
-    ):
-        side = x.shape[-1]
+    for where, x in stage_inputs(sizes, batches, dev):
         for component in ('large_kernel', 'mlp'):
-            log(f'timing {component} of stage {stage} at {size}')
-            steps = _component_steps(component, channels, kernel, x)
-            seconds = time_interleaved(steps, dev, warmup, repeats)
-            entry = dict(
-                size=size,
-                batch=batch,
-                stage=stage,
-                component=component,
-                map=side,
-                channels=channels,
-                kernel=kernel,
+            log(
+                f'timing {component} of stage {where["stage"]} at '
+                f'{where["size"]}'
             )
+            steps = _component_steps(
+                component, where['channels'], where['kernel'], x
+            )
+            seconds = time_interleaved(steps, dev, warmup, repeats)
+            entry = dict(where, component=component)
             for key, values in seconds.items():
                 variant, mode = key.split('/')
                 entry[f'{variant}_{mode}_ms'] = statistics.median(values) * 1e3

@@ -222,16 +222,14 @@ def run_component_benchmark(
     """
     dev = torch.device(device)
     results = []
-    for size, batch, stage, (kernel, channels), x in stage_inputs(
-        sizes, batches, dev, stages
-    ):
-        side = x.shape[-1]
+    for where, x in stage_inputs(sizes, batches, dev, stages):
+        kernel, channels = where['kernel'], where['channels']
         for precision in precisions:
             element_bytes = 2 if precision == 'bf16' else 4
             bounds = {
-                mode: triton_bound_ms(
-                    batch,
-                    side,
+                f'bound_{mode}_ms': triton_bound_ms(
+                    where['batch'],
+                    where['map'],
                     channels,
                     kernel,
                     mode,
@@ -243,24 +241,13 @@ def run_component_benchmark(
             }
             for path in paths:
                 log(
-                    f'large kernel: {size}² x{batch}, stage {stage}, '
-                    f'{precision}, {path}'
+                    f'large kernel: {where["size"]}² x{where["batch"]}, '
+                    f'stage {where["stage"]}, {precision}, {path}'
                 )
                 steps = _large_kernel_steps(
                     path, kernel, channels, x, precision
                 )
-                entry = dict(
-                    size=size,
-                    batch=batch,
-                    stage=stage,
-                    map=side,
-                    channels=channels,
-                    kernel=kernel,
-                    precision=precision,
-                    path=path,
-                    bound_eval_ms=bounds['eval'],
-                    bound_train_ms=bounds['train'],
-                )
+                entry = dict(where, precision=precision, path=path, **bounds)
                 for mode, step in steps.items():
                     times = time_ms(step, dev, warmup, repeats)
                     entry[f'{mode}_ms'] = statistics.median(times)

@@ -96,20 +96,29 @@ def stage_inputs(
     batches: Sequence[int],
     device: torch.device,
     stages: Sequence[Tuple[int, int]] = SLAK_T_STAGES,
-) -> Iterator[Tuple[int, int, int, Tuple[int, int], torch.Tensor]]:
+) -> Iterator[Tuple[dict, torch.Tensor]]:
     """The feature map each SLaK-T stage sees, for every input size.
 
     Yields:
-        tuple: ``(size, batch, stage, (kernel, channels), x)`` with ``x``
-        a seeded ``(batch, channels, side, side)`` NCHW map,
-        ``side = size // 4 // 2**stage``.
+        tuple[dict, Tensor]: Where the map is (``size``, ``batch``,
+        ``stage``, ``map`` = its side ``size // 4 // 2**stage``,
+        ``channels``, ``kernel``: the start of a result entry) and the
+        seeded ``(batch, channels, map, map)`` NCHW map.
     """
     for size, batch in size_batch_pairs(sizes, batches):
         for stage, (kernel, channels) in enumerate(stages):
             side = size // 4 // 2**stage
             torch.manual_seed(0)
             x = torch.randn(batch, channels, side, side, device=device)
-            yield size, batch, stage, (kernel, channels), x
+            where = dict(
+                size=size,
+                batch=batch,
+                stage=stage,
+                map=side,
+                channels=channels,
+                kernel=kernel,
+            )
+            yield where, x
 
 
 def markdown_row(cells: Sequence[str]) -> str:

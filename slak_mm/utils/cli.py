@@ -71,13 +71,21 @@ def add_size_pair_argument(
     )
 
 
-def add_size_batch_arguments(
+def add_benchmark_arguments(
     parser: argparse.ArgumentParser,
     sizes: Sequence[int],
     batches: Sequence[int],
+    warmup: int,
+    repeats: int,
+    device: str,
+    out: str,
+    models: Sequence[str],
 ) -> None:
-    """Adds the benchmarks' ``--sizes`` and ``--batches`` (one batch size
-    per size); check them with :func:`size_batch_pairs` after parsing."""
+    """Adds the benchmarks' shared options: ``--sizes`` and ``--batches``
+    (one batch size per size; check them with :func:`parse_checked`),
+    ``--warmup``, ``--repeats``, ``--device``, ``--out`` (the JSON
+    report) and ``--models`` (any of ``models``, all by default), with the
+    given defaults."""
     parser.add_argument(
         '--sizes',
         type=int,
@@ -91,6 +99,19 @@ def add_size_batch_arguments(
         nargs='+',
         default=list(batches),
         help='one batch size per entry of --sizes',
+    )
+    parser.add_argument(
+        '--warmup', type=int, default=warmup, help='untimed rounds first'
+    )
+    parser.add_argument(
+        '--repeats', type=int, default=repeats, help='timed rounds (median)'
+    )
+    parser.add_argument('--device', default=device)
+    parser.add_argument(
+        '--out', default=out, help='where to write the JSON report'
+    )
+    parser.add_argument(
+        '--models', nargs='+', default=list(models), choices=list(models)
     )
 
 

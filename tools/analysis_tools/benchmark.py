@@ -15,19 +15,22 @@ from slak_mm.analysis.benchmark import (
     benchmark_report,
     save_report,
 )
-from slak_mm.utils.cli import add_size_batch_arguments, parse_checked
+from slak_mm.utils.cli import add_benchmark_arguments, parse_checked
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_size_batch_arguments(parser, sizes=[224, 512], batches=[4, 1])
-    parser.add_argument(
-        '--models', nargs='+', default=list(MODEL_NAMES), choices=MODEL_NAMES
+    add_benchmark_arguments(
+        parser,
+        sizes=[224, 512],
+        batches=[4, 1],
+        warmup=2,
+        repeats=5,
+        device='cpu',
+        models=MODEL_NAMES,
+        out='work_dirs/benchmark.json',
     )
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--device', default='cpu')
     parser.add_argument(
         '--no-memory', action='store_true', help='skip peak memory'
     )
@@ -45,7 +48,6 @@ def parse_args(argv=None):
         help='fp32 and/or bf16 (autocast); with both, a second table gives '
         'bf16 speed over fp32 and the bf16 output error',
     )
-    parser.add_argument('--out', default='work_dirs/benchmark.json')
     return parse_checked(parser, argv)
 
 

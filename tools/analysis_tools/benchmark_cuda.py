@@ -8,6 +8,9 @@ Example (what tools/misc/gpu_check.sh runs):
     python tools/analysis_tools/benchmark_cuda.py \
         --out work_dirs/benchmark_cuda.json
 
+``--device cpu`` is a dry run of the code path only (Triton kernels under
+``TRITON_INTERPRET=1``, ``perf_counter`` timing).
+
 Needs torch with CUDA, Triton, timm (for ConvNeXt-T) and mmengine; not
 mmcv, mmdet, mmseg or mmpretrain.
 """
@@ -23,12 +26,21 @@ from slak_mm.analysis.cuda_benchmark import (
     cuda_benchmark_report,
 )
 from slak_mm.analysis.timing import save_report
-from slak_mm.utils.cli import add_size_batch_arguments, parse_checked
+from slak_mm.utils.cli import add_benchmark_arguments, parse_checked
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_size_batch_arguments(parser, sizes=[224, 512], batches=[64, 16])
+    add_benchmark_arguments(
+        parser,
+        sizes=[224, 512],
+        batches=[64, 16],
+        warmup=3,
+        repeats=10,
+        device='cuda',
+        models=BACKBONES,
+        out='work_dirs/benchmark_cuda.json',
+    )
     parser.add_argument(
         '--precisions', nargs='+', default=list(PRECISIONS), choices=PRECISIONS
     )
@@ -40,16 +52,11 @@ def parse_args(argv=None):
         help='large-kernel paths of the component table',
     )
     parser.add_argument(
-        '--models', nargs='+', default=list(BACKBONES), choices=BACKBONES
-    )
-    parser.add_argument(
         '--skip-components', action='store_true', help='no component table'
     )
     parser.add_argument(
         '--skip-backbones', action='store_true', help='no backbone table'
     )
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument(
         '--peak-tflops',
         type=float,
@@ -62,13 +69,6 @@ def parse_args(argv=None):
         default=DEFAULT_BANDWIDTH_TBS,
         help='memory bandwidth in TB/s for the Triton bound (default: H200)',
     )
-    parser.add_argument(
-        '--device',
-        default='cuda',
-        help="'cuda'; 'cpu' is a dry run of the code path only (Triton "
-        'kernels under TRITON_INTERPRET=1, perf_counter timing)',
-    )
-    parser.add_argument('--out', default='work_dirs/benchmark_cuda.json')
     return parse_checked(parser, argv)
 
 

@@ -274,23 +274,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     os.makedirs(args.work_dir, exist_ok=True)
-    summary = generate_ade20k_context(
-        args.data_root,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=IMAGE_SIZE,
-        num_classes=NUM_CLASSES,
-        seed=args.seed,
-        overwrite=True,
-    )
-    data_root = summary['data_root']
-    print(
-        f'generated {data_root} in {time.time() - start:.1f} s: '
-        f'{args.num_train} train / {args.num_val} val images, '
-        f'{IMAGE_SIZE}x{IMAGE_SIZE}, classes {summary["classes"]}; every '
-        f'labelled pixel is > {CUE_CLEARANCE} rows from its class marker'
-    )
-    val_images = osp.join(data_root, 'images', 'validation')
+    data_root = generate_data(args, start)
     keys = args.only or [key for key, _, _ in MODELS]
     configs = {
         key: osp.join(CONFIG_DIR, config_name)
@@ -300,18 +284,10 @@ def main(argv=None):
     for key, name, _ in MODELS:
         if key in configs:
             print(f'({key}) {name}: {osp.relpath(configs[key], REPO)}')
-    # The trainings run side by side, each on one thread.
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {
-            key: pool.submit(train_and_test, key, config, data_root, args)
-            for key, config in configs.items()
-        }
-        try:
-            results = {key: f.result() for key, f in futures.items()}
-        except RuntimeError as error:
-            raise SystemExit(str(error)) from None
+    results = train_all(configs, data_root, args)
     print(f'trained and tested in {time.time() - start:.0f} s', flush=True)
     torch.set_num_threads(1)
+    val_images = osp.join(data_root, 'images', 'validation')
     for key, config in configs.items():
         result = results[key]
         result.update(complexity(config, result['checkpoint']))
@@ -319,14 +295,60 @@ def main(argv=None):
             result['erf'] = erf(
                 key, config, result['checkpoint'], val_images, args
             )
-
     baseline = constant_prediction_scores(
         osp.join(data_root, 'annotations', 'validation'), NUM_CLASSES
     )
-    table = format_table(results, baseline)
     print(f'\nseed {args.seed}, {args.iters} iterations each, '
           f'{time.time() - start:.0f} s in all')  # fmt: skip
-    print(table)
+    print(format_table(results, baseline))
+    save_results(results, baseline, args)
+    for key in ('a', 'b'):
+        if key in results:
+            print(f'ERF heatmap ({key}): {results[key]["erf"]["heatmap"]}')
+    if args.only:
+        return results
+    message, passed = check_margin(results, args.min_margin)
+    if not passed:
+        raise SystemExit(message)
+    print(message)
+    return results
+
+
+def generate_data(args, start):
+    """Writes the context data set; returns its ``data_root``."""
+    summary = generate_ade20k_context(
+        args.data_root,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=IMAGE_SIZE,
+        num_classes=NUM_CLASSES,
+        seed=args.seed,
+        overwrite=True,
+    )
+    print(
+        f'generated {summary["data_root"]} in {time.time() - start:.1f} s: '
+        f'{args.num_train} train / {args.num_val} val images, '
+        f'{IMAGE_SIZE}x{IMAGE_SIZE}, classes {summary["classes"]}; every '
+        f'labelled pixel is > {CUE_CLEARANCE} rows from its class marker'
+    )
+    return summary['data_root']
+
+
+def train_all(configs, data_root, args):
+    """Trains and tests the models side by side, each on one thread."""
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {
+            key: pool.submit(train_and_test, key, config, data_root, args)
+            for key, config in configs.items()
+        }
+        try:
+            return {key: f.result() for key, f in futures.items()}
+        except RuntimeError as error:
+            raise SystemExit(str(error)) from None
+
+
+def save_results(results, baseline, args):
+    """Writes ``results.json`` to the work dir."""
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump(
             dict(
@@ -345,16 +367,6 @@ def main(argv=None):
             indent=2,
             default=str,
         )
-    for key in ('a', 'b'):
-        if key in results:
-            print(f'ERF heatmap ({key}): {results[key]["erf"]["heatmap"]}')
-    if args.only:
-        return results
-    message, passed = check_margin(results, args.min_margin)
-    if not passed:
-        raise SystemExit(message)
-    print(message)
-    return results
 
 
 def check_margin(results, min_margin):
