@@ -11,6 +11,7 @@ TOOLS_DIR = os.path.join(REPO, 'tools')
 TOOL_FOLDERS = {
     'train': '',
     'test': '',
+    'dist_run': '',
     'dist_train': '',
     'dist_test': '',
     'slurm_train': '',
