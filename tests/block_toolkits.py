@@ -1,7 +1,7 @@
 """pytest plugin: mmcv, mmdet, mmseg and mmpretrain cannot be imported.
 
 Simulates the GPU check's machine, which has torch, Triton, timm and the
-wheels of ``tools/download_gpu_wheels.sh`` (mmengine) but none of the
+wheels of ``tools/misc/download_gpu_wheels.sh`` (mmengine) but none of the
 OpenMMLab toolkits. Load it first with ``python -m pytest -p
 tests.block_toolkits ...`` from the repository root;
 ``tests/test_gpu_check.py`` collects the GPU check's tests that way.

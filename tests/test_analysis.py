@@ -19,11 +19,11 @@ from slak_mm.analysis.erf import (
     normalize_erf,
 )
 from slak_mm.analysis.sparsity import format_table, layer_densities
-from slak_mm.tools_lib import build_model_from_config
+from slak_mm.apis import build_model_from_config
 
 from .conftest import TINY_ARCH
 from .test_checkpoint import KERNELS, SMALL
-from .tool_utils import load_tool, write_classifier_config
+from .tool_utils import load_tool, tool_path, write_classifier_config
 
 # ----------------------------------------------------------------- ERF
 
@@ -378,7 +378,7 @@ def test_analyze_erf_without_checkpoint_prints_only_what_matters(tmp_path):
     )
     images = write_images(tmp_path / 'images', count=1)
     result = subprocess.run(
-        [sys.executable, 'tools/analyze_erf.py', config, images]
+        [sys.executable, tool_path('analyze_erf'), config, images]
         + ['--input-size', '64', '--out-dir', str(tmp_path / 'erf')],
         cwd=repo,
         capture_output=True,

@@ -9,6 +9,7 @@ from slak_mm.analysis.benchmark import (
     SLAK_T_STAGES,
     format_table,
     measure_train_memory,
+    run_benchmark,
 )
 
 from .tool_utils import load_tool
@@ -70,9 +71,14 @@ def test_train_memory_is_measured_in_a_subprocess():
     assert mib > 300
 
 
-def test_sizes_and_batches_must_pair():
-    with pytest.raises(ValueError, match='batch size per input size'):
+def test_sizes_and_batches_must_pair(capsys):
+    # A usage error of the tool (exit status 2), a ValueError of the library.
+    with pytest.raises(SystemExit) as exited:
         load_tool('benchmark').main(['--sizes', '64', '64', '--batches', '1'])
+    assert exited.value.code == 2
+    assert 'batch size per input size' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='batch size per input size'):
+        run_benchmark(sizes=[64, 64], batches=[1], models=['slak_t'])
 
 
 def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):

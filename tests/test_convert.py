@@ -1,4 +1,5 @@
-"""tools/convert_release_checkpoint.py against an independent forward."""
+"""tools/model_converters/convert_release_checkpoint.py against an
+independent forward."""
 
 import argparse
 import textwrap
@@ -131,7 +132,7 @@ def reference_forward(sd, x, eps=1e-6):
 
 
 def build_classifier(config):
-    from slak_mm.tools_lib import build_model_from_config
+    from slak_mm.apis import build_model_from_config
 
     model, _ = build_model_from_config(config)
     return model
@@ -290,7 +291,7 @@ def write_upernet_config(path):
 
 
 def test_downstream_conversion_round_trip(tmp_path, capsys):
-    from slak_mm.tools_lib import build_model_from_config
+    from slak_mm.apis import build_model_from_config
 
     config = write_upernet_config(tmp_path / 'upernet.py')
     segmentor, _ = build_model_from_config(config)

@@ -12,8 +12,8 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
 import slak_mm  # noqa: F401  registers SLaK, the hooks and the wrapper
+from slak_mm.apis import enable_amp
 from slak_mm.engine import CPUAmpOptimWrapper
-from slak_mm.engine.runner_utils import enable_amp
 
 from .conftest import TINY_ARCH
 

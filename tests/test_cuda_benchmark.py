@@ -14,7 +14,7 @@ import torch
 from slak_mm.analysis import cuda_benchmark
 from slak_mm.ops import triton_dwconv
 
-from .tool_utils import TOOLS_DIR, load_tool
+from .tool_utils import load_tool, tool_path
 
 
 @pytest.fixture
@@ -130,9 +130,7 @@ def test_backbone_dry_run(interpreter):
 
 def test_gpu_scripts_parse():
     for script in ('gpu_check.sh', 'download_gpu_wheels.sh'):
-        subprocess.run(
-            ['bash', '-n', os.path.join(TOOLS_DIR, script)], check=True
-        )
+        subprocess.run(['bash', '-n', tool_path(script)], check=True)
 
 
 @pytest.mark.skipif(
@@ -142,7 +140,7 @@ def test_gpu_check_stops_cleanly_without_a_gpu(tmp_path):
     result = subprocess.run(
         [
             'bash',
-            os.path.join(TOOLS_DIR, 'gpu_check.sh'),
+            tool_path('gpu_check.sh'),
             str(tmp_path / 'no_wheels'),
             str(tmp_path / 'out'),
         ],
@@ -215,7 +213,7 @@ def test_paths_run_on_their_backends():
 def test_gpu_check_runs_every_cuda_test_file():
     """Each test file with ``cuda``-marked tests is named in the GPU check
     (it lists files: collecting all of tests/ needs the mm* packages)."""
-    with open(os.path.join(TOOLS_DIR, 'gpu_check.sh')) as f:
+    with open(tool_path('gpu_check.sh')) as f:
         script = f.read()
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     marked = []

@@ -1,6 +1,6 @@
 """Synthetic datasets: real layouts, loaded by the real toolkit classes."""
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -33,6 +33,8 @@ from slak_mm.datasets import (
     generate_imagenet,
     sample_context_scene,
 )
+
+from .tool_utils import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -437,12 +439,7 @@ def test_overwrite_replaces_only_generated_directories(tmp_path):
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location(
-        'make_synthetic_data', REPO_ROOT / 'tools' / 'make_synthetic_data.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('make_synthetic_data')
 
 
 def test_cli_writes_what_the_api_writes(tmp_path, capsys):
@@ -468,14 +465,17 @@ def test_cli_writes_what_the_api_writes(tmp_path, capsys):
     assert Image.open(image).size == (48, 40)
 
 
-def test_cli_reports_bad_input(tmp_path):
+def test_cli_reports_bad_input(tmp_path, capsys):
     cli = load_cli()
     with pytest.raises(SystemExit, match='num_val must be a positive'):
         cli.main(['coco', '--out', str(tmp_path), '--num-val', '0'])
-    with pytest.raises(SystemExit, match='--image-size takes'):
+    # A usage error of the shared size parser (exit status 2).
+    with pytest.raises(SystemExit) as exited:
         cli.main(
             ['coco', '--out', str(tmp_path), '--image-size', '1', '2', '3']
         )
+    assert exited.value.code == 2
+    assert '--image-size takes one or two sizes' in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

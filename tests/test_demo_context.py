@@ -1,22 +1,16 @@
-"""tools/demo_context.py: the margin rule and one short run of its path."""
+"""tools/misc/demo_context.py: the margin rule and one short run of its
+path."""
 
-import importlib.util
 import json
 import os.path as osp
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from .tool_utils import load_tool
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location(
-        'demo_context', REPO / 'tools' / 'demo_context.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('demo_context')
 
 
 def test_margin_rule():

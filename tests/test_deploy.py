@@ -1,4 +1,5 @@
-"""tools/deploy.py: fused export, output check, reload with deploy=True."""
+"""tools/model_converters/deploy.py: fused export, output check, reload
+with deploy=True."""
 
 import os.path as osp
 import subprocess
@@ -7,19 +8,18 @@ import sys
 import pytest
 import torch
 
-from slak_mm.tools_lib import (
+from slak_mm.apis import (
     build_model_from_config,
     flatten_tensors,
     load_model_checkpoint,
-    relative_difference,
     run_tensor_mode,
 )
-from slak_mm.tools_lib.deploy import make_test_batch
+from slak_mm.converters.deploy import make_test_batch, relative_difference
 from slak_mm.utils import safe_torch_load
 
 from .conftest import TINY_ARCH, randomize_batch_norms
 from .test_checkpoint import KERNELS, SMALL
-from .tool_utils import load_tool, write_classifier_config
+from .tool_utils import load_tool, tool_path, write_classifier_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -110,7 +110,7 @@ def test_keep_extra_keeps_mask_state(tmp_path, trained):
 
 def test_deploy_refuses_a_broken_fusion(tmp_path, trained, monkeypatch):
     config, path, _ = trained
-    from slak_mm.tools_lib import deploy
+    from slak_mm.converters import deploy
 
     real_switch = deploy.switch_backbone_to_deploy
 
@@ -146,7 +146,7 @@ def test_nan_weight_fails_the_tool_naming_the_tensor(tmp_path, trained):
     torch.save(checkpoint, bad)
     out = tmp_path / 'never.pth'
     result = subprocess.run(
-        [sys.executable, 'tools/deploy.py', config, bad, str(out)]
+        [sys.executable, tool_path('deploy'), config, bad, str(out)]
         + ['--shape', '32'],
         cwd=REPO,
         capture_output=True,

@@ -1,24 +1,24 @@
 """The GPU check's test list: complete, and collectable on a machine
 without mmcv / mmdet / mmseg / mmpretrain (only torch, Triton, timm and
-the wheels of ``tools/download_gpu_wheels.sh``)."""
+the wheels of ``tools/misc/download_gpu_wheels.sh``)."""
 
 import os
 import re
 import subprocess
 import sys
 
-from .tool_utils import TOOLS_DIR
+from .tool_utils import tool_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS_DIR = os.path.join(REPO, 'tests')
 
 
 def gpu_check_test_files():
-    """The ``CUDA_TESTS`` array of tools/gpu_check.sh."""
-    with open(os.path.join(TOOLS_DIR, 'gpu_check.sh')) as f:
+    """The ``CUDA_TESTS`` array of tools/misc/gpu_check.sh."""
+    with open(tool_path('gpu_check.sh')) as f:
         script = f.read()
     match = re.search(r'^CUDA_TESTS=\(\n(.*?)^\)', script, re.M | re.S)
-    assert match, 'tools/gpu_check.sh has no CUDA_TESTS=( ... ) array'
+    assert match, 'tools/misc/gpu_check.sh has no CUDA_TESTS=( ... ) array'
     return match.group(1).split()
 
 

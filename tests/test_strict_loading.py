@@ -24,9 +24,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from slak_mm.apis import build_model_from_config
 from slak_mm.datasets import generate_ade20k
 from slak_mm.models.checkpoint import CheckpointMismatchError
-from slak_mm.tools_lib import build_model_from_config
 from slak_mm.utils import CheckpointFileError, safe_torch_load
 
 from .conftest import TINY_ARCH
@@ -38,7 +38,7 @@ from .test_checkpoint import (
     tiny_dims,
 )
 from .test_end_to_end import REPO, shrink_cascade_heads
-from .tool_utils import load_tool
+from .tool_utils import load_tool, tool_path
 
 SEG_DEMO = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
@@ -176,8 +176,10 @@ def files(tmp_path_factory):
 
 
 def run_main(monkeypatch, tool, *args):
-    """Runs ``tools/<tool>.py`` in this process with ``args``."""
-    monkeypatch.setattr(sys, 'argv', [f'tools/{tool}.py', *map(str, args)])
+    """Runs the tool ``tool`` in this process with ``args``."""
+    monkeypatch.setattr(
+        sys, 'argv', [tool_path(tool, relative=True), *map(str, args)]
+    )
     return load_tool(tool).main()
 
 
@@ -676,8 +678,11 @@ def test_init_model_classification(files):
 @pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh'])
 def test_launchers_default_to_the_project_venv(tmp_path, script):
     (tmp_path / 'tools').mkdir()
+    # Both launchers run tools/dist_run.sh next to them.
+    for name in (script, 'dist_run.sh'):
+        with open(tool_path(name)) as f:
+            (tmp_path / 'tools' / name).write_text(f.read())
     launcher = tmp_path / 'tools' / script
-    launcher.write_text(open(osp.join(REPO, 'tools', script)).read())
     fake = tmp_path / '.venv' / 'bin' / 'python'
     fake.parent.mkdir(parents=True)
     fake.write_text('#!/bin/sh\necho "venv python: $@"\n')
@@ -764,7 +769,7 @@ def readme_block(heading, language):
 def test_readme_segmentation_inference_runs_as_printed(tmp_path, monkeypatch):
     """The README's segmentation snippet, in a copy of the layout that
     ``make demo-quick`` leaves (demo config, its data and checkpoint, deployed
-    with the README's tools/deploy.py command)."""
+    with the README's tools/model_converters/deploy.py command)."""
     for name in ('configs', 'tools'):
         os.symlink(osp.join(REPO, name), tmp_path / name)
     generate_ade20k(
@@ -784,7 +789,9 @@ def test_readme_segmentation_inference_runs_as_printed(tmp_path, monkeypatch):
     commands = readme_block('### Segmentation', 'bash')
     lines = commands.replace('\\\n', ' ').splitlines()
     deploy_args = next(
-        line.split()[2:] for line in lines if 'tools/deploy.py' in line
+        line.split()[2:]
+        for line in lines
+        if tool_path('deploy', relative=True) in line
     )
     monkeypatch.chdir(tmp_path)
     load_tool('deploy').main(deploy_args)

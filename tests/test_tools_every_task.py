@@ -19,13 +19,13 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from slak_mm.apis import build_model_from_config
 from slak_mm.datasets import (
     generate_ade20k,
     generate_coco_instances,
     generate_imagenet,
 )
 from slak_mm.models import slak_mm_to_release_key
-from slak_mm.tools_lib import build_model_from_config
 from slak_mm.utils import safe_torch_load
 
 from .conftest import randomize_batch_norms

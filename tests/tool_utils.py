@@ -4,13 +4,54 @@ import importlib.util
 import os
 import textwrap
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'tools')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS_DIR = os.path.join(REPO, 'tools')
+
+#: Where each tool lives under tools/ (OpenMMLab layout).
+TOOL_FOLDERS = {
+    'train': '',
+    'test': '',
+    'dist_run': '',
+    'dist_train': '',
+    'dist_test': '',
+    'slurm_train': '',
+    'analyze_erf': 'analysis_tools',
+    'benchmark': 'analysis_tools',
+    'benchmark_cuda': 'analysis_tools',
+    'get_flops': 'analysis_tools',
+    'sparsity_report': 'analysis_tools',
+    'convert_release_checkpoint': 'model_converters',
+    'deploy': 'model_converters',
+    'demo': 'misc',
+    'demo_context': 'misc',
+    'make_synthetic_data': 'misc',
+    'setup_env': 'misc',
+    'download_gpu_wheels': 'misc',
+    'gpu_check': 'misc',
+}
+
+
+def tool_path(name, relative=False):
+    """Path of a tool from its file name (``'deploy'``, ``'gpu_check.sh'``).
+
+    Args:
+        name (str): File name, ``.py`` may be left out.
+        relative (bool): Relative to the repository root (as the README
+            prints it) instead of absolute.
+    """
+    stem, ext = os.path.splitext(name)
+    if stem not in TOOL_FOLDERS:
+        raise KeyError(f'no tool {name!r}; known: {sorted(TOOL_FOLDERS)}')
+    path = os.path.join('tools', TOOL_FOLDERS[stem], stem + (ext or '.py'))
+    return path if relative else os.path.join(REPO, path)
 
 
 def load_tool(name):
-    """Imports ``tools/<name>.py`` as a module (its ``main(argv)``)."""
-    path = os.path.join(TOOLS_DIR, f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', path)
+    """Imports the tool ``name`` (e.g. ``'deploy'``) as a module (its
+    ``main(argv)``)."""
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', tool_path(name)
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

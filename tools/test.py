@@ -11,23 +11,25 @@ slak_mm.engine.StrictLoadingRunner); a deployed checkpoint needs
 ``--cfg-options model.backbone.deploy=True``.
 """
 
-import argparse
-
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
-from slak_mm.engine.runner_utils import (
-    add_runner_arguments,
+from slak_mm.apis import (
+    add_dump_metric,
     build_runner,
-    close_process_group,
+    launcher_process_group,
     load_config,
+    make_runner_parser,
     parse_runner_args,
+    set_test_output,
+    trigger_visualization_hook,
 )
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Test a SLaK model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save the metrics')
+    parser = make_runner_parser(
+        'Test a SLaK model',
+        'config: test config file path',
+        'checkpoint: checkpoint file',
+    )
     parser.add_argument(
         '--out',
         help='mmdet/mmpretrain: a .pkl file for the raw predictions; '
@@ -36,27 +38,7 @@ def parse_args():
     parser.add_argument(
         '--show-dir', help='directory where painted predictions are saved'
     )
-    add_runner_arguments(parser)
     return parse_runner_args(parser)
-
-
-def enable_visualization(cfg, show_dir):
-    """Saves painted predictions to ``show_dir`` with the toolkit's hook."""
-    hook = cfg.default_hooks.get('visualization')
-    if hook is None:
-        raise KeyError(
-            '--show-dir needs default_hooks.visualization in the config'
-        )
-    hook['interval'] = 1  # paint every test image, not every 50th
-    if cfg.default_scope == 'mmseg':
-        hook['draw'] = True
-        cfg.visualizer['save_dir'] = show_dir
-    elif cfg.default_scope == 'mmdet':
-        hook['draw'] = True
-        hook['test_out_dir'] = show_dir
-    else:
-        hook['enable'] = True
-        hook['out_dir'] = show_dir
 
 
 def main():
@@ -66,25 +48,14 @@ def main():
     )
     cfg.load_from = args.checkpoint
     if args.show_dir:
-        enable_visualization(cfg, args.show_dir)
-    if args.out and cfg.default_scope == 'mmseg':
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-
-    runner = build_runner(cfg)
-
-    if args.out and cfg.default_scope != 'mmseg':
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {args.out}')
-        if cfg.default_scope == 'mmdet':
-            from mmdet.evaluation import DumpDetResults as DumpMetric
-        else:
-            from mmengine.evaluator import DumpResults as DumpMetric
-        runner.test_evaluator.metrics.append(
-            DumpMetric(out_file_path=args.out)
-        )
-    runner.test()
-    close_process_group()
+        trigger_visualization_hook(cfg, args.show_dir)
+    if args.out:
+        set_test_output(cfg, args.out)
+    with launcher_process_group(cfg):
+        runner = build_runner(cfg)
+        if args.out:
+            add_dump_metric(runner, args.out)
+        runner.test()
 
 
 if __name__ == '__main__':

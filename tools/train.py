@@ -10,23 +10,23 @@ slak_mm.engine.StrictLoadingRunner): a checkpoint that does not fit the
 model stops the run with every missing or misshapen key and both shapes.
 """
 
-import argparse
-
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
-from slak_mm.engine.runner_utils import (
-    add_runner_arguments,
+from slak_mm.apis import (
     build_runner,
-    close_process_group,
     enable_amp,
+    enable_auto_scale_lr,
+    launcher_process_group,
     load_config,
+    make_runner_parser,
     parse_runner_args,
+    set_resume,
 )
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Train a SLaK model')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = make_runner_parser(
+        'Train a SLaK model', 'config: train config file path'
+    )
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -47,7 +47,6 @@ def parse_args():
         help='scale the lr by the actual batch size over '
         'auto_scale_lr.base_batch_size',
     )
-    add_runner_arguments(parser)
     return parse_runner_args(parser)
 
 
@@ -58,25 +57,11 @@ def main():
     )
     if args.amp:
         enable_amp(cfg)
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    set_resume(cfg, args.resume)
     if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in (
-            cfg.auto_scale_lr
-        ):
-            raise KeyError(
-                f'{args.config} has no '
-                'auto_scale_lr.base_batch_size to scale from'
-            )
-        cfg.auto_scale_lr.enable = True
-
-    runner = build_runner(cfg)
-    runner.train()
-    close_process_group()
+        enable_auto_scale_lr(cfg, args.config)
+    with launcher_process_group(cfg):
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 # A CPU-sized Cascade Mask R-CNN + SLaK for trying detection on your own
 # COCO-format data (or on generated data:
-# python tools/make_synthetic_data.py coco --out data/synthetic
+# python tools/misc/make_synthetic_data.py coco --out data/synthetic
 #     --num-classes 4 --image-size 128).
 # The real 1x recipe (optimizer, layer-wise lr decay, 4conv1fc GIoU heads,
 # sparse masks) with a narrow SLaK (kernels 13/11/9/7), narrow FPN and RoI

@@ -1,7 +1,7 @@
-# The context demo (tools/demo_context.py, `make demo`), model (a): a narrow
-# SLaK with the real 51/49/47/13 kernels, trained from scratch with dynamic
-# sparse training, on generated ADE20K-layout data whose labels need
-# long-range context (tools/make_synthetic_data.py ade20k-context): each
+# The context demo (tools/misc/demo_context.py, `make demo`), model (a): a
+# narrow SLaK with the real 51/49/47/13 kernels, trained from scratch with
+# dynamic sparse training, on generated ADE20K-layout data whose labels need
+# long-range context (tools/misc/make_synthetic_data.py ade20k-context): each
 # stripe's class shows only in a marker at least 21 rows away from every
 # labelled pixel of the stripe.
 #

@@ -1,5 +1,5 @@
 # The CPU demo: the real UperNet + SLaK recipe made small enough to train in
-# minutes on generated ADE20K-layout data (tools/make_synthetic_data.py).
+# minutes on generated ADE20K-layout data (tools/misc/make_synthetic_data.py).
 # Narrow widths, the real 51/49/47/13 kernels, 96x96 images, 4 classes.
 _base_ = ['./upernet_slak_t_ade20k.py', '../_base_/sparse_training.py']
 

@@ -4,8 +4,8 @@
 _base_ = ['./_base_/upernet_slak_ade20k.py']
 
 # An ImageNet-1k SLaK-S checkpoint: a released one as downloaded, or
-# one converted by tools/convert_release_checkpoint.py. Override with
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# one converted by tools/model_converters/convert_release_checkpoint.py.
+# Override with --cfg-options model.backbone.init_cfg.checkpoint=PATH
 checkpoint_file = 'checkpoints/slak_small_in1k.pth'
 model = dict(
     backbone=dict(

@@ -1,4 +1,8 @@
-"""Analysis helpers: effective receptive field, complexity, sparsity."""
+"""Analysis: complexity (:mod:`.complexity`, :mod:`.flops` for
+``get_flops``), effective receptive field (:mod:`.erf`), checkpoint
+densities (:mod:`.sparsity`) and the CPU and CUDA benchmarks
+(:mod:`.benchmark`, :mod:`.cuda_benchmark`, sharing :mod:`.timing`): the
+logic of ``tools/analysis_tools/``."""
 
 from .complexity import (
     ComplexityReport,

@@ -10,8 +10,13 @@ turn) so that drift of a shared machine hits all models alike:
   fresh subprocess during three train steps, minus its resident size just
   before the first step (model, optimizer and input already built), i.e.
   what a step adds: gradients, AdamW state, activations and workspace.
-  Subprocesses keep the models from sharing one high-water mark. On CUDA,
-  ``torch.cuda.max_memory_allocated`` over the same steps, in process.
+  The fresh process (``python -m slak_mm.analysis.train_memory``, one per
+  model, size and dtype) is what makes this a measurement: in one process
+  the high-water mark is shared by every model measured, and memory freed
+  by an earlier model stays with the allocator, so a later model's steps
+  can reuse it without raising the resident size. On CUDA,
+  ``torch.cuda.max_memory_allocated`` over the same steps (also in the
+  worker, for one code path).
 
 With ``dtypes`` holding ``'bf16'`` the same steps also run under
 ``torch.autocast(device, dtype=torch.bfloat16)`` (interleaved with the fp32
@@ -25,22 +30,49 @@ BN per branch, as released) and ``convnext_t`` (mmpretrain's ConvNeXt-T).
 All are backbones in classification mode (global pooling, final norm).
 """
 
-import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 import torch.nn as nn
 
+from ..utils.cli import size_batch_pairs
+from .timing import (
+    PRECISIONS,
+    SLAK_T_STAGES,
+    backbone_steps,
+    check_precision,
+    markdown_row,
+    precision_context,
+    save_report,
+    stage_inputs,
+    synchronize,
+)
+
 MODEL_NAMES = ('slak_t', 'slak_t_deploy', 'slak_t_reference', 'convnext_t')
 EVAL_ONLY = ('slak_t_deploy',)
 # --dtype name -> autocast dtype (None: no autocast).
-DTYPES = {'fp32': None, 'bf16': torch.bfloat16}
+DTYPES = PRECISIONS
+
+__all__ = [
+    'DTYPES',
+    'MODEL_NAMES',
+    'SLAK_T_STAGES',
+    'build_model',
+    'format_component_table',
+    'format_dtype_table',
+    'format_table',
+    'measure_train_memory',
+    'output_error',
+    'run_benchmark',
+    'run_component_benchmark',
+    'save_report',
+    'time_interleaved',
+]
 
 
 def build_model(name: str) -> nn.Module:
@@ -74,70 +106,13 @@ def build_model(name: str) -> nn.Module:
     raise ValueError(f'unknown model {name!r}; choose from {MODEL_NAMES}')
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _autocast(images: torch.Tensor, dtype: str):
-    """Autocast for ``dtype`` (a key of :data:`DTYPES`) on the device of
-    ``images``; disabled for ``'fp32'``."""
-    if dtype not in DTYPES:
-        raise ValueError(
-            f'dtype must be one of {sorted(DTYPES)}, got {dtype!r}'
-        )
-    cast = DTYPES[dtype]
-    return torch.autocast(
-        images.device.type, dtype=cast, enabled=cast is not None
-    )
-
-
-def make_eval_step(
-    model: nn.Module, images: torch.Tensor, dtype: str = 'fp32'
-) -> Callable:
-    """Returns a callable running one eval forward pass (under autocast
-    for ``dtype='bf16'``)."""
-
-    def step():
-        model.eval()
-        with torch.no_grad(), _autocast(images, dtype):
-            model(images)
-
-    return step
-
-
-def make_train_step(
-    model: nn.Module, images: torch.Tensor, dtype: str = 'fp32'
-) -> Callable:
-    """Returns a callable running one train step (forward, backward, AdamW).
-
-    Args:
-        model (nn.Module): A backbone returning a tuple of ``(N, C)``
-            pooled features.
-        images (Tensor): ``(N, 3, H, W)``.
-        dtype (str): ``'fp32'``, or ``'bf16'`` for forward and loss under
-            autocast (parameters, gradients and AdamW stay fp32).
-    """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(images, dtype):
-            loss = sum(out.float().mean() for out in model(images))
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def output_error(model: nn.Module, images: torch.Tensor, dtype: str) -> float:
     """Max abs difference of the eval outputs under ``dtype`` from the
     fp32 ones, over the max abs of the fp32 outputs."""
     model.eval()
     with torch.no_grad():
         expected = model(images)
-        with _autocast(images, dtype):
+        with precision_context(dtype, images.device):
             actual = model(images)
     scale = max(e.abs().max().item() for e in expected)
     diff = max(
@@ -160,70 +135,16 @@ def time_interleaved(
     for _ in range(warmup):
         for step in steps.values():
             step()
-    _synchronize(device)
+    synchronize(device)
     seconds = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _synchronize(device)
+            synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return seconds
-
-
-def _read_status_kib(field: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as status:
-            for line in status:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def measure_train_memory_here(
-    name: str,
-    size: int,
-    batch: int,
-    device: str,
-    steps: int = 3,
-    dtype: str = 'fp32',
-) -> float:
-    """Peak memory (MiB) that ``steps`` train steps add, in this process.
-
-    On CPU this must run in a fresh process (see the module docstring).
-    """
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    model = build_model(name).to(dev)
-    images = torch.randn(batch, 3, size, size, device=dev)
-    train_step = make_train_step(model, images, dtype)
-    if dev.type == 'cuda':
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        for _ in range(steps):
-            train_step()
-        torch.cuda.synchronize(dev)
-        return (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-    base_kib = _read_status_kib('VmRSS')
-    try:
-        # Resets VmHWM to the current RSS (Linux >= 4.0).
-        with open('/proc/self/clear_refs', 'w') as clear_refs:
-            clear_refs.write('5')
-        hwm_reset = True
-    except OSError:
-        hwm_reset = False
-    for _ in range(steps):
-        train_step()
-    peak_kib = _read_status_kib('VmHWM') if hwm_reset else None
-    if peak_kib is None or base_kib is None:
-        # Without /proc: the process-lifetime peak, an upper bound.
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        base_kib = base_kib or 0
-    return (peak_kib - base_kib) / 1024
 
 
 def measure_train_memory(
@@ -234,21 +155,29 @@ def measure_train_memory(
     threads: int,
     dtype: str = 'fp32',
 ) -> float:
-    """Runs :func:`measure_train_memory_here` in a fresh subprocess."""
-    code = (
-        'import torch, sys; '
-        f'torch.set_num_threads({threads}); '
-        'from slak_mm.analysis.benchmark import measure_train_memory_here; '
-        f'print(measure_train_memory_here({name!r}, {size}, {batch}, '
-        f'{device!r}, dtype={dtype!r}))'
+    """Peak memory (MiB) that three train steps add, measured in a fresh
+    process (see the module docstring and :mod:`.train_memory`)."""
+    import slak_mm
+
+    # The worker must import this same slak_mm, wherever it was found.
+    source_root = os.path.dirname(os.path.dirname(slak_mm.__file__))
+    path = os.environ.get('PYTHONPATH')
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        PYTHONPATH=source_root + (os.pathsep + path if path else ''),
     )
+    command = [sys.executable, '-m', 'slak_mm.analysis.train_memory']
+    command += [name, str(size), str(batch), '--device', device]
+    command += ['--threads', str(threads), '--dtype', dtype]
     result = subprocess.run(
-        [sys.executable, '-c', code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+        command, capture_output=True, text=True, check=False, env=env
     )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f'train memory of {name} at {size} ({dtype}) failed:\n'
+            + result.stderr[-3000:]
+        )
     return float(result.stdout.strip().splitlines()[-1])
 
 
@@ -257,11 +186,7 @@ def _prepare_run(
 ) -> torch.device:
     """Checks that sizes and batches pair up, sets the thread count and
     returns the device."""
-    if len(sizes) != len(batches):
-        raise ValueError(
-            f'give one batch size per input size, got sizes {list(sizes)} '
-            f'and batches {list(batches)}'
-        )
+    size_batch_pairs(sizes, batches)
     torch.set_num_threads(threads)
     return torch.device(device)
 
@@ -294,10 +219,7 @@ def run_benchmark(
         log (callable): Progress output.
     """
     for dtype in dtypes:
-        if dtype not in DTYPES:
-            raise ValueError(
-                f'dtype must be one of {sorted(DTYPES)}, got {dtype!r}'
-            )
+        check_precision(dtype)
     dev = _prepare_run(sizes, batches, threads, device)
     report = dict(
         torch=torch.__version__,
@@ -320,12 +242,9 @@ def run_benchmark(
         steps = {}
         for dtype in dtypes:
             for name, model in built.items():
-                key = f'{name}/{dtype}'
-                steps[f'{key}/eval'] = make_eval_step(model, images, dtype)
-                if name not in EVAL_ONLY:
-                    steps[f'{key}/train'] = make_train_step(
-                        model, images, dtype
-                    )
+                for mode, step in backbone_steps(model, images, dtype).items():
+                    if mode == 'eval' or name not in EVAL_ONLY:
+                        steps[f'{name}/{dtype}/{mode}'] = step
         log(f'timing {size}x{size}, batch {batch}: {len(steps)} steps')
         seconds = time_interleaved(steps, dev, warmup, repeats)
         for dtype in dtypes:
@@ -384,7 +303,7 @@ def format_table(report: dict) -> str:
             cells.append(ratio(entry, cnx, key))
         mem = entry.get('train_peak_mib')
         cells.append(f'{mem:.0f}' if mem is not None else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append(markdown_row(cells))
     return '\n'.join(lines)
 
 
@@ -421,21 +340,8 @@ def format_dtype_table(report: dict) -> str:
         cells.append(f'{entry["output_rel_error"]:.1e}')
         mem = entry.get('train_peak_mib')
         cells.append(f'{mem:.0f}' if mem is not None else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append(markdown_row(cells))
     return '\n'.join(lines)
-
-
-def save_report(report: dict, path: str) -> None:
-    """Writes the report as JSON, creating the folder if needed."""
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(path, 'w') as file:
-        json.dump(report, file, indent=2)
-
-
-# (kernel K, channels C) of the four SLaK-T stages; maps are size / 4 / 2^i.
-SLAK_T_STAGES = ((51, 124), (49, 249), (47, 499), (13, 998))
 
 
 def _component_steps(
@@ -519,30 +425,21 @@ def run_component_benchmark(
     """
     dev = _prepare_run(sizes, batches, threads, device)
     results = []
-    for size, batch in zip(sizes, batches):
-        for stage, (kernel, channels) in enumerate(SLAK_T_STAGES):
-            side = size // 4 // 2**stage
-            torch.manual_seed(0)
-            x = torch.randn(batch, channels, side, side, device=dev)
-            for component in ('large_kernel', 'mlp'):
-                log(f'timing {component} of stage {stage} at {size}')
-                steps = _component_steps(component, channels, kernel, x)
-                seconds = time_interleaved(steps, dev, warmup, repeats)
-                entry = dict(
-                    size=size,
-                    batch=batch,
-                    stage=stage,
-                    component=component,
-                    map=side,
-                    channels=channels,
-                    kernel=kernel,
-                )
-                for key, values in seconds.items():
-                    variant, mode = key.split('/')
-                    entry[f'{variant}_{mode}_ms'] = (
-                        statistics.median(values) * 1e3
-                    )
-                results.append(entry)
+    for where, x in stage_inputs(sizes, batches, dev):
+        for component in ('large_kernel', 'mlp'):
+            log(
+                f'timing {component} of stage {where["stage"]} at '
+                f'{where["size"]}'
+            )
+            steps = _component_steps(
+                component, where['channels'], where['kernel'], x
+            )
+            seconds = time_interleaved(steps, dev, warmup, repeats)
+            entry = dict(where, component=component)
+            for key, values in seconds.items():
+                variant, mode = key.split('/')
+                entry[f'{variant}_{mode}_ms'] = statistics.median(values) * 1e3
+            results.append(entry)
     return results
 
 
@@ -565,5 +462,46 @@ def format_component_table(results: List[dict]) -> str:
         for mode in ('eval', 'train'):
             ref, default = r[f'ref_{mode}_ms'], r[f'default_{mode}_ms']
             cells += [f'{ref:.1f}', f'{default:.1f}', f'{ref / default:.2f}']
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append(markdown_row(cells))
     return '\n'.join(lines)
+
+
+def benchmark_report(
+    models: Sequence[str] = MODEL_NAMES,
+    dtypes: Sequence[str] = ('fp32',),
+    memory: bool = True,
+    components: bool = False,
+    log: Callable[[str], None] = print,
+    **timing,
+) -> dict:
+    """Runs :func:`run_benchmark` (and :func:`run_component_benchmark`)
+    and adds the markdown tables to the report.
+
+    Args:
+        models, dtypes, memory: See :func:`run_benchmark`.
+        components (bool): Also time the SLaK-T components.
+        log (callable): Progress output.
+        timing: ``sizes``, ``batches``, ``threads``, ``warmup``,
+            ``repeats`` and ``device``, passed to both.
+
+    Returns:
+        dict: The JSON-able report; ``table`` holds the fp32 table and
+        the dtype table (when a dtype other than fp32 ran), ``dtype_table``
+        the latter, ``component_table`` the components'.
+    """
+    report = run_benchmark(
+        models=models, memory=memory, dtypes=dtypes, log=log, **timing
+    )
+    tables = []
+    if 'fp32' in dtypes:
+        tables.append(format_table(report))
+    if any(d != 'fp32' for d in dtypes):
+        report['dtype_table'] = format_dtype_table(report)
+        tables.append(report['dtype_table'])
+    report['table'] = '\n\n'.join(tables)
+    if components:
+        report['components'] = run_component_benchmark(log=log, **timing)
+        report['component_table'] = format_component_table(
+            report['components']
+        )
+    return report

@@ -14,7 +14,7 @@ that is kept, and its sparse parameters are the kept entries.
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -44,8 +44,11 @@ _NON_MAC_OPS = (
 
 #: Groups a parameter/module name into stem, stage<i>, out_norms or the
 #: top-level part (head, neck, ...): the grouping the sparse-training hook
-#: logs and ``tools/sparsity_report.py`` prints.
+#: logs and ``tools/analysis_tools/sparsity_report.py`` prints.
 slak_group = stage_group
+
+#: The four counts of every group.
+_COUNT_KEYS = ('params', 'params_nonzero', 'macs', 'macs_sparse')
 
 
 @dataclass
@@ -70,7 +73,7 @@ class ComplexityReport:
         return sum(group[key] for group in self.groups.values())
 
     def to_dict(self) -> dict:
-        keys = ('params', 'params_nonzero', 'macs', 'macs_sparse')
+        keys = _COUNT_KEYS
         return dict(
             input_shape=list(self.input_shape),
             groups={name: dict(g) for name, g in self.groups.items()},
@@ -84,7 +87,7 @@ class ComplexityReport:
         Groups that did not run show ``-`` for their MACs and are explained
         under the table.
         """
-        keys = ('params', 'params_nonzero', 'macs', 'macs_sparse')
+        keys = _COUNT_KEYS
         items = list(self.groups.items())
         items.append(('total', {k: self.total(k) for k in keys}))
         width = max(12, max(len(name) for name, _ in items) + 2)
@@ -222,16 +225,52 @@ def count_complexity(
     """
     masks = masks or {}
     _check_masks(model, masks)
+    module_macs, traced_total, called = _trace_module_macs(
+        model, input_shape, forward_fn or tensor_mode_forward
+    )
+    groups = _group_counts(model, masks, module_macs, group_fn)
+    ordered = OrderedDict(
+        (name, groups[name])
+        for name in sorted(groups, key=group_sort_key)
+        if any(groups[name].values())
+    )
+    ran = {group_fn(name) for name in called}
+    not_run = [
+        name
+        for name, g in ordered.items()
+        if g['params'] and not g['macs'] and name not in ran
+    ]
+    report = ComplexityReport(
+        groups=ordered, input_shape=tuple(input_shape), not_run=not_run
+    )
+    # Traced MACs must all be attributed to modules.
+    attributed = report.total('macs')
+    if abs(attributed - traced_total) > 0.5:
+        raise RuntimeError(
+            f'attributed {attributed} of {traced_total} MACs to modules'
+        )
+    return report
+
+
+def _trace_module_macs(
+    model: nn.Module, input_shape: Sequence[int], forward_fn: Callable
+) -> Tuple[Dict[str, int], int, set]:
+    """Traces ``forward_fn(model, zeros(1, *input_shape))`` in eval mode.
+
+    Returns:
+        tuple: MACs by module name (prefixed ``model.``, as the traced
+        wrapper names them, children included), the traced total, and the
+        names of the parameters of every module the forward called.
+    """
     was_training = model.training
     model.eval()
-    traced = _Forward(model, forward_fn or tensor_mode_forward)
+    traced = _Forward(model, forward_fn)
     inputs = torch.zeros((1, *input_shape))
     analyzer = FlopAnalyzer(traced, inputs)
     # A None handle does not remove a default one in mmengine 0.10.7.
     analyzer.set_op_handle(**{op: _no_macs for op in _NON_MAC_OPS})
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    # Names of the parameters of every module the forward calls.
     called = set()
     handles = [
         module.register_forward_pre_hook(
@@ -254,16 +293,27 @@ def count_complexity(
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return module_macs, analyzer.total(), called
 
+
+def _group_counts(
+    model: nn.Module,
+    masks: Dict[str, torch.Tensor],
+    module_macs: Dict[str, int],
+    group_fn: Callable[[str], str],
+) -> Dict[str, Dict[str, float]]:
+    """Dense and kept parameters and MACs per group (unordered).
+
+    A module's own MACs are its traced total minus its children's; its
+    sparse MACs scale them by the kept fraction of its ``weight``.
+    """
     prefix = 'model.'
     groups: Dict[str, Dict[str, float]] = OrderedDict()
 
     def group(name: str) -> Dict[str, float]:
         key = group_fn(name)
         if key not in groups:
-            groups[key] = dict.fromkeys(
-                ('params', 'params_nonzero', 'macs', 'macs_sparse'), 0.0
-            )
+            groups[key] = dict.fromkeys(_COUNT_KEYS, 0.0)
         return groups[key]
 
     shapes = OrderedDict((n, p.shape) for n, p in model.named_parameters())
@@ -273,7 +323,6 @@ def count_complexity(
         entry['params_nonzero'] += kept
 
     for name, module in model.named_modules():
-        # A module's own MACs: its total minus what its children did.
         total = module_macs.get(prefix + name if name else prefix.rstrip('.'))
         if not total:
             continue
@@ -288,38 +337,12 @@ def count_complexity(
         entry = group(name)
         entry['macs'] += own
         entry['macs_sparse'] += own * density
-    ordered = OrderedDict(
-        (name, groups[name])
-        for name in sorted(groups, key=group_sort_key)
-        if any(groups[name].values())
-    )
-    ran = {group_fn(name) for name in called}
-    not_run = [
-        name
-        for name, g in ordered.items()
-        if g['params'] and not g['macs'] and name not in ran
-    ]
-    report = ComplexityReport(
-        groups=ordered, input_shape=tuple(input_shape), not_run=not_run
-    )
-    # Traced MACs must all be attributed to modules.
-    attributed = report.total('macs')
-    if abs(attributed - analyzer.total()) > 0.5:
-        raise RuntimeError(
-            f'attributed {attributed} of {analyzer.total()} MACs to modules'
-        )
-    return report
+    return groups
 
 
 def stage_table(report: ComplexityReport) -> List[List[str]]:
     """The report as rows of strings (for CSV or markdown)."""
-    rows = [['part', 'params', 'params_nonzero', 'macs', 'macs_sparse']]
+    rows = [['part', *_COUNT_KEYS]]
     for name, g in report.groups.items():
-        rows.append(
-            [name]
-            + [
-                f'{g[k]:.0f}'
-                for k in ('params', 'params_nonzero', 'macs', 'macs_sparse')
-            ]
-        )
+        rows.append([name] + [f'{g[k]:.0f}' for k in _COUNT_KEYS])
     return rows

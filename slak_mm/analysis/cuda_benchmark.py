@@ -22,7 +22,7 @@ On CPU (a dry run of the code path, not a measurement) the timer is
 ``time.perf_counter`` and the Triton kernels need ``TRITON_INTERPRET=1``.
 """
 
-import contextlib
+import json
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -30,26 +30,38 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..utils.cli import size_batch_pairs
+from .timing import (
+    SLAK_T_STAGES,
+    backbone_steps,
+    markdown_row,
+    precision_context,
+    stage_inputs,
+)
+
 PRECISIONS = ('bf16', 'fp32')
 LARGE_KERNEL_PATHS = ('triton', 'cudnn', 'release')
 BACKBONES = ('slak_t_triton', 'slak_t_cudnn', 'slak_t_release', 'convnext_t')
-# (kernel K, channels C) of the four SLaK-T stages; maps are size / 4 / 2^i.
-SLAK_T_STAGES = ((51, 124), (49, 249), (47, 499), (13, 998))
 SMALL_KERNEL = 5
 # Nominal H200 rates (datasheet): fp32 on CUDA cores, HBM3e bandwidth.
 DEFAULT_PEAK_TFLOPS = 67.0
 DEFAULT_BANDWIDTH_TBS = 4.8
 
-
-def precision_context(precision: str, device: torch.device):
-    """``torch.autocast`` for ``'bf16'``, nothing for ``'fp32'``."""
-    if precision == 'bf16':
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == 'fp32':
-        return contextlib.nullcontext()
-    raise ValueError(
-        f'precision must be one of {PRECISIONS}, got {precision!r}'
-    )
+__all__ = [
+    'BACKBONES',
+    'LARGE_KERNEL_PATHS',
+    'PRECISIONS',
+    'SLAK_T_STAGES',
+    'backend_of',
+    'build_backbone',
+    'environment_report',
+    'format_backbone_table',
+    'format_component_table',
+    'precision_context',
+    'run_backbone_benchmark',
+    'run_component_benchmark',
+    'triton_bound_ms',
+]
 
 
 def time_ms(
@@ -210,55 +222,39 @@ def run_component_benchmark(
     """
     dev = torch.device(device)
     results = []
-    for size, batch in zip(sizes, batches):
-        for stage, (kernel, channels) in enumerate(stages):
-            side = size // 4 // 2**stage
-            torch.manual_seed(0)
-            x = torch.randn(batch, channels, side, side, device=dev)
-            for precision in precisions:
-                element_bytes = 2 if precision == 'bf16' else 4
-                bounds = {
-                    mode: triton_bound_ms(
-                        batch,
-                        side,
-                        channels,
-                        kernel,
-                        mode,
-                        element_bytes,
-                        peak_tflops,
-                        bandwidth_tbs,
-                    )
-                    for mode in ('eval', 'train')
-                }
-                for path in paths:
-                    log(
-                        f'large kernel: {size}² x{batch}, stage {stage}, '
-                        f'{precision}, {path}'
-                    )
-                    steps = _large_kernel_steps(
-                        path, kernel, channels, x, precision
-                    )
-                    entry = dict(
-                        size=size,
-                        batch=batch,
-                        stage=stage,
-                        map=side,
-                        channels=channels,
-                        kernel=kernel,
-                        precision=precision,
-                        path=path,
-                        bound_eval_ms=bounds['eval'],
-                        bound_train_ms=bounds['train'],
-                    )
-                    for mode, step in steps.items():
-                        times = time_ms(step, dev, warmup, repeats)
-                        entry[f'{mode}_ms'] = statistics.median(times)
-                    entry['train_peak_mib'] = peak_memory_mib(
-                        steps['train'], dev
-                    )
-                    results.append(entry)
-                    del steps
-                    _release_memory(dev)
+    for where, x in stage_inputs(sizes, batches, dev, stages):
+        kernel, channels = where['kernel'], where['channels']
+        for precision in precisions:
+            element_bytes = 2 if precision == 'bf16' else 4
+            bounds = {
+                f'bound_{mode}_ms': triton_bound_ms(
+                    where['batch'],
+                    where['map'],
+                    channels,
+                    kernel,
+                    mode,
+                    element_bytes,
+                    peak_tflops,
+                    bandwidth_tbs,
+                )
+                for mode in ('eval', 'train')
+            }
+            for path in paths:
+                log(
+                    f'large kernel: {where["size"]}² x{where["batch"]}, '
+                    f'stage {where["stage"]}, {precision}, {path}'
+                )
+                steps = _large_kernel_steps(
+                    path, kernel, channels, x, precision
+                )
+                entry = dict(where, precision=precision, path=path, **bounds)
+                for mode, step in steps.items():
+                    times = time_ms(step, dev, warmup, repeats)
+                    entry[f'{mode}_ms'] = statistics.median(times)
+                entry['train_peak_mib'] = peak_memory_mib(steps['train'], dev)
+                results.append(entry)
+                del steps
+                _release_memory(dev)
     return results
 
 
@@ -291,31 +287,6 @@ def _release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _backbone_steps(
-    name: str, model: nn.Module, images: torch.Tensor, precision: str
-) -> Dict[str, Callable]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def forward():
-        with precision_context(precision, images.device):
-            outs = model(images)
-        return outs if isinstance(outs, (tuple, list)) else (outs,)
-
-    def eval_step():
-        model.eval()
-        with torch.no_grad():
-            forward()
-
-    def train_step():
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = sum(out.float().mean() for out in forward())
-        loss.backward()
-        optimizer.step()
-
-    return dict(eval=eval_step, train=train_step)
-
-
 def run_backbone_benchmark(
     sizes: Sequence[int] = (224, 512),
     batches: Sequence[int] = (64, 16),
@@ -337,7 +308,7 @@ def run_backbone_benchmark(
     """
     dev = torch.device(device)
     results = []
-    for size, batch in zip(sizes, batches):
+    for size, batch in size_batch_pairs(sizes, batches):
         for precision in precisions:
             for name in models:
                 log(f'backbone: {name}, {size}² x{batch}, {precision}')
@@ -347,7 +318,7 @@ def run_backbone_benchmark(
                 model = model.to(memory_format=layout)
                 images = torch.randn(batch, 3, size, size, device=dev)
                 images = images.contiguous(memory_format=layout)
-                steps = _backbone_steps(name, model, images, precision)
+                steps = backbone_steps(model, images, precision)
                 entry = dict(
                     model=name, size=size, batch=batch, precision=precision
                 )
@@ -392,56 +363,57 @@ def format_component_table(results: List[dict]) -> str:
         '| input | stage | prec. | triton MiB | cudnn MiB | release MiB |',
         '|---|---:|---|---:|---:|---:|',
     ]
-
-    def cell(paths, path, key):
-        return f'{paths[path][key]:.2f}' if path in paths else '-'
-
-    def ratio(paths, other, key):
-        if 'triton' not in paths or other not in paths:
-            return '-'
-        return f'{paths[other][key] / paths["triton"][key]:.2f}'
-
     for (size, batch, stage, precision), paths in rows.items():
-        first = next(iter(paths.values()))
+        head = [f'{size}² x{batch}', str(stage)]
         for mode in ('eval', 'train'):
-            key = f'{mode}_ms'
-            cells = [
-                f'{size}² x{batch}',
-                str(stage),
-                str(first['map']),
-                str(first['channels']),
-                str(first['kernel']),
-                precision,
-                mode,
-                cell(paths, 'triton', key),
-                cell(paths, 'cudnn', key),
-                cell(paths, 'release', key),
-                f'{first[f"bound_{mode}_ms"]:.3f}',
-                (
-                    f'{paths["cudnn"][key] / first[f"bound_{mode}_ms"]:.1f}'
-                    if 'cudnn' in paths
-                    else '-'
-                ),
-                ratio(paths, 'cudnn', key),
-                ratio(paths, 'release', key),
-            ]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-        memory_lines.append(
-            '| '
-            + ' | '.join(
-                [f'{size}² x{batch}', str(stage), precision]
-                + [
-                    _mib(paths[p]['train_peak_mib']) if p in paths else '-'
-                    for p in LARGE_KERNEL_PATHS
-                ]
-            )
-            + ' |'
-        )
+            lines.append(_time_row(head, precision, mode, paths))
+        memory = [
+            _mib(paths[p]['train_peak_mib']) if p in paths else '-'
+            for p in LARGE_KERNEL_PATHS
+        ]
+        memory_lines.append(markdown_row([*head, precision, *memory]))
     return (
         '\n'.join(lines)
         + '\n\nPeak train memory:\n\n'
         + '\n'.join(memory_lines)
     )
+
+
+def _time_row(
+    head: List[str], precision: str, mode: str, paths: Dict[str, dict]
+) -> str:
+    """One (input, stage, precision, mode) row of the component table."""
+    key = f'{mode}_ms'
+    first = next(iter(paths.values()))
+    bound = first[f'bound_{mode}_ms']
+
+    def cell(path):
+        return f'{paths[path][key]:.2f}' if path in paths else '-'
+
+    def over_triton(other):
+        if 'triton' not in paths or other not in paths:
+            return '-'
+        return f'{paths[other][key] / paths["triton"][key]:.2f}'
+
+    cudnn_over_bound = (
+        f'{paths["cudnn"][key] / bound:.1f}' if 'cudnn' in paths else '-'
+    )
+    cells = [
+        *head,
+        str(first['map']),
+        str(first['channels']),
+        str(first['kernel']),
+        precision,
+        mode,
+        cell('triton'),
+        cell('cudnn'),
+        cell('release'),
+        f'{bound:.3f}',
+        cudnn_over_bound,
+        over_triton('cudnn'),
+        over_triton('release'),
+    ]
+    return markdown_row(cells)
 
 
 def format_backbone_table(results: List[dict]) -> str:
@@ -461,7 +433,7 @@ def format_backbone_table(results: List[dict]) -> str:
             cells.append(f'{r[key]:.1f}')
             cells.append(f'{r[key] / cnx[key]:.2f}' if cnx else '-')
         cells.append(_mib(r['train_peak_mib']))
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append(markdown_row(cells))
     return '\n'.join(lines)
 
 
@@ -482,4 +454,60 @@ def environment_report(device: torch.device) -> dict:
     if device.type == 'cuda':
         report['gpu'] = torch.cuda.get_device_name(device)
         report['cudnn'] = torch.backends.cudnn.version()
+    return report
+
+
+def cuda_benchmark_report(
+    device: str = 'cuda',
+    components: bool = True,
+    backbones: bool = True,
+    paths: Sequence[str] = LARGE_KERNEL_PATHS,
+    models: Sequence[str] = BACKBONES,
+    peak_tflops: float = DEFAULT_PEAK_TFLOPS,
+    bandwidth_tbs: float = DEFAULT_BANDWIDTH_TBS,
+    log: Callable[[str], None] = print,
+    **timing,
+) -> dict:
+    """Runs the component and/or backbone benchmark and adds their
+    markdown tables to the report.
+
+    Args:
+        device (str): ``'cuda'``, or ``'cpu'`` for a dry run.
+        components, backbones (bool): Which tables to measure.
+        paths, peak_tflops, bandwidth_tbs: See
+            :func:`run_component_benchmark`.
+        models: See :func:`run_backbone_benchmark`.
+        timing: ``sizes``, ``batches``, ``precisions``, ``warmup`` and
+            ``repeats``, passed to both.
+
+    Returns:
+        dict: ``environment`` (:func:`environment_report`), and per table
+        the raw results (``components``, ``backbones``) and the markdown
+        (``component_table``, ``backbone_table``).
+
+    Raises:
+        RuntimeError: For ``device='cuda'`` when torch sees no CUDA device.
+    """
+    dev = torch.device(device)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError('--device cuda, but torch sees no CUDA device')
+    report = dict(environment=environment_report(dev))
+    log(json.dumps(report['environment']))
+    if components:
+        report['components'] = run_component_benchmark(
+            paths=paths,
+            peak_tflops=peak_tflops,
+            bandwidth_tbs=bandwidth_tbs,
+            device=device,
+            log=log,
+            **timing,
+        )
+        report['component_table'] = format_component_table(
+            report['components']
+        )
+    if backbones:
+        report['backbones'] = run_backbone_benchmark(
+            models=models, device=device, log=log, **timing
+        )
+        report['backbone_table'] = format_backbone_table(report['backbones'])
     return report

@@ -13,8 +13,21 @@ area, as in the released ``erf/analyze_erf.py`` (which divides by its fixed
 1024x1024 input).
 """
 
+import contextlib
+import json
+import logging
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import numpy as np
 import torch
@@ -249,3 +262,151 @@ def load_image(
     mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
     return ((tensor - mean_t) / std_t).unsqueeze(0)
+
+
+# ImageNet statistics on the 0-255 scale, used when the config has none.
+DEFAULT_MEAN = (123.675, 116.28, 103.53)
+DEFAULT_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class ErfResult:
+    """The ERF of one layer of a model, as ``analyze_erf`` reports it.
+
+    Attributes:
+        erf (np.ndarray): ``(H, W)`` mean positive input gradient (before
+            normalisation).
+        ratios (dict): :func:`area_ratios` per threshold.
+        layer (str): The module whose output was taken.
+        input_size (tuple[int, int]): ``(H, W)``.
+        num_images (int): Images averaged.
+        skipped (int): Images skipped for a NaN map.
+    """
+
+    erf: np.ndarray
+    ratios: Dict[float, Optional[Tuple[int, float]]]
+    layer: str
+    input_size: Tuple[int, int]
+    num_images: int
+    skipped: int
+
+    def summary(self) -> str:
+        """The printed report: what was averaged and the area ratios."""
+        height, width = self.input_size
+        lines = [
+            f'ERF of {self.layer} over {self.num_images} images '
+            f'({self.skipped} skipped, NaN) at {height}x{width}',
+            'threshold  side  area ratio',
+        ]
+        for threshold, found in self.ratios.items():
+            if found is None:
+                lines.append(
+                    f'{threshold:<9}  none (exceeds the largest square)'
+                )
+            else:
+                lines.append(f'{threshold:<9}  {found[0]:<4}  {found[1]:.4f}')
+        return '\n'.join(lines)
+
+    def save(self, out_dir: str, title: Optional[str] = None) -> None:
+        """Writes ``erf.npy``, ``erf_heatmap.png`` and ``erf_ratios.json``."""
+        os.makedirs(out_dir, exist_ok=True)
+        np.save(os.path.join(out_dir, 'erf.npy'), self.erf)
+        save_heatmap(self.erf, os.path.join(out_dir, 'erf_heatmap.png'), title)
+        ratios = {
+            str(t): None if r is None else dict(side=r[0], ratio=r[1])
+            for t, r in self.ratios.items()
+        }
+        with open(os.path.join(out_dir, 'erf_ratios.json'), 'w') as f:
+            json.dump(
+                dict(
+                    layer=self.layer,
+                    input_size=list(self.input_size),
+                    num_images=self.num_images,
+                    ratios=ratios,
+                ),
+                f,
+                indent=2,
+            )
+
+
+@contextlib.contextmanager
+def quiet_current_logger(level: int = logging.WARNING) -> Iterator[None]:
+    """Raises mmengine's current logger to ``level`` for the block."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def config_normalization(cfg) -> Tuple[Sequence[float], Sequence[float]]:
+    """Mean and std of the config's data preprocessor (0-255 scale), else
+    the ImageNet ones."""
+    preprocessor = cfg.model.get('data_preprocessor') or {}
+    return (
+        preprocessor.get('mean', DEFAULT_MEAN),
+        preprocessor.get('std', DEFAULT_STD),
+    )
+
+
+def analyze_config_erf(
+    config: str,
+    image_dir: str,
+    checkpoint: Optional[str] = None,
+    num_images: int = 50,
+    input_size: Tuple[int, int] = (1024, 1024),
+    layer: str = 'backbone.stages.-1',
+    seed: int = 0,
+    cfg_options: Optional[dict] = None,
+) -> ErfResult:
+    """The ERF of ``layer`` of the model of ``config`` over images.
+
+    Args:
+        config (str): An OpenMMLab 2.x config.
+        image_dir (str): Folder of images (recursive); the first
+            ``num_images`` in sorted order are used.
+        checkpoint (str, optional): Weights; without, the model is
+            initialised randomly with ``seed``.
+        num_images (int): How many images to average.
+        input_size (tuple[int, int]): ``(H, W)`` the images are resized to.
+        layer (str): Dotted path of the module whose output is the feature
+            map (see :func:`layer_output_fn`).
+        seed (int): Seed of the random initialisation.
+        cfg_options (dict, optional): Config overrides.
+    """
+    # mmengine and the toolkits only here: the rest of this module is
+    # plain torch and numpy.
+    from ..apis.model_builder import (
+        build_model_from_config,
+        load_model_checkpoint,
+    )
+
+    model, cfg = build_model_from_config(config, cfg_options)
+    if checkpoint:
+        load_model_checkpoint(model, checkpoint)
+    else:
+        print('No --checkpoint: using randomly initialised weights')
+        torch.manual_seed(seed)
+        # mmengine logs every parameter's initialisation at INFO level
+        # (hundreds of lines); only warnings matter here.
+        with quiet_current_logger():
+            model.init_weights()
+    model.eval()
+    mean, std = config_normalization(cfg)
+    files = list_images(image_dir, num_images)
+    features = layer_output_fn(model, layer)
+    erf, used, skipped = accumulate_erf(
+        features, (load_image(f, input_size, mean, std) for f in files)
+    )
+    return ErfResult(
+        erf=erf,
+        ratios=area_ratios(erf),
+        layer=layer,
+        input_size=tuple(input_size),
+        num_images=used,
+        skipped=skipped,
+    )

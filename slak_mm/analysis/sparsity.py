@@ -2,9 +2,10 @@
 
 The maskable-weight rule, the stage grouping and the counting are
 :mod:`slak_mm.sparse.density`'s, shared with the sparse-training hook's
-logging and ``tools/get_flops.py``.
+logging and ``tools/analysis_tools/get_flops.py``.
 """
 
+import csv
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 
+from slak_mm.sparse import CHECKPOINT_KEY
 from slak_mm.sparse import density as shared
 
 
@@ -189,3 +191,122 @@ def plot_densities(
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     fig.savefig(filename, bbox_inches='tight')
     plt.close(fig)
+
+
+@dataclass
+class CheckpointDensity:
+    """Densities of a checkpoint, as ``sparsity_report`` prints them.
+
+    Attributes:
+        filename (str): The checkpoint.
+        rows (list[LayerDensity]): Every 2-D/4-D weight.
+        masked (list[LayerDensity]): The rows under ``module_path``.
+        module_path (str): The masked set's module (``''``: whole model).
+        saved_mask_density (float, optional): The masked set's density as
+            the sparse-training hook's saved masks count it (None when the
+            file has no masks for this ``module_path``).
+    """
+
+    filename: str
+    rows: List[LayerDensity]
+    masked: List[LayerDensity]
+    module_path: str
+    saved_mask_density: Optional[float] = None
+
+    def summary(self) -> str:
+        """Per-layer table, then the masked-set and whole-model totals."""
+        subset = len(self.masked) < len(self.rows)
+        masked_names = {r.name for r in self.masked}
+        where = self.module_path or 'the whole model'
+        density = overall_density(self.masked)
+        by_group = stage_densities(self.masked)
+        lines = [
+            format_table(self.rows, masked=masked_names if subset else None),
+            f'Masked set ({where}, {len(self.masked)} layers'
+            + (', marked *' if subset else '')
+            + f'): density {density:.4f} (sparsity {1 - density:.4f})',
+            '  per group: '
+            + ', '.join(f'{g} {value:.4f}' for g, value in by_group.items()),
+        ]
+        if self.saved_mask_density is not None:
+            lines.append(
+                f'  by the saved {CHECKPOINT_KEY} masks: density '
+                f'{self.saved_mask_density:.4f} (what SparseTrainingHook '
+                'logs)'
+            )
+        whole = overall_density(self.rows)
+        lines.append(
+            f'Whole model ({len(self.rows)} layers): density {whole:.4f} '
+            f'(sparsity {1 - whole:.4f})'
+        )
+        return '\n'.join(lines)
+
+    def save(self, out_dir: str) -> None:
+        """Writes ``density.csv`` (one row per weight, ``masked`` 0/1) and
+        the ``density.png`` bar chart."""
+        masked_names = {r.name for r in self.masked}
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, 'density.csv'), 'w') as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ['layer', 'shape', 'numel', 'nonzero', 'density', 'masked']
+            )
+            for r in self.rows:
+                writer.writerow(
+                    [
+                        r.name,
+                        'x'.join(map(str, r.shape)),
+                        r.numel,
+                        r.nonzero,
+                        f'{r.density:.6f}',
+                        int(r.name in masked_names),
+                    ]
+                )
+        plot_densities(
+            self.rows,
+            os.path.join(out_dir, 'density.png'),
+            os.path.basename(self.filename),
+        )
+
+
+def checkpoint_density(
+    filename: str,
+    state_key: Optional[str] = None,
+    module_path: Optional[str] = None,
+) -> CheckpointDensity:
+    """Reads a checkpoint and measures the density of its weights.
+
+    Args:
+        filename (str): OpenMMLab (``state_dict``) or released (``model``)
+            checkpoint.
+        state_key (str, optional): Another entry to read, e.g.
+            ``'model_ema'``.
+        module_path (str, optional): The masked set's module; by default
+            :func:`default_module_path`.
+
+    Raises:
+        ValueError: If no 2-D/4-D weight lies under ``module_path``.
+    """
+    from ..models.checkpoint import extract_state_dict
+    from ..utils.safe_load import safe_torch_load
+
+    checkpoint = safe_torch_load(filename)
+    state_dict = extract_state_dict(checkpoint, filename, state_key)
+    sparse_state = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(sparse_state, dict):
+        sparse_state = None
+    if module_path is None:
+        module_path = default_module_path(state_dict, sparse_state)
+    rows = layer_densities(state_dict)
+    masked = select_rows(rows, module_path)
+    if not masked:
+        raise ValueError(
+            f'{filename}: no 2-D/4-D weights under {module_path!r}; pass '
+            "--module-path ('' = whole model)"
+        )
+    saved = None
+    if sparse_state is not None and 'masks' in sparse_state:
+        saved_path = sparse_state.get('module_path', '') or ''
+        if saved_path == module_path:
+            saved = mask_density(masked, sparse_state['masks'], saved_path)
+    return CheckpointDensity(filename, rows, masked, module_path, saved)

@@ -1,11 +1,20 @@
-"""Turning checkpoints of other forms into slak_mm (OpenMMLab 2.x) files.
+"""Turning checkpoints of other forms into slak_mm (OpenMMLab 2.x) files:
+the library behind ``tools/model_converters/``.
 
 :mod:`~slak_mm.converters.release` converts the released SLaK checkpoints
 (ImageNet ``{'model': ...}`` files and mmseg 0.x / mmdet 2.x downstream
-files). Loading a checkpoint into a model, with its strict shape checks, is
-:mod:`slak_mm.models.checkpoint`.
+files); :mod:`~slak_mm.converters.deploy` re-parameterizes a trained
+checkpoint into deploy form. Loading a checkpoint into a model, with its
+strict shape checks, is :mod:`slak_mm.models.checkpoint`.
 """
 
+from .deploy import (
+    check_finite,
+    deploy_checkpoint,
+    make_test_batch,
+    relative_difference,
+    switch_backbone_to_deploy,
+)
 from .release import (
     convert_release_backbone,
     convert_release_classifier,
@@ -14,8 +23,13 @@ from .release import (
 )
 
 __all__ = [
+    'check_finite',
     'convert_release_backbone',
     'convert_release_classifier',
     'convert_release_downstream',
+    'deploy_checkpoint',
     'infer_release_config',
+    'make_test_batch',
+    'relative_difference',
+    'switch_backbone_to_deploy',
 ]

@@ -5,7 +5,7 @@ The release's files come in two layouts: ImageNet models
 downstream mmseg 0.x / mmdet 2.x models ``{'state_dict': {'backbone.*':
 ...}, 'meta': ...}``. The converters here read the hyper-parameters off the
 tensors, rename the keys and check the result against the model it implies;
-``tools/convert_release_checkpoint.py`` is their command line.
+``tools/model_converters/convert_release_checkpoint.py`` is their command line.
 
 The key-name map itself (``RELEASE_KEY_RENAMES``) lives with the loaders
 in :mod:`slak_mm.models.checkpoint`, because a SLaK backbone also loads a

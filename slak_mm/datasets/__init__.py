@@ -1,7 +1,7 @@
 """Synthetic datasets in the ADE20K, COCO and ImageNet on-disk layouts.
 
 Plain numpy/PIL/json: importing this needs none of the OpenMMLab toolkits.
-``tools/make_synthetic_data.py`` is the command-line front end.
+``tools/misc/make_synthetic_data.py`` is the command-line front end.
 """
 
 from .class_names import ADE20K_CLASSES, COCO_CATEGORY_IDS, COCO_CLASSES

@@ -150,8 +150,8 @@ def strip_module_prefix(
 
 # --------------------------------------------------------------------------
 # Checking that a checkpoint fits a model: one implementation for every
-# loading path (tools/test.py, load_from, --resume, init_cfg, tools/deploy.py,
-# the converters and slak_mm.apis).
+# loading path (tools/test.py, load_from, --resume, init_cfg,
+# tools/model_converters/deploy.py, the converters and slak_mm.apis).
 # --------------------------------------------------------------------------
 
 _DEPLOY_FORM = re.compile(r'large_kernel\.fused_')
@@ -165,7 +165,7 @@ _FORM_HINTS = (
         _DEPLOY_FORM,
         _TRAINING_FORM,
         'the checkpoint is in deploy form (fused large kernels, as '
-        'tools/deploy.py writes) but the model is in training form: '
+        'tools/model_converters/deploy.py writes) but the model is in training form: '
         'build it with deploy=True, e.g. --cfg-options '
         'model.backbone.deploy=True',
     ),
@@ -175,7 +175,7 @@ _FORM_HINTS = (
         'the checkpoint is in training form but the model was built '
         'with deploy=True: drop that option (--cfg-options '
         'model.backbone.deploy=False), or fuse the checkpoint first with '
-        'tools/deploy.py',
+        'tools/model_converters/deploy.py',
     ),
 )
 # Top-level module names of each toolkit's task heads.
@@ -224,7 +224,7 @@ def mismatch_hints(
         hints.append(
             'the checkpoint uses the released SLaK names (LoRA1, LoRA2, '
             'small_conv, pwconv*): convert it with '
-            'tools/convert_release_checkpoint.py'
+            'tools/model_converters/convert_release_checkpoint.py'
         )
     model_task = _task_of(missing + [k for k, _, _ in wrong_shape])
     checkpoint_task = _task_of(unexpected)

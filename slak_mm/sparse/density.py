@@ -1,6 +1,7 @@
 """Which weights are maskable, how they group by stage, and how dense they
 are: the one rule and the one count shared by sparse training's logging,
-``tools/sparsity_report.py`` and ``tools/get_flops.py``.
+``tools/analysis_tools/sparsity_report.py`` and
+``tools/analysis_tools/get_flops.py``.
 
 Plain torch, no runner.
 """

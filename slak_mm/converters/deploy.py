@@ -1,4 +1,5 @@
-"""Exporting a trained SLaK model in deploy (re-parameterized) form."""
+"""Exporting a trained SLaK model in deploy (re-parameterized) form: the
+logic of ``tools/model_converters/deploy.py``."""
 
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -6,14 +7,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..models.backends import use_backend
-from .model_builder import (
+from ..apis.model_builder import (
     build_model_from_config,
     flatten_tensors,
     load_model_checkpoint,
     network_output_kind,
     run_network,
 )
+from ..models.backends import use_backend
 
 #: Top-level checkpoint entries that are always kept.
 KEPT_ENTRIES = ('meta', 'state_dict')

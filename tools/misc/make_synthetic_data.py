@@ -8,10 +8,10 @@ labels need long-range context (width a multiple of 4, height >= 48).
 The same arguments always give byte-identical files.
 
 Examples:
-    python tools/make_synthetic_data.py ade20k --out data
-    python tools/make_synthetic_data.py all --out data --num-train 64 \\
+    python tools/misc/make_synthetic_data.py ade20k --out data
+    python tools/misc/make_synthetic_data.py all --out data --num-train 64 \\
         --num-val 16 --image-size 128 --num-classes 5 --seed 1
-    python tools/make_synthetic_data.py ade20k-context --out data/context \\
+    python tools/misc/make_synthetic_data.py ade20k-context --out data/context \\
         --num-train 128 --num-val 32 --image-size 96
 
 Layouts written under ``--out``:
@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 
 # Run from a source checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from slak_mm.datasets import KNOWN_LAYOUTS, generate_datasets  # noqa: E402
+from slak_mm.utils.cli import add_size_pair_argument  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,13 +49,12 @@ def parse_args(argv=None):
     )
     parser.add_argument('--num-train', type=int, default=32)
     parser.add_argument('--num-val', type=int, default=8)
-    parser.add_argument(
+    add_size_pair_argument(
+        parser,
         '--image-size',
-        type=int,
-        nargs='+',
-        default=[96],
-        metavar='SIDE',
-        help='SIDE for square images, or WIDTH HEIGHT (default: 96)',
+        default=96,
+        names=('WIDTH', 'HEIGHT'),
+        help='image size',
     )
     parser.add_argument(
         '--num-classes',
@@ -80,19 +80,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if len(args.image_size) == 1:
-        image_size = args.image_size[0]
-    elif len(args.image_size) == 2:
-        image_size = tuple(args.image_size)
-    else:
-        sys.exit('error: --image-size takes SIDE or WIDTH HEIGHT')
     try:
         summaries = generate_datasets(
             args.layouts,
             args.out,
             num_train=args.num_train,
             num_val=args.num_val,
-            image_size=image_size,
+            image_size=args.image_size,
             num_classes=args.num_classes,
             max_objects=args.max_objects,
             seed=args.seed,

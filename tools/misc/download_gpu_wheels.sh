@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Downloads the wheels that tools/gpu_check.sh installs on a GPU machine
+# Downloads the wheels that tools/misc/gpu_check.sh installs on a GPU machine
 # that has Python 3.12, torch (with CUDA and Triton), timm and numpy but no
 # internet: mmengine, the pure-Python packages it imports, OpenCV (mmengine
 # imports cv2 in its hooks and visualizer, which slak_mm imports), PyYAML
 # and pytest. Run it here, where PyPI is reachable; the folder is ignored
 # by git.
 #
-# Usage: bash tools/download_gpu_wheels.sh [DEST]   (default: gpu_wheels)
+# Usage: bash tools/misc/download_gpu_wheels.sh [DEST]   (default: gpu_wheels)
 # Environment: PYTHON (default python3), GPU_PYTHON_VERSION (default 3.12).
 # Wheels are for this machine's platform (Linux x86_64, manylinux).
 set -euo pipefail

@@ -1,8 +1,8 @@
 """Export a trained SLaK model in deploy form (BN fused, small kernel folded).
 
 Example:
-    python tools/deploy.py CONFIG work_dirs/x/epoch_300.pth slak_deploy.pth \
-        --shape 224 224
+    python tools/model_converters/deploy.py CONFIG \
+        work_dirs/x/epoch_300.pth slak_deploy.pth --shape 224 224
     # Later, evaluate or run the deployed file with the same config:
     python tools/test.py CONFIG slak_deploy.pth \
         --cfg-options model.backbone.deploy=True
@@ -17,7 +17,8 @@ import argparse
 
 from mmengine.config import DictAction
 
-from slak_mm.tools_lib import deploy_checkpoint
+from slak_mm.converters import deploy_checkpoint
+from slak_mm.utils.cli import add_size_pair_argument
 
 
 def parse_args(argv=None):
@@ -27,13 +28,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='the config the model was trained with')
     parser.add_argument('checkpoint', help='trained checkpoint (state_dict)')
     parser.add_argument('out', help='where to save the deployed checkpoint')
-    parser.add_argument(
-        '--shape',
-        type=int,
-        nargs='+',
-        default=[224],
-        help='test batch image size: H (square) or H W',
-    )
+    add_size_pair_argument(parser, '--shape', help='test batch image size')
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument(
         '--tolerance',
@@ -57,9 +52,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if len(args.shape) not in (1, 2):
-        raise SystemExit(f'--shape takes H or H W, got {args.shape}')
-    shape = args.shape * 2 if len(args.shape) == 1 else args.shape
+    shape = args.shape
     report = deploy_checkpoint(
         args.config,
         args.checkpoint,

@@ -13,14 +13,14 @@
 #                     (default: ~/.cache/slak_mm/wheels/torch-2.14.1-<python tag>)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${SLAK_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 PY_TAG="$($PYTHON -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 TORCH_VERSION="2.14.1"
 WHEELS="${SLAK_WHEEL_CACHE:-$HOME/.cache/slak_mm/wheels/torch-$TORCH_VERSION-$PY_TAG}"
 
-REQ_HASH="$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -c1-16)"
+REQ_HASH="$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$ROOT/tools/misc/setup_env.sh" | sha256sum | cut -c1-16)"
 STAMP="$VENV/.slak_mm_env_$REQ_HASH"
 if [[ -f "$STAMP" ]]; then
     exit 0

@@ -1,7 +1,7 @@
 """What SLaK is for: a task where sparse 51x51-reach kernels beat 7x7 ones.
 
 Generates segmentation data whose labels need long-range context
-(``tools/make_synthetic_data.py ade20k-context``: each vertical stripe's
+(``tools/misc/make_synthetic_data.py ade20k-context``: each vertical stripe's
 class shows only in a coloured marker at least 21 rows away from every
 labelled pixel of the stripe), then trains and tests three models with the
 same data, decoder (Semantic FPN, no global pooling), schedule and dynamic
@@ -13,29 +13,43 @@ sparse training:
 
 and prints one table: mIoU and pixel accuracy of each next to predicting
 the most frequent class everywhere, non-zero parameters and MACs, and the
-effective receptive field (``tools/analyze_erf.py``) of (a) and (b), whose
-heatmaps it saves. Exits with status 1 unless (a) beats both (b) and (c)
-by ``--min-margin`` mIoU points.
+effective receptive field (``tools/analysis_tools/analyze_erf.py``) of (a)
+and (b), whose heatmaps it saves. Exits with status 1 unless (a) beats
+both (b) and (c) by ``--min-margin`` mIoU points.
 
-    python tools/demo_context.py [--seed 0] [--work-dir work_dirs/demo_context]
+    python tools/misc/demo_context.py [--seed 0] \
+        [--work-dir work_dirs/demo_context]
 """
 
 import argparse
 import concurrent.futures
-import importlib.util
 import json
 import os
 import os.path as osp
-import re
-import subprocess
 import sys
 import time
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
+from slak_mm.analysis.complexity import (  # noqa: E402
+    count_complexity,
+    masks_from_weights,
+)
+from slak_mm.analysis.erf import analyze_config_erf  # noqa: E402
+from slak_mm.apis import (  # noqa: E402
+    build_model_from_config,
+    load_model_checkpoint,
+)
+from slak_mm.apis.tool_runs import (  # noqa: E402
+    data_root_options,
+    read_test_metrics,
+    run_tool,
+    test_command,
+    train_command,
+)
 from slak_mm.datasets import (  # noqa: E402
     CUE_CLEARANCE,
     constant_prediction_scores,
@@ -116,16 +130,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_tool(name):
-    """Imports ``tools/<name>.py`` (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(REPO, 'tools', f'{name}.py')
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(key, command, log_file):
     """Runs a tool on one CPU thread, echoing progress lines prefixed with
     the model's key; returns the tool's whole output."""
@@ -133,86 +137,60 @@ def run(key, command, log_file):
         osp.relpath(c, REPO) if c.startswith(REPO) else c for c in command
     ]
     print(f'({key}) + {" ".join(shown)}', flush=True)
+
+    def echo(line):
+        if 'Iter(' in line or 'Error' in line:
+            text = line.split(' - ')[-1].strip()
+            return f'({key})   {text[:140]}'
+        return None
+
     # One thread per process: several trainings share the CPUs, and
     # oversubscribed OpenMP threads slow each other down many times over.
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    with open(log_file, 'w') as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        lines = []
-        for line in process.stdout:
-            log.write(line)
-            lines.append(line)
-            if 'Iter(' in line or 'Error' in line:
-                text = line.split(' - ')[-1].strip()
-                print(f'({key})   {text[:140]}', flush=True)
-    if process.wait() != 0:
-        print(''.join(lines[-60:]))
-        raise RuntimeError(
-            f'({key}) {command[1]} failed with exit code '
-            f'{process.returncode} (log: {log_file})'
-        )
-    return ''.join(lines)
+    try:
+        return run_tool(command, REPO, echo, log_file, env)
+    except RuntimeError as error:
+        raise RuntimeError(f'({key}) {error}') from None
 
 
 def train_and_test(key, config, data_root, args):
     work_dir = osp.join(args.work_dir, key)
     os.makedirs(work_dir, exist_ok=True)
-    data = [
-        f'{loader}.dataset.data_root={data_root}'
-        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    ]
+    data = data_root_options(data_root)
     iters = args.iters
     # The config warms up for 30 iterations; shorter runs warm up less.
     warmup = max(1, min(30, iters // 4))
     run(
         key,
-        [
-            sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
-            '--cfg-options', *data, f'randomness.seed={args.seed}',
-            f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'default_hooks.checkpoint.interval={iters}',
-            f'param_scheduler.0.end={warmup}',
-            f'param_scheduler.1.begin={warmup}',
-            f'param_scheduler.1.end={iters}',
-        ],
+        train_command(
+            config, work_dir,
+            [*data, f'randomness.seed={args.seed}',
+             f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+             f'default_hooks.checkpoint.interval={iters}',
+             f'param_scheduler.0.end={warmup}',
+             f'param_scheduler.1.begin={warmup}',
+             f'param_scheduler.1.end={iters}'],
+        ),
         osp.join(work_dir, 'train.log'),
     )  # fmt: skip
     checkpoint = osp.join(work_dir, f'iter_{iters}.pth')
     output = run(
         key,
-        [
-            sys.executable, 'tools/test.py', config, checkpoint,
-            '--work-dir', osp.join(work_dir, 'test'), '--cfg-options', *data,
-        ],
+        test_command(config, checkpoint, osp.join(work_dir, 'test'), data),
         osp.join(work_dir, 'test.log'),
-    )  # fmt: skip
-    found = re.findall(
-        r'Iter\(test\).*?aAcc: ([0-9.]+)\s+mIoU: ([0-9.]+)', output
     )
-    if not found:
-        raise RuntimeError(f'tools/test.py printed no aAcc/mIoU for ({key})')
-    accuracy, miou = (float(v) for v in found[-1])
+    try:
+        metrics = read_test_metrics(output)
+        accuracy, miou = metrics['aAcc'], metrics['mIoU']
+    except (ValueError, KeyError):
+        raise RuntimeError(
+            f'tools/test.py printed no aAcc/mIoU for ({key})'
+        ) from None
     return dict(checkpoint=checkpoint, miou=miou, accuracy=accuracy)
 
 
 def complexity(config, checkpoint):
     """Non-zero parameters and sparse MACs of the whole segmentor."""
-    from slak_mm.analysis.complexity import (
-        count_complexity,
-        masks_from_weights,
-    )
-    from slak_mm.tools_lib import (
-        build_model_from_config,
-        load_model_checkpoint,
-    )
-
     model, _ = build_model_from_config(config)
     load_model_checkpoint(model, checkpoint)
     report = count_complexity(
@@ -228,23 +206,26 @@ def complexity(config, checkpoint):
 
 
 def erf(key, config, checkpoint, image_dir, args):
-    """Runs tools/analyze_erf.py on the trained checkpoint."""
+    """The ERF of the trained checkpoint, as tools/analysis_tools/
+    analyze_erf.py computes and saves it."""
     out_dir = osp.join(args.work_dir, f'erf_{key}')
     label = dict((k, name) for k, name, _ in MODELS)[key]
-    print(f'+ tools/analyze_erf.py ({key})', flush=True)
-    _, ratios = load_tool('analyze_erf').main(
-        [
-            config, image_dir, '--checkpoint', checkpoint,
-            '--num-images', str(args.erf_images),
-            '--input-size', str(ERF_INPUT_SIZE), '--layer', ERF_LAYER,
-            '--out-dir', out_dir, '--title', f'({key}) {label}',
-        ]
-    )  # fmt: skip
+    print(f'+ ERF of {ERF_LAYER} ({key})', flush=True)
+    result = analyze_config_erf(
+        config,
+        image_dir,
+        checkpoint=checkpoint,
+        num_images=args.erf_images,
+        input_size=(ERF_INPUT_SIZE, ERF_INPUT_SIZE),
+        layer=ERF_LAYER,
+    )
+    result.save(out_dir, f'({key}) {label}')
+    print(result.summary())
     return dict(
         heatmap=osp.join(out_dir, 'erf_heatmap.png'),
         layer=ERF_LAYER,
         input_size=ERF_INPUT_SIZE,
-        ratios=ratios,
+        ratios=result.ratios,
     )
 
 
@@ -281,7 +262,8 @@ def format_table(results, baseline):
     )
     lines.append(
         f'ERF: high-contribution area ratio of {ERF_LAYER} (stride 4) at '
-        f'{ERF_INPUT_SIZE}x{ERF_INPUT_SIZE} (tools/analyze_erf.py); '
+        f'{ERF_INPUT_SIZE}x{ERF_INPUT_SIZE} '
+        '(tools/analysis_tools/analyze_erf.py); '
         'params and MACs of the whole segmentor at '
         f'{IMAGE_SIZE}x{IMAGE_SIZE}, non-zero weights only'
     )
@@ -292,23 +274,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     os.makedirs(args.work_dir, exist_ok=True)
-    summary = generate_ade20k_context(
-        args.data_root,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=IMAGE_SIZE,
-        num_classes=NUM_CLASSES,
-        seed=args.seed,
-        overwrite=True,
-    )
-    data_root = summary['data_root']
-    print(
-        f'generated {data_root} in {time.time() - start:.1f} s: '
-        f'{args.num_train} train / {args.num_val} val images, '
-        f'{IMAGE_SIZE}x{IMAGE_SIZE}, classes {summary["classes"]}; every '
-        f'labelled pixel is > {CUE_CLEARANCE} rows from its class marker'
-    )
-    val_images = osp.join(data_root, 'images', 'validation')
+    data_root = generate_data(args, start)
     keys = args.only or [key for key, _, _ in MODELS]
     configs = {
         key: osp.join(CONFIG_DIR, config_name)
@@ -318,18 +284,10 @@ def main(argv=None):
     for key, name, _ in MODELS:
         if key in configs:
             print(f'({key}) {name}: {osp.relpath(configs[key], REPO)}')
-    # The trainings run side by side, each on one thread.
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {
-            key: pool.submit(train_and_test, key, config, data_root, args)
-            for key, config in configs.items()
-        }
-        try:
-            results = {key: f.result() for key, f in futures.items()}
-        except RuntimeError as error:
-            raise SystemExit(str(error)) from None
+    results = train_all(configs, data_root, args)
     print(f'trained and tested in {time.time() - start:.0f} s', flush=True)
     torch.set_num_threads(1)
+    val_images = osp.join(data_root, 'images', 'validation')
     for key, config in configs.items():
         result = results[key]
         result.update(complexity(config, result['checkpoint']))
@@ -337,14 +295,60 @@ def main(argv=None):
             result['erf'] = erf(
                 key, config, result['checkpoint'], val_images, args
             )
-
     baseline = constant_prediction_scores(
         osp.join(data_root, 'annotations', 'validation'), NUM_CLASSES
     )
-    table = format_table(results, baseline)
     print(f'\nseed {args.seed}, {args.iters} iterations each, '
           f'{time.time() - start:.0f} s in all')  # fmt: skip
-    print(table)
+    print(format_table(results, baseline))
+    save_results(results, baseline, args)
+    for key in ('a', 'b'):
+        if key in results:
+            print(f'ERF heatmap ({key}): {results[key]["erf"]["heatmap"]}')
+    if args.only:
+        return results
+    message, passed = check_margin(results, args.min_margin)
+    if not passed:
+        raise SystemExit(message)
+    print(message)
+    return results
+
+
+def generate_data(args, start):
+    """Writes the context data set; returns its ``data_root``."""
+    summary = generate_ade20k_context(
+        args.data_root,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=IMAGE_SIZE,
+        num_classes=NUM_CLASSES,
+        seed=args.seed,
+        overwrite=True,
+    )
+    print(
+        f'generated {summary["data_root"]} in {time.time() - start:.1f} s: '
+        f'{args.num_train} train / {args.num_val} val images, '
+        f'{IMAGE_SIZE}x{IMAGE_SIZE}, classes {summary["classes"]}; every '
+        f'labelled pixel is > {CUE_CLEARANCE} rows from its class marker'
+    )
+    return summary['data_root']
+
+
+def train_all(configs, data_root, args):
+    """Trains and tests the models side by side, each on one thread."""
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {
+            key: pool.submit(train_and_test, key, config, data_root, args)
+            for key, config in configs.items()
+        }
+        try:
+            return {key: f.result() for key, f in futures.items()}
+        except RuntimeError as error:
+            raise SystemExit(str(error)) from None
+
+
+def save_results(results, baseline, args):
+    """Writes ``results.json`` to the work dir."""
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump(
             dict(
@@ -363,16 +367,6 @@ def main(argv=None):
             indent=2,
             default=str,
         )
-    for key in ('a', 'b'):
-        if key in results:
-            print(f'ERF heatmap ({key}): {results[key]["erf"]["heatmap"]}')
-    if args.only:
-        return results
-    message, passed = check_margin(results, args.min_margin)
-    if not passed:
-        raise SystemExit(message)
-    print(message)
-    return results
 
 
 def check_margin(results, min_margin):

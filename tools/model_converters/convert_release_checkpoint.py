@@ -1,15 +1,18 @@
 """Convert released SLaK checkpoints to slak_mm (OpenMMLab 2.x) files.
 
 ImageNet release ``{'model': ..., 'args': ...}``:
-    python tools/convert_release_checkpoint.py SLaK_tiny_checkpoint.pth \
+    python tools/model_converters/convert_release_checkpoint.py \
+        SLaK_tiny_checkpoint.pth \
         slak_tiny_in1k_mmpretrain.pth                 # ImageClassifier
-    python tools/convert_release_checkpoint.py SLaK_tiny_checkpoint.pth \
+    python tools/model_converters/convert_release_checkpoint.py \
+        SLaK_tiny_checkpoint.pth \
         slak_tiny_in1k_backbone.pth --backbone-only   # for init_cfg
 
 Downstream release (mmseg 0.x UperNet / mmdet 2.x Cascade Mask R-CNN,
 ``{'state_dict': {'backbone.<release names>', ...}, 'meta': ...}``):
-    python tools/convert_release_checkpoint.py upernet_slak_tiny.pth \
-        upernet_slak_tiny_mmseg1x.pth --check-config CONFIG
+    python tools/model_converters/convert_release_checkpoint.py \
+        upernet_slak_tiny.pth upernet_slak_tiny_mmseg1x.pth \
+        --check-config CONFIG
 """
 
 import argparse
@@ -60,7 +63,7 @@ def parse_args(argv=None):
 
 
 def check_against_config(state_dict, config, filename):
-    from slak_mm.tools_lib import build_model_from_config, compare_with_model
+    from slak_mm.apis import build_model_from_config, compare_with_model
 
     model, _ = build_model_from_config(config)
     missing, unexpected = compare_with_model(state_dict, model, filename)

@@ -27,7 +27,8 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from .engine.runner import DEFAULT_REVISE_KEYS, load_state_dict_strict
+from ..engine.runner import DEFAULT_REVISE_KEYS, load_state_dict_strict
+from .model_builder import build_model_from_config
 
 
 def _dataset_meta_of(checkpoint: dict) -> Optional[dict]:
@@ -169,8 +170,6 @@ def check_checkpoint(
     Raises:
         CheckpointMismatchError: See :func:`load_checkpoint_strict`.
     """
-    from .tools_lib.model_builder import build_model_from_config
-
     cfg = _as_config(config, cfg_options)
     model, _ = build_model_from_config(cfg)
     load_checkpoint_strict(model, checkpoint)

@@ -1,22 +1,26 @@
 """Pipeline smoke test (`make demo-quick`): train a small SLaK UperNet on
 easy generated ADE20K-layout data, test the checkpoint and compare its mIoU
 with a constant-prediction baseline. The classes differ in colour and shape,
-so any network solves it; tools/demo_context.py (`make demo`) is the demo
+so any network solves it; tools/misc/demo_context.py (`make demo`) is the demo
 where large kernels matter.
 
 Runs on the CPU in a minute or two:
-    python tools/demo.py [--iters 200] [--work-dir work_dirs/demo]
+    python tools/misc/demo.py [--iters 200] [--work-dir work_dirs/demo]
 """
 
 import argparse
 import os.path as osp
-import re
-import subprocess
-import sys
 
+from slak_mm.apis.tool_runs import (
+    data_root_options,
+    read_test_metrics,
+    run_tool,
+    test_command,
+    train_command,
+)
 from slak_mm.datasets import constant_prediction_scores, generate_ade20k
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
 )
@@ -40,29 +44,18 @@ def parse_args():
     return parser.parse_args()
 
 
+def show_progress(line):
+    if any(key in line for key in ('Iter(', 'Error', 'density', 'mIoU')):
+        return line.rstrip('\n')
+    return None
+
+
 def run(command):
     print('+', ' '.join(command), flush=True)
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if (
-            'Iter(' in line
-            or 'Error' in line
-            or 'density' in line
-            or 'mIoU' in line
-        ):
-            print(line, end='', flush=True)
-    if process.wait() != 0:
-        print(''.join(lines[-60:]))
-        raise SystemExit(f'command failed with exit code {process.returncode}')
-    return ''.join(lines)
+    try:
+        return run_tool(command, REPO, show_progress)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
 def main():
@@ -81,46 +74,33 @@ def main():
         f'generated {data_root}: 96 train / 24 val images, classes '
         f'{summary["classes"]}'
     )
-    common = [
-        '--cfg-options',
-        f'train_dataloader.dataset.data_root={data_root}',
-        f'val_dataloader.dataset.data_root={data_root}',
-        f'test_dataloader.dataset.data_root={data_root}',
-    ]
+    data = data_root_options(data_root)
+    iters = args.iters
     run(
-        [
-            sys.executable,
-            'tools/train.py',
+        train_command(
             CONFIG,
-            '--work-dir',
             args.work_dir,
-            *common,
-            f'train_cfg.max_iters={args.iters}',
-            f'train_cfg.val_interval={args.iters}',
-            f'default_hooks.checkpoint.interval={args.iters}',
-            f'param_scheduler.1.end={args.iters}',
-        ]
+            [
+                *data,
+                f'train_cfg.max_iters={iters}',
+                f'train_cfg.val_interval={iters}',
+                f'default_hooks.checkpoint.interval={iters}',
+                f'param_scheduler.1.end={iters}',
+            ],
+        )
     )
-    checkpoint = osp.join(args.work_dir, f'iter_{args.iters}.pth')
+    checkpoint = osp.join(args.work_dir, f'iter_{iters}.pth')
     output = run(
-        [
-            sys.executable,
-            'tools/test.py',
-            CONFIG,
-            checkpoint,
-            '--work-dir',
-            osp.join(args.work_dir, 'test'),
-            *common,
-        ]
+        test_command(CONFIG, checkpoint, osp.join(args.work_dir, 'test'), data)
     )
-    found = re.findall(r'Iter\(test\).*?mIoU: ([0-9.]+)', output)
-    if not found:
-        raise SystemExit('tools/test.py printed no mIoU')
-    miou = float(found[-1])
+    try:
+        miou = read_test_metrics(output)['mIoU']
+    except (ValueError, KeyError):
+        raise SystemExit('tools/test.py printed no mIoU') from None
     baseline, _ = constant_prediction_scores(
         osp.join(data_root, 'annotations', 'validation'), 4
     )
-    print(f'\nSLaK UperNet after {args.iters} iterations: mIoU {miou:.2f}')
+    print(f'\nSLaK UperNet after {iters} iterations: mIoU {miou:.2f}')
     print(f'constant (most frequent class) prediction:  mIoU {baseline:.2f}')
     if miou < baseline + args.min_gain:
         raise SystemExit(

@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a fresh CUDA machine without internet:
-# installs the wheels of tools/download_gpu_wheels.sh into a private folder
+# installs the wheels of tools/misc/download_gpu_wheels.sh into a private folder
 # (the machine's own packages stay as they are), runs the CUDA tests
 # (`pytest -m cuda` on the files in CUDA_TESTS below: Triton kernels
 # against cuDNN, SLaK forward/backward through the 'triton' backend
 # against 'reference', sparse training under AmpOptimWrapper in fp16 and
 # bf16, mask updates on CUDA, SyncBN in a one-process NCCL group) and the
-# CUDA benchmark (tools/benchmark_cuda.py), and prints both benchmark
+# CUDA benchmark (tools/analysis_tools/benchmark_cuda.py), and prints both benchmark
 # tables. Works with whatever torch/Triton the machine has (no version is
 # assumed). The test files import only torch, mmengine and slak_mm, no
 # mmcv/mmdet/mmseg/mmpretrain (tests/test_gpu_check.py collects them with
 # those blocked).
 #
-# Usage: bash tools/gpu_check.sh [WHEELS] [OUT]
+# Usage: bash tools/misc/gpu_check.sh [WHEELS] [OUT]
 #   WHEELS  folder of wheels (default: gpu_wheels); may be absent when
 #           mmengine, cv2 and pytest are importable already
 #   OUT     folder for logs and JSON (default: work_dirs/gpu_check)
 #   (relative paths are taken from the repository root)
 # Environment: PYTHON (default python3), BENCH_ARGS (extra arguments for
-# tools/benchmark_cuda.py, e.g. "--skip-backbones"), GPU_CHECK_SITE (where
+# tools/analysis_tools/benchmark_cuda.py, e.g. "--skip-backbones"), GPU_CHECK_SITE (where
 # the wheels are installed; default OUT/site-packages: point it elsewhere
 # when OUT is a folder that gets copied back, it holds about 150 MB).
 # Exit status: non-zero if the tests or the benchmark failed (the
@@ -34,7 +34,7 @@ CUDA_TESTS=(
   tests/test_triton_dwconv.py
 )
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # Relative folders are taken from the repository root.
 cd "$REPO"
 WHEELS=${1:-gpu_wheels}
@@ -69,7 +69,7 @@ elif "$PYTHON" -c 'import mmengine, cv2, pytest' 2> /dev/null; then
   echo "no wheels in $WHEELS; using the installed mmengine, cv2, pytest"
 else
   echo "no wheels in $WHEELS and mmengine/cv2/pytest missing:" \
-    "run tools/download_gpu_wheels.sh where PyPI is reachable" >&2
+    "run tools/misc/download_gpu_wheels.sh where PyPI is reachable" >&2
   exit 1
 fi
 export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -86,7 +86,7 @@ echo "tests: exit $TESTS after $((SECONDS - START)) s"
 
 echo "== benchmark"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-"$PYTHON" tools/benchmark_cuda.py --warmup 2 --repeats 5 \
+"$PYTHON" tools/analysis_tools/benchmark_cuda.py --warmup 2 --repeats 5 \
   --out "$OUT/benchmark_cuda.json" ${BENCH_ARGS:-} 2>&1 \
   | tee "$OUT/benchmark_cuda.log"
 BENCH=${PIPESTATUS[0]}

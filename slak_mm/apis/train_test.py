@@ -1,0 +1,315 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do, as library functions.
+
+The scripts parse their arguments and call these: read the config and
+apply the command line (:func:`load_config`, :func:`enable_amp`,
+:func:`set_resume`, :func:`enable_auto_scale_lr`,
+:func:`trigger_visualization_hook`, :func:`set_test_output`), build the
+runner (:func:`build_runner`, :func:`add_dump_metric`) and run it inside
+:func:`launcher_process_group`, the one place where a process group is
+created by this package.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import os.path as osp
+from typing import Iterator, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def load_config(
+    path: str,
+    cfg_options: Optional[dict] = None,
+    work_dir: Optional[str] = None,
+    launcher: str = 'none',
+) -> Config:
+    """Reads a config, applies ``--cfg-options``, work dir and launcher.
+
+    Args:
+        path (str): Config file.
+        cfg_options (dict, optional): Overrides in ``key=value`` form.
+        work_dir (str, optional): Work directory; by default
+            ``./work_dirs/<config name>``.
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
+
+    Only the config changes: no process group is created here (see
+    :func:`launcher_process_group`).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(
+            f'{path}: default_scope must be one of {SCOPES}, got {scope!r}'
+        )
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs', osp.splitext(osp.basename(path))[0]
+        )
+    if launcher != 'none':
+        use_gloo_without_cuda(cfg)
+    return cfg
+
+
+def use_gloo_without_cuda(cfg: Config) -> None:
+    """Configures multi-process jobs to run on the CPU with gloo.
+
+    NCCL cannot run on CPUs, so without CUDA the config's ``nccl`` backend
+    becomes ``gloo`` (logged, not silent) and DDP gets no device ids.
+    """
+    if torch.cuda.is_available():
+        return
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        print_log(
+            'No CUDA device: using the gloo backend instead of nccl',
+            logger='current',
+        )
+        dist_cfg['backend'] = 'gloo'
+    # DDP takes no device ids for CPU modules.
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False),
+    )
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+
+
+@contextlib.contextmanager
+def launcher_process_group(cfg: Config) -> Iterator[None]:
+    """The process group of a multi-process run, closed at the end.
+
+    On entry, for ``launcher='pytorch'`` without CUDA, creates the default
+    process group with the config's (gloo) backend: mmengine's
+    ``init_dist`` calls ``torch.cuda.set_device`` and fails without CUDA,
+    and it reuses a group that exists already. In every other case
+    (``launcher='none'``, or CUDA present) nothing is created here; mmengine's
+    Runner creates what it needs.
+
+    On a normal exit, destroys the default process group if one exists
+    (see :func:`close_process_group`). After an exception it is left to
+    the interpreter: a barrier could wait forever for a rank that failed.
+
+    Args:
+        cfg (Config): A config from :func:`load_config`.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if (
+        launcher == 'pytorch'
+        and not torch.cuda.is_available()
+        and not torch.distributed.is_initialized()
+    ):
+        backend = cfg.env_cfg.dist_cfg['backend']
+        torch.distributed.init_process_group(backend=backend)
+    yield
+    close_process_group()
+
+
+def enable_amp(cfg: Config) -> None:
+    """Turns the config's ``OptimWrapper`` into a mixed-precision one.
+
+    With CUDA: mmengine's ``AmpOptimWrapper`` (fp16 autocast, dynamic loss
+    scale). Without: :class:`~slak_mm.engine.CPUAmpOptimWrapper` (bf16 CPU
+    autocast, no loss scale needed), since ``AmpOptimWrapper`` refuses to
+    build without an accelerator.
+
+    Raises:
+        ValueError: If the config uses another optimizer wrapper type.
+    """
+    optim_wrapper = cfg.optim_wrapper
+    current = optim_wrapper.get('type', 'OptimWrapper')
+    if torch.cuda.is_available():
+        target = 'AmpOptimWrapper'
+    else:
+        target = 'CPUAmpOptimWrapper'
+    if current == target:
+        print_log(
+            f'AMP is already enabled in the config ({target})', 'current'
+        )
+        return
+    if current != 'OptimWrapper':
+        raise ValueError(
+            f'--amp replaces OptimWrapper by {target}, but the config uses '
+            f'{current}'
+        )
+    optim_wrapper.type = target
+    if target == 'AmpOptimWrapper':
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        print_log(
+            'No CUDA device: --amp trains under bf16 CPU autocast '
+            '(CPUAmpOptimWrapper)',
+            logger='current',
+        )
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses the command line and exports LOCAL_RANK for launchers that
+    pass it as an argument."""
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's own runner type if it names one, else
+    :class:`StrictLoadingRunner` (mmengine's Runner with strict, checked
+    checkpoint loading for ``load_from``, ``--resume`` and testing)."""
+    from ..engine.runner import StrictLoadingRunner
+
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+        if not isinstance(runner, StrictLoadingRunner):
+            print_log(
+                f'runner_type {cfg.runner_type!r} loads checkpoints '
+                'non-strictly (StrictLoadingRunner checks them)',
+                logger='current',
+                level=logging.WARNING,
+            )
+        return runner
+    return StrictLoadingRunner.from_cfg(cfg)
+
+
+def close_process_group() -> None:
+    """Destroys the default process group before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's threads can be torn down while
+    still joinable, which aborts the process after a finished run.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """Applies ``--resume``: ``'auto'`` resumes from the latest checkpoint
+    of the work dir, a path from that file, None does not resume."""
+    if resume is None:
+        return
+    cfg.resume = True
+    cfg.load_from = None if resume == 'auto' else resume
+
+
+def enable_auto_scale_lr(cfg: Config, config_path: str) -> None:
+    """Applies ``--auto-scale-lr``: the runner scales the lr by the actual
+    batch size over ``auto_scale_lr.base_batch_size``.
+
+    Raises:
+        KeyError: If the config has no ``auto_scale_lr.base_batch_size``.
+    """
+    if 'auto_scale_lr' not in cfg or 'base_batch_size' not in (
+        cfg.auto_scale_lr
+    ):
+        raise KeyError(
+            f'{config_path} has no auto_scale_lr.base_batch_size to scale from'
+        )
+    cfg.auto_scale_lr.enable = True
+
+
+def trigger_visualization_hook(cfg: Config, show_dir: str) -> None:
+    """Saves painted predictions to ``show_dir`` with the toolkit's hook
+    (``--show-dir``), one per test image.
+
+    Raises:
+        KeyError: If the config has no ``default_hooks.visualization``.
+    """
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError(
+            '--show-dir needs default_hooks.visualization in the config'
+        )
+    hook['interval'] = 1  # paint every test image, not every 50th
+    if cfg.default_scope == 'mmseg':
+        hook['draw'] = True
+        cfg.visualizer['save_dir'] = show_dir
+    elif cfg.default_scope == 'mmdet':
+        hook['draw'] = True
+        hook['test_out_dir'] = show_dir
+    else:
+        hook['enable'] = True
+        hook['out_dir'] = show_dir
+
+
+def set_test_output(cfg: Config, out: str) -> None:
+    """Prepares ``--out`` before the runner is built.
+
+    mmseg writes its predicted label maps to the directory ``out`` through
+    the evaluator's ``output_dir``; mmdet and mmpretrain dump raw
+    predictions to a ``.pkl`` file (see :func:`add_dump_metric`).
+
+    Raises:
+        ValueError: For mmdet/mmpretrain, if ``out`` is no .pkl file.
+    """
+    if cfg.default_scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+    elif not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file, got {out}')
+
+
+def add_dump_metric(runner: Runner, out: str) -> None:
+    """Appends the metric that dumps mmdet/mmpretrain test predictions to
+    ``out`` (``.pkl``); mmseg needs none (see :func:`set_test_output`)."""
+    scope = runner.cfg.default_scope
+    if scope == 'mmseg':
+        return
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as DumpMetric
+    else:
+        from mmengine.evaluator import DumpResults as DumpMetric
+    runner.test_evaluator.metrics.append(DumpMetric(out_file_path=out))
+
+
+def make_runner_parser(
+    description: str, *positionals: str
+) -> argparse.ArgumentParser:
+    """The arguments ``tools/train.py`` and ``tools/test.py`` share.
+
+    Args:
+        description (str): The tool's description.
+        positionals (str): ``'config: help'`` strings, in order.
+
+    Returns:
+        ArgumentParser: With the positionals, ``--work-dir`` and
+        :func:`add_runner_arguments`.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    for positional in positionals:
+        name, _, text = positional.partition(':')
+        parser.add_argument(name, help=text.strip())
+    parser.add_argument('--work-dir', help='the dir to save logs and outputs')
+    add_runner_arguments(parser)
+    return parser

@@ -1,0 +1,77 @@
+"""Speed and memory of SLaK-T (default, deploy, release-style reference)
+against mmpretrain's ConvNeXt-T, on CPU or CUDA.
+
+Examples (the tables in docs/speed.md):
+    python tools/analysis_tools/benchmark.py --threads 2 \
+        --out work_dirs/benchmark.json
+    python tools/analysis_tools/benchmark.py --dtype fp32 bf16 --no-memory
+"""
+
+import argparse
+
+from slak_mm.analysis.benchmark import (
+    DTYPES,
+    MODEL_NAMES,
+    benchmark_report,
+    save_report,
+)
+from slak_mm.utils.cli import add_benchmark_arguments, parse_checked
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_benchmark_arguments(
+        parser,
+        sizes=[224, 512],
+        batches=[4, 1],
+        warmup=2,
+        repeats=5,
+        device='cpu',
+        models=MODEL_NAMES,
+        out='work_dirs/benchmark.json',
+    )
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument(
+        '--no-memory', action='store_true', help='skip peak memory'
+    )
+    parser.add_argument(
+        '--components',
+        action='store_true',
+        help='also time the large-kernel module and the MLP of every '
+        'SLaK-T stage, reference against default (a second table)',
+    )
+    parser.add_argument(
+        '--dtype',
+        nargs='+',
+        default=['fp32'],
+        choices=list(DTYPES),
+        help='fp32 and/or bf16 (autocast); with both, a second table gives '
+        'bf16 speed over fp32 and the bf16 output error',
+    )
+    return parse_checked(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report = benchmark_report(
+        models=args.models,
+        dtypes=args.dtype,
+        memory=not args.no_memory,
+        components=args.components,
+        sizes=args.sizes,
+        batches=args.batches,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=args.device,
+    )
+    save_report(report, args.out)
+    print(report['table'])
+    if args.components:
+        print()
+        print(report['component_table'])
+    print(f'JSON written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()
