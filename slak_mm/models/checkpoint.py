@@ -165,8 +165,8 @@ _FORM_HINTS = (
         _DEPLOY_FORM,
         _TRAINING_FORM,
         'the checkpoint is in deploy form (fused large kernels, as '
-        'tools/model_converters/deploy.py writes) but the model is in training form: '
-        'build it with deploy=True, e.g. --cfg-options '
+        'tools/model_converters/deploy.py writes) but the model is in '
+        'training form: build it with deploy=True, e.g. --cfg-options '
         'model.backbone.deploy=True',
     ),
     (
