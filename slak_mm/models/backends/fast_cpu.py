@@ -185,7 +185,7 @@ def cache_weight_casts():
     ``with`` block (inference under CPU autocast).
 
     Outside it every forward casts the fp32 weights again, as autocast
-    does (for SLaK-T about 30M values per forward). Inside it a copy is
+    does (for SLaK-T 44M values per forward). Inside it a copy is
     reused while its parameter's version counter and ``data_ptr`` are
     unchanged: in-place writes on the parameter (``param.mul_(mask)``,
     ``copy_``, ``load_state_dict``, optimizer steps) and ``param.data =
