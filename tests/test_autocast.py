@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from slak_mm.models import SLaK
-from slak_mm.models.backends import get_backend, ops
+from slak_mm.models.backends import (
+    cache_weight_casts,
+    fast_cpu,
+    get_backend,
+    ops,
+)
 
 from .conftest import TINY_ARCH, cpu_backends, randomize_batch_norms
 
@@ -128,3 +133,86 @@ def test_fast_backend_keeps_its_kernels_under_autocast(dtype, monkeypatch):
     blocks = sum(TINY_ARCH['depths'])
     expected = [dtype] * blocks if native_kernels else []
     assert fused_dtypes == expected
+
+
+def fast_backend_or_skip(dtype=torch.bfloat16):
+    backend = get_backend('auto', 'cpu')
+    if backend.name != 'fast' or not ops.onednn_supports(dtype):
+        pytest.skip(f"'fast' does not run {dtype} on oneDNN here")
+    return backend
+
+
+def test_fast_layer_norm_keeps_bf16_and_matches_fp32():
+    """The block norm reads and writes bf16 (no round trip through fp32)
+    with fp32 statistics; outputs and gradients (input and affine
+    parameters) as the fp32 norm of the same bf16 map."""
+    backend = fast_backend_or_skip()
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(24, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (torch.randn(2, 5, 6, 24) * 3 + 1).bfloat16().requires_grad_()
+    weight = torch.randn(2, 5, 6, 24)
+
+    def run(fn, inputs):
+        norm.zero_grad(set_to_none=True)
+        out = fn(inputs)
+        (out.float() * weight).sum().backward()
+        return out, norm.weight.grad.clone(), norm.bias.grad.clone()
+
+    x32 = x.detach().float().requires_grad_()
+    expected = run(norm, x32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        actual = run(lambda t: backend.layer_norm(t, norm), x)
+    assert actual[0].dtype == torch.bfloat16
+    assert x.grad.dtype == torch.bfloat16
+    assert relative_error(actual[0], expected[0]) <= 1e-2
+    assert relative_error(x.grad, x32.grad) <= 2e-2
+    for got, ref in zip(actual[1:], expected[1:]):
+        assert got.dtype == torch.float32
+        assert relative_error(got, ref) <= 2e-2
+
+
+def test_weight_cast_cache_sees_in_place_writes():
+    """Inside cache_weight_casts the bf16 copies are reused, and an
+    in-place masked write on a parameter (as the sparse masks do) or a
+    loaded state dict is seen by the next forward."""
+    fast_backend_or_skip()
+    model = make_model('fast').eval()
+    x = torch.randn(2, 3, 48, 40)
+
+    def forward():
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            return model(x)
+
+    def cached_copy(param):
+        return fast_cpu._weight_casts[param][1]
+
+    def equal(outs_a, outs_b):
+        return all(torch.equal(a, b) for a, b in zip(outs_a, outs_b))
+
+    uncached = forward()
+    fc1 = model.stages[1][0].pointwise_conv1
+    with cache_weight_casts():
+        first = forward()
+        copy = cached_copy(fc1.weight)
+        assert copy.dtype == torch.bfloat16
+        second = forward()
+        assert cached_copy(fc1.weight) is copy  # reused, not cast again
+        with torch.no_grad():
+            fc1.weight.mul_(torch.rand_like(fc1.weight) > 0.5)
+        masked = forward()
+        assert torch.equal(cached_copy(fc1.weight), fc1.weight.bfloat16())
+    assert fast_cpu._weight_casts is None  # freed on exit
+    assert equal(uncached, first) and equal(first, second)
+    assert not equal(masked, first)
+    assert equal(masked, forward())  # as uncached, same weights
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state['stages.1.0.pointwise_conv1.weight'].fill_(0.5)
+    with cache_weight_casts():
+        forward()
+        model.load_state_dict(state)
+        loaded = forward()
+    assert not equal(loaded, masked)
+    assert equal(loaded, forward())

@@ -90,14 +90,21 @@ def test_depthwise_conv_matches_conv2d(kernel, height, width, kernel_size):
 
 
 @pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
-def test_conv_with_fused_accumulate_matches_conv2d(kernel, height, width):
-    """The eval path sums the strips inside oneDNN's conv (sum post-op)."""
+def test_conv_sum_and_accumulate_match_conv2d(kernel, height, width):
+    """The eval path sums the two strips (on 'fast' inside oneDNN's conv,
+    its sum post-op); ``accumulate`` adds to one conv without changing."""
     x = torch.randn(2, 5, height, width)
     accumulate = torch.randn(2, 5, height, width)
     weight = torch.randn(5, 1, 5, kernel)
     bias = torch.randn(5)
+    vertical = torch.randn(5, 1, kernel, 3)
     expected = accumulate + F.conv2d(
         x, weight, bias, padding=(2, kernel // 2), groups=5
+    )
+    expected_sum = (
+        expected
+        - accumulate
+        + F.conv2d(x, vertical, None, padding=(kernel // 2, 1), groups=5)
     )
     channels_last = dict(memory_format=torch.channels_last)
     for name in cpu_backends(include_reference=True):
@@ -111,7 +118,12 @@ def test_conv_with_fused_accumulate_matches_conv2d(kernel, height, width):
                     bias,
                     acc,
                 )
+                out_sum = backend.depthwise_conv_sum(
+                    x.contiguous(**channels_last),
+                    [(vertical, None), (weight, bias)],
+                )
             relative_close(out, expected)
+            relative_close(out_sum, expected_sum)
             torch.testing.assert_close(
                 acc, accumulate, rtol=0, atol=0, msg='accumulate changed'
             )

@@ -204,7 +204,7 @@ class SLaKBlock(UsesBackend, nn.Module):
         # A free view when x is channels-last in memory (the fast paths),
         # a copy inside the norm otherwise (the reference path).
         x = x.permute(0, 2, 3, 1)
-        x = self.norm(x)
+        x = backend.layer_norm(x, self.norm)
         x = self.mlp(x, backend)
         drops_paths = self.training and self.drop_path.drop_prob > 0
         if (

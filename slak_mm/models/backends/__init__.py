@@ -63,7 +63,7 @@ from .base import (
     set_backend,
     use_backend,
 )
-from .fast_cpu import FastCPUBackend
+from .fast_cpu import FastCPUBackend, cache_weight_casts
 from .native import NativeBackend
 
 # Registration list: importing a backend module registers its backend.
@@ -79,6 +79,7 @@ __all__ = [
     'TritonBackend',
     'UsesBackend',
     'backend_names',
+    'cache_weight_casts',
     'check_backend',
     'compute_dtype',
     'get_backend',

@@ -62,11 +62,18 @@ class Backend:
         Returns:
             Tensor: ``(N, C, H, W)``.
         """
-        kh, kw = weight.shape[2:]
-        out = F.conv2d(
-            x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
-        )
+        out = self.conv_same(x, weight, bias)
         return out if accumulate is None else accumulate + out
+
+    def conv_same(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """The conv of :meth:`depthwise_conv` without ``accumulate``: what a
+        backend replaces to run its own kernel."""
+        return same_depthwise_conv(x, weight, bias)
 
     def depthwise_conv_sum(
         self,
@@ -88,6 +95,11 @@ class Backend:
         for weight, bias in kernels:
             out = self.depthwise_conv(x, weight, bias, accumulate=out)
         return out
+
+    def layer_norm(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """``norm(x)`` over the last axis of ``(..., C)`` (the block norm
+        in front of the MLP)."""
+        return norm(x)
 
     def mlp(
         self, x: torch.Tensor, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear
@@ -205,6 +217,25 @@ def reachable_kernel(
     if crop_h == 0 and crop_w == 0:
         return weight
     return weight[:, :, crop_h : kh - crop_h, crop_w : kw - crop_w]
+
+
+def same_depthwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """``F.conv2d`` with ``groups=C`` and padding ``(kh // 2, kw // 2)``.
+
+    Args:
+        x (Tensor): ``(N, C, H, W)``.
+        weight (Tensor): ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
+        bias (Tensor, optional): ``(C,)``.
+
+    Returns:
+        Tensor: ``(N, C, H, W)``, in the memory format of ``x``.
+    """
+    kh, kw = weight.shape[2:]
+    return F.conv2d(
+        x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
+    )
 
 
 def is_tracing() -> bool:

@@ -20,8 +20,11 @@ forward operations, for CPUs.
   oneDNN cannot run natively (fp16 without AVX512-FP16), and while tracing,
   exporting or compiling, standard ops run as in ``'native'``.
 
-Parameters are used as they are (no cache): masks and EMA swaps through
-``.data`` are seen at the next call.
+Parameters are used as they are: masks and EMA swaps through ``.data`` are
+seen at the next call. Inside :func:`cache_weight_casts` (opt-in, for
+inference) the reduced-precision copies of parameters are kept across
+no-grad forwards while each parameter's version counter and storage are
+unchanged.
 """
 
 import contextlib
@@ -31,9 +34,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
-from .base import compute_dtype, is_tracing, reachable_kernel, register_backend
+from .base import (
+    compute_dtype,
+    is_tracing,
+    reachable_kernel,
+    register_backend,
+    same_depthwise_conv,
+)
 from .native import NativeBackend
 
 _REDUCED = (torch.bfloat16, torch.float16)
@@ -165,8 +175,75 @@ class OneDNNMLP(torch.autograd.Function):
         return tuple(grads)
 
 
+# Parameter -> ((version, data_ptr, dtype), cast copy); None: no caching.
+_weight_casts: Optional[WeakIdKeyDictionary] = None
+
+
+@contextlib.contextmanager
+def cache_weight_casts():
+    """Keeps the bf16/fp16 copies of parameters across forwards inside the
+    ``with`` block (inference under CPU autocast).
+
+    Outside it every forward casts the fp32 weights again, as autocast
+    does (for SLaK-T 44M values per forward). Inside it a copy is
+    reused while its parameter's version counter and ``data_ptr`` are
+    unchanged: in-place writes on the parameter (``param.mul_(mask)``,
+    ``copy_``, ``load_state_dict``, optimizer steps) and ``param.data =
+    ...`` are seen at the next call. Writes through ``param.data``
+    (``param.data.copy_(...)``, as mmengine's ``EMAHook`` swaps weights)
+    do not bump the version counter and are NOT seen: leave the block
+    before such writes. Forwards that record a graph for a parameter cast
+    it as usual. The copies are freed when the outermost block exits.
+
+    Example:
+        >>> with torch.no_grad(), cache_weight_casts(), torch.autocast(
+        ...         'cpu', dtype=torch.bfloat16):
+        ...     for images in loader:
+        ...         feats = model(images)
+    """
+    global _weight_casts
+    outermost = _weight_casts is None
+    if outermost:
+        _weight_casts = WeakIdKeyDictionary()
+    try:
+        yield
+    finally:
+        if outermost:
+            _weight_casts = None
+
+
 def _cast(tensor: Optional[torch.Tensor], dtype: torch.dtype):
-    return None if tensor is None else tensor.to(dtype)
+    """``tensor.to(dtype)``, from :func:`cache_weight_casts`'s cache for a
+    parameter when one is active and no graph is recorded for it."""
+    if tensor is None or tensor.dtype == dtype:
+        return tensor
+    cache = _weight_casts
+    if (
+        cache is None
+        or not isinstance(tensor, nn.Parameter)
+        or (torch.is_grad_enabled() and tensor.requires_grad)
+    ):
+        return tensor.to(dtype)
+    key = (tensor._version, tensor.data_ptr(), dtype)
+    entry = cache.get(tensor)
+    if entry is None or entry[0] != key:
+        entry = (key, tensor.detach().to(dtype))
+        cache[tensor] = entry
+    return entry[1]
+
+
+def _cast_conv_inputs(x, weight, bias, dtype):
+    """``x``, ``weight`` cropped to the reachable window and ``bias`` in
+    ``dtype`` (the cast before the crop: a cached cast crops free)."""
+    weight = reachable_kernel(_cast(weight, dtype), *x.shape[2:])
+    return x.to(dtype), weight, _cast(bias, dtype)
+
+
+def _records_graph(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd records a graph for any of ``tensors``."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors
+    )
 
 
 def _autocast_off():
@@ -191,58 +268,66 @@ class FastCPUBackend(NativeBackend):
     name = 'fast'
     device_types = ('cpu',)
     auto_priority = 10
+    required_ops = ('conv_add', 'linear', 'gelu_backward')
 
     @classmethod
     def available(cls) -> bool:
-        return all(
-            ops.available(name)
-            for name in ('conv_add', 'linear', 'gelu_backward')
-        )
+        return all(ops.available(name) for name in cls.required_ops)
 
-    def depthwise_conv(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor] = None,
-        accumulate: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def conv_same(self, x, weight, bias):
         dtype = compute_dtype(x)
-        custom_backward = not is_tracing() and (
-            dtype not in _REDUCED or ops.onednn_supports(dtype)
-        )
-        if not custom_backward:
-            return super().depthwise_conv(x, weight, bias, accumulate)
-        weight = reachable_kernel(weight, *x.shape[2:])
-        kh, kw = weight.shape[2:]
-        padding = (kh // 2, kw // 2)
-        x, weight, bias = x.to(dtype), weight.to(dtype), _cast(bias, dtype)
+        if is_tracing() or (
+            dtype in _REDUCED and not ops.onednn_supports(dtype)
+        ):
+            return super().conv_same(x, weight, bias)
+        x, weight, bias = _cast_conv_inputs(x, weight, bias, dtype)
         with _autocast_off():
-            if torch.is_grad_enabled() and (
-                x.requires_grad
-                or weight.requires_grad
-                or (bias is not None and bias.requires_grad)
-            ):
-                out = DepthwiseConvSame.apply(x, weight, bias)
-            elif (
-                accumulate is not None
-                and _runs_on_onednn(x, dtype)
-                and accumulate.shape == x.shape
-                and x.is_contiguous(memory_format=torch.channels_last)
-                and accumulate.is_contiguous(memory_format=torch.channels_last)
-            ):
-                return ops.conv_add(
-                    x,
-                    accumulate.to(dtype),
-                    weight,
-                    bias,
-                    padding,
-                    x.shape[1],
-                )
-            else:
-                out = F.conv2d(
-                    x, weight, bias, padding=padding, groups=x.shape[1]
-                )
-        return out if accumulate is None else accumulate + out
+            if _records_graph(x, weight, bias):
+                return DepthwiseConvSame.apply(x, weight, bias)
+            return same_depthwise_conv(x, weight, bias)
+
+    def depthwise_conv_sum(self, x, kernels):
+        # Without a graph, the second conv adds the first's output while
+        # it writes its own (oneDNN's sum post-op): one pass less.
+        dtype = compute_dtype(x)
+        if (
+            len(kernels) != 2
+            or not _runs_on_onednn(x, dtype)
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or _records_graph(x, *kernels[0], *kernels[1])
+        ):
+            return super().depthwise_conv_sum(x, kernels)
+        x = x.to(dtype)
+        first = self.conv_same(x, *kernels[0])
+        x, weight, bias = _cast_conv_inputs(x, *kernels[1], dtype)
+        kh, kw = weight.shape[2:]
+        with _autocast_off():
+            return ops.conv_add(
+                x,
+                first.contiguous(memory_format=torch.channels_last),
+                weight,
+                bias,
+                (kh // 2, kw // 2),
+                x.shape[1],
+            )
+
+    def layer_norm(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        # Autocast runs layer_norm in fp32, so a bf16 map would go
+        # bf16 -> fp32 -> norm -> bf16 (two copies) on its way to the MLP.
+        # PyTorch's CPU kernel takes the reduced-precision map with fp32
+        # affine parameters directly, keeps the statistics in fp32 and
+        # writes the reduced dtype the MLP's GEMM reads anyway.
+        dtype = compute_dtype(x)
+        if dtype not in _REDUCED or not _runs_on_onednn(x, dtype):
+            return super().layer_norm(x, norm)
+        with _autocast_off():
+            return F.layer_norm(
+                x.to(dtype),
+                norm.normalized_shape,
+                norm.weight,
+                norm.bias,
+                norm.eps,
+            )
 
     def mlp(
         self, x: torch.Tensor, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear
@@ -261,10 +346,7 @@ class FastCPUBackend(NativeBackend):
             for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         ]
         with _autocast_off():
-            if torch.is_grad_enabled() and (
-                x.requires_grad
-                or any(p is not None and p.requires_grad for p in params)
-            ):
+            if _records_graph(x, *params):
                 out = OneDNNMLP.apply(x, *params, act.approximate)
             else:
                 weight1, bias1, weight2, bias2 = params

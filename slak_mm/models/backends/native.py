@@ -9,12 +9,14 @@ autocast decides. ``'auto'`` picks it where no faster backend runs (CUDA
 without Triton).
 """
 
-from typing import Optional
-
 import torch
-import torch.nn.functional as F
 
-from .base import Backend, reachable_kernel, register_backend
+from .base import (
+    Backend,
+    reachable_kernel,
+    register_backend,
+    same_depthwise_conv,
+)
 
 
 @register_backend
@@ -25,17 +27,7 @@ class NativeBackend(Backend):
     def channels_last(self, device: torch.device) -> bool:
         return device.type == 'cpu'
 
-    def depthwise_conv(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor] = None,
-        accumulate: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def conv_same(self, x, weight, bias):
         # Taps outside the reachable window only multiply zero padding.
         weight = reachable_kernel(weight, *x.shape[2:])
-        kh, kw = weight.shape[2:]
-        out = F.conv2d(
-            x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
-        )
-        return out if accumulate is None else accumulate + out
+        return same_depthwise_conv(x, weight, bias)

@@ -21,10 +21,6 @@ only when named explicitly and ``TRITON_INTERPRET=1`` is set (Triton's
 interpreter, for tests); ``'auto'`` never picks it there.
 """
 
-from typing import Optional, Sequence, Tuple
-
-import torch
-
 from slak_mm.ops import triton_dwconv
 
 from .base import is_tracing, register_backend
@@ -45,26 +41,15 @@ class TritonBackend(NativeBackend):
         # Triton's interpreter runs the same kernels on CPU tensors.
         return device_type == 'cpu' and triton_dwconv.available('cpu')
 
-    def channels_last(self, device: torch.device) -> bool:
-        return True
+    def channels_last(self, device):
+        return True  # the Triton kernels' layout
 
-    def depthwise_conv(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor] = None,
-        accumulate: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def conv_same(self, x, weight, bias):
         if is_tracing():
-            return super().depthwise_conv(x, weight, bias, accumulate)
-        out = triton_dwconv.depthwise_conv_same_triton(x, weight, bias)
-        return out if accumulate is None else accumulate + out
+            return super().conv_same(x, weight, bias)
+        return triton_dwconv.depthwise_conv_same_triton(x, weight, bias)
 
-    def depthwise_conv_sum(
-        self,
-        x: torch.Tensor,
-        kernels: Sequence[Tuple[torch.Tensor, Optional[torch.Tensor]]],
-    ) -> torch.Tensor:
+    def depthwise_conv_sum(self, x, kernels):
         if len(kernels) != 2 or is_tracing():
             return super().depthwise_conv_sum(x, kernels)
         (weight1, bias1), (weight2, bias2) = kernels
