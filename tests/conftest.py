@@ -1,5 +1,20 @@
+import argparse
+import glob
+import itertools
+import json
+import math
+import os.path as osp
+import subprocess
+import sys
+from collections import OrderedDict
+
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import DataLoader, Dataset
 
 # A narrow SLaK with real large kernels, fast enough for CPU tests.
 TINY_ARCH = dict(depths=[1, 1, 2, 1], channels=[8, 16, 24, 32])
@@ -67,3 +82,448 @@ def cpu_backends(include_reference: bool = False):
         if include_reference or not backend.runs_modules_as_defined:
             names.append(name)
     return names
+
+
+# ----------------------------------------------------------------------
+# Shared constants (plain data: imported as ``from .conftest import X``)
+# ----------------------------------------------------------------------
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# Stage kernels and the small kernel of the released SLaK-T.
+KERNELS = (13, 11, 9, 7)
+SMALL = 3
+# A one-block-per-stage SLaK for the toolkits' detectors and segmentors,
+# and its stage widths after the default width factor 1.3.
+ONE_BLOCK_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
+TINY_WIDTHS = [int(c * 1.3) for c in TINY_ARCH['channels']]
+CLS_MEAN = [123.675, 116.28, 103.53]
+CLS_STD = [58.395, 57.12, 57.375]
+
+
+# ----------------------------------------------------------------------
+# Helpers shared by several test modules, each exposed through a fixture
+# ----------------------------------------------------------------------
+
+_run_names = itertools.count()
+
+
+class ToyClassifier(BaseModel):
+    """A two-conv, one-linear backbone and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, 16),
+        )
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        logits = self.head(self.backbone(inputs))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, labels))
+        return logits
+
+
+class ToyDataset(Dataset):
+    """Fixed random 3x8x8 images with 4 classes.
+
+    Args:
+        length (int): Number of samples.
+        seed (int): Seed of the data.
+        inf_samples (Sequence[int]): Samples whose image is all inf.
+    """
+
+    def __init__(self, length=48, seed=0, inf_samples=()) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(length, 3, 8, 8, generator=generator)
+        self.labels = torch.randint(0, 4, (length,), generator=generator)
+        for index in inf_samples:
+            self.images[index] = math.inf
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return dict(inputs=self.images[index], labels=self.labels[index])
+
+
+def build_toy_model(seed=0):
+    torch.manual_seed(seed)
+    return ToyClassifier()
+
+
+def build_toy_runner(
+    work_dir,
+    custom_hooks,
+    max_iters=12,
+    accumulative_counts=1,
+    checkpoint_interval=6,
+    dataset=None,
+    model=None,
+    optim_wrapper=None,
+    randomness=None,
+    loader=None,
+    **kwargs,
+):
+    """A Runner over the toy model and data; no shuffling, so a resumed run
+    sees the same batches as an uninterrupted one."""
+    if optim_wrapper is None:
+        optim_wrapper = dict(
+            optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05),
+            accumulative_counts=accumulative_counts,
+        )
+    if loader is None:
+        loader = DataLoader(
+            dataset or ToyDataset(), batch_size=4, shuffle=False
+        )
+    return Runner(
+        model=model or build_toy_model(),
+        work_dir=str(work_dir),
+        experiment_name=f'toy_run_{next(_run_names)}',
+        train_dataloader=loader,
+        optim_wrapper=optim_wrapper,
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook',
+                interval=checkpoint_interval,
+                by_epoch=False,
+            ),
+            logger=dict(type='LoggerHook', interval=1),
+        ),
+        custom_hooks=custom_hooks,
+        randomness=randomness or dict(seed=0),
+        **kwargs,
+    )
+
+
+def find_sparse_hook(runner):
+    """The runner's SparseTrainingHook (or StaticSparsityHook)."""
+    from slak_mm.engine.hooks import SparseTrainingHook
+
+    return next(h for h in runner.hooks if isinstance(h, SparseTrainingHook))
+
+
+def check_masked_zero(weights, masks, prefix='backbone.'):
+    """Asserts every weight outside its mask is exactly zero."""
+    for name, mask in masks.items():
+        weight = weights[prefix + name]
+        assert (weight[~mask.to(weight.device)] == 0).all(), name
+
+
+class ClassificationSamples(Dataset):
+    """Random uint8 images in mmpretrain's ``inputs`` / ``data_samples``
+    layout, 5 classes."""
+
+    def __init__(self, length=8, size=32) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randint(
+            0, 256, (length, 3, size, size), generator=generator
+        ).to(torch.uint8)
+        self.labels = torch.randint(0, 5, (length,), generator=generator)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        from mmpretrain.structures import DataSample
+
+        sample = DataSample().set_gt_label(int(self.labels[index]))
+        return dict(inputs=self.images[index], data_samples=sample)
+
+
+def build_tiny_classifier_cfg(loss=None, preprocessor=None, **backbone):
+    """An mmpretrain ImageClassifier config (5 classes) over a
+    :data:`TINY_ARCH` SLaK; ``backbone`` entries override the SLaK's."""
+    return dict(
+        type='ImageClassifier',
+        data_preprocessor=dict(
+            type='ClsDataPreprocessor',
+            mean=CLS_MEAN,
+            std=CLS_STD,
+            **(preprocessor or {}),
+        ),
+        backbone=dict(
+            type='SLaK',
+            arch=TINY_ARCH,
+            kernel_sizes=list(KERNELS),
+            small_kernel=SMALL,
+            out_indices=3,
+            gap_before_final_norm=True,
+            **backbone,
+        ),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=5,
+            in_channels=41,
+            loss=loss or dict(type='CrossEntropyLoss'),
+        ),
+    )
+
+
+def build_release_state_dict(depths, dims, kernels, small, num_classes=10):
+    """Random weights laid out as a released SLaK ImageNet model.
+
+    Written from the documented release format, independently of the
+    package's own naming.
+    """
+    sd = OrderedDict()
+
+    def ln(prefix, c):
+        sd[f'{prefix}.weight'] = torch.randn(c)
+        sd[f'{prefix}.bias'] = torch.randn(c)
+
+    def conv_bn(prefix, c, kh, kw):
+        sd[f'{prefix}.conv.weight'] = torch.randn(c, 1, kh, kw)
+        sd[f'{prefix}.bn.weight'] = torch.randn(c)
+        sd[f'{prefix}.bn.bias'] = torch.randn(c)
+        sd[f'{prefix}.bn.running_mean'] = torch.randn(c)
+        sd[f'{prefix}.bn.running_var'] = torch.rand(c) + 0.5
+        sd[f'{prefix}.bn.num_batches_tracked'] = torch.tensor(7)
+
+    sd['downsample_layers.0.0.weight'] = torch.randn(dims[0], 3, 4, 4)
+    sd['downsample_layers.0.0.bias'] = torch.randn(dims[0])
+    ln('downsample_layers.0.1', dims[0])
+    for i in range(1, 4):
+        ln(f'downsample_layers.{i}.0', dims[i - 1])
+        sd[f'downsample_layers.{i}.1.weight'] = torch.randn(
+            dims[i], dims[i - 1], 2, 2
+        )
+        sd[f'downsample_layers.{i}.1.bias'] = torch.randn(dims[i])
+    for i, depth in enumerate(depths):
+        c, k = dims[i], kernels[i]
+        for j in range(depth):
+            p = f'stages.{i}.{j}'
+            conv_bn(f'{p}.large_kernel.LoRA1', c, k, small)
+            conv_bn(f'{p}.large_kernel.LoRA2', c, small, k)
+            conv_bn(f'{p}.large_kernel.small_conv', c, small, small)
+            ln(f'{p}.norm', c)
+            sd[f'{p}.pwconv1.weight'] = torch.randn(4 * c, c)
+            sd[f'{p}.pwconv1.bias'] = torch.randn(4 * c)
+            sd[f'{p}.pwconv2.weight'] = torch.randn(c, 4 * c)
+            sd[f'{p}.pwconv2.bias'] = torch.randn(c)
+            sd[f'{p}.gamma'] = torch.randn(c)
+    ln('norm', dims[3])
+    sd['head.weight'] = torch.randn(num_classes, dims[3])
+    sd['head.bias'] = torch.randn(num_classes)
+    return sd
+
+
+def write_release_checkpoint(path, state_dict):
+    """Saves ``state_dict`` as the release's training script saved a
+    SLaK-T checkpoint (``model``, ``optimizer``, ``epoch``, ``args``)."""
+    torch.save(
+        dict(
+            model=state_dict,
+            optimizer=dict(state={}, param_groups=[]),
+            epoch=299,
+            args=argparse.Namespace(
+                model='SLaK_tiny',
+                kernel_size=[*KERNELS, SMALL],
+                sparsity=0.4,
+                width_factor=1.3,
+                Decom=True,
+            ),
+        ),
+        path,
+    )
+
+
+def narrow_cascade_heads(model, channels=32, proposals=100):
+    """Narrow FPN/RoI heads and fewer proposals: the real heads take minutes
+    per iteration on two CPU cores."""
+    model.neck.out_channels = channels
+    model.rpn_head.in_channels = channels
+    model.rpn_head.feat_channels = channels
+    roi_head = model.roi_head
+    roi_head.bbox_roi_extractor.out_channels = channels
+    roi_head.mask_roi_extractor.out_channels = channels
+    for head in roi_head.bbox_head:
+        head.in_channels = channels
+        head.conv_out_channels = channels
+        head.fc_out_channels = 2 * channels
+    roi_head.mask_head.in_channels = channels
+    roi_head.mask_head.conv_out_channels = channels
+    model.train_cfg.rpn_proposal.nms_pre = 2 * proposals
+    model.train_cfg.rpn_proposal.max_per_img = proposals
+    for stage in model.train_cfg.rcnn:
+        stage.sampler.num = 64
+    model.test_cfg.rpn.nms_pre = 2 * proposals
+    model.test_cfg.rpn.max_per_img = proposals
+    model.test_cfg.rcnn.max_per_img = 20
+
+
+def shrink_detection_config(cfg, backbone, num_classes=3):
+    """Shrinks a Cascade Mask R-CNN config to ``num_classes`` classes, the
+    SLaK settings ``backbone`` (BN, :data:`TINY_WIDTHS` wide) and narrow
+    heads that keep every detection."""
+    cfg.model.backbone.update(backbone)
+    cfg.model.neck.in_channels = TINY_WIDTHS
+    for head in cfg.model.roi_head.bbox_head:
+        head.num_classes = num_classes
+        head.norm_cfg = dict(type='BN', requires_grad=True)
+    cfg.model.roi_head.mask_head.num_classes = num_classes
+    narrow_cascade_heads(cfg.model)
+    # After a few iterations every score is below the default 0.05.
+    cfg.model.test_cfg.rcnn.score_thr = 0.0
+    return cfg
+
+
+def run_in_repo(command, env=None, timeout=900):
+    """Runs ``command`` (a list) in the repository; asserts it exits 0 and
+    returns its stdout + stderr."""
+    result = subprocess.run(
+        command,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def shrink_segmentation_config(cfg, data_root, max_iters):
+    """Points the demo UperNet config at generated ADE20K-style data under
+    ``data_root`` and shrinks it to a one-block SLaK and ``max_iters``
+    iterations, validating and checkpointing at the end."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+    cfg.train_dataloader.batch_size = 2
+    cfg.model.backbone.arch = ONE_BLOCK_ARCH
+    cfg.model.decode_head.in_channels = TINY_WIDTHS
+    cfg.model.auxiliary_head.in_channels = TINY_WIDTHS[2]
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    cfg.default_hooks.checkpoint.interval = max_iters
+    cfg.default_hooks.logger.interval = 1
+    return cfg
+
+
+def read_saved_scalars(work_dir):
+    """The records of the run's ``vis_data/scalars.json``: (train records
+    by step, validation records)."""
+    (path,) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(path) as f:
+        records = [json.loads(line) for line in f]
+    train = {r['step']: r for r in records if 'loss' in r}
+    val = [r for r in records if 'loss' not in r and 'lr' not in r]
+    return train, val
+
+
+def read_saved_test_metrics(work_dir):
+    """The metrics ``tools/test.py`` dumped to ``<timestamp>.json``."""
+    (path,) = glob.glob(osp.join(work_dir, '*', '*.json'))
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope='session')
+def saved_scalars():
+    """``saved_scalars(work_dir)``: see :func:`read_saved_scalars`."""
+    return read_saved_scalars
+
+
+@pytest.fixture(scope='session')
+def saved_test_metrics():
+    """``saved_test_metrics(work_dir)``: see
+    :func:`read_saved_test_metrics`."""
+    return read_saved_test_metrics
+
+
+@pytest.fixture(scope='session')
+def toy_model():
+    """``toy_model(seed=0)``: a seeded :class:`ToyClassifier`."""
+    return build_toy_model
+
+
+@pytest.fixture(scope='session')
+def toy_dataset():
+    """The :class:`ToyDataset` class."""
+    return ToyDataset
+
+
+@pytest.fixture(scope='session')
+def make_runner():
+    """``make_runner(work_dir, custom_hooks, ...)``: see
+    :func:`build_toy_runner`."""
+    return build_toy_runner
+
+
+@pytest.fixture(scope='session')
+def sparse_hook():
+    """``sparse_hook(runner)``: the runner's sparse-training hook."""
+    return find_sparse_hook
+
+
+@pytest.fixture(scope='session')
+def assert_masked_zero():
+    """``assert_masked_zero(weights, masks, prefix='backbone.')``."""
+    return check_masked_zero
+
+
+@pytest.fixture(scope='session')
+def classification_samples():
+    """The :class:`ClassificationSamples` class."""
+    return ClassificationSamples
+
+
+@pytest.fixture(scope='session')
+def tiny_classifier_cfg():
+    """``tiny_classifier_cfg(loss=None, preprocessor=None, **backbone)``:
+    see :func:`build_tiny_classifier_cfg`."""
+    return build_tiny_classifier_cfg
+
+
+@pytest.fixture(scope='session')
+def release_state_dict():
+    """``release_state_dict(depths, dims, kernels, small, num_classes=10)``:
+    see :func:`build_release_state_dict`."""
+    return build_release_state_dict
+
+
+@pytest.fixture(scope='session')
+def save_release():
+    """``save_release(path, state_dict)``: see
+    :func:`write_release_checkpoint`."""
+    return write_release_checkpoint
+
+
+@pytest.fixture(scope='session')
+def shrink_det_config():
+    """``shrink_det_config(cfg, backbone)``: see
+    :func:`shrink_detection_config`."""
+    return shrink_detection_config
+
+
+@pytest.fixture(scope='session')
+def run_command():
+    """``run_command(command, env=None, timeout=900)``: see
+    :func:`run_in_repo`."""
+    return run_in_repo
+
+
+@pytest.fixture(scope='session')
+def run_tool():
+    """``run_tool(script, *args)``: runs ``python script args`` in the
+    repository (see :func:`run_in_repo`) and returns its output."""
+
+    def run(*args):
+        return run_in_repo([sys.executable, *args])
+
+    return run
+
+
+@pytest.fixture(scope='session')
+def shrink_seg_config():
+    """``shrink_seg_config(cfg, data_root, max_iters)``: see
+    :func:`shrink_segmentation_config`."""
+    return shrink_segmentation_config

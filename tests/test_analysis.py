@@ -21,8 +21,7 @@ from slak_mm.analysis.erf import (
 from slak_mm.analysis.sparsity import format_table, layer_densities
 from slak_mm.apis import build_model_from_config
 
-from .conftest import TINY_ARCH
-from .test_checkpoint import KERNELS, SMALL
+from .conftest import KERNELS, SMALL, TINY_ARCH
 from .tool_utils import load_tool, tool_path, write_classifier_config
 
 # ----------------------------------------------------------------- ERF

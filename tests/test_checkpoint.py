@@ -1,4 +1,3 @@
-import argparse
 import ast
 import os
 import pickle
@@ -13,81 +12,9 @@ import torch
 from slak_mm.models import SLaK
 from slak_mm.utils import safe_torch_load
 
-from .conftest import TINY_ARCH
+from .conftest import KERNELS, SMALL, TINY_ARCH, TINY_WIDTHS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = (13, 11, 9, 7)
-SMALL = 3
-
-
-def make_release_state_dict(depths, dims, kernels, small, num_classes=10):
-    """Random weights laid out as a released SLaK ImageNet model.
-
-    Written from the documented release format, independently of the
-    package's own naming.
-    """
-    sd = OrderedDict()
-
-    def ln(prefix, c):
-        sd[f'{prefix}.weight'] = torch.randn(c)
-        sd[f'{prefix}.bias'] = torch.randn(c)
-
-    def conv_bn(prefix, c, kh, kw):
-        sd[f'{prefix}.conv.weight'] = torch.randn(c, 1, kh, kw)
-        sd[f'{prefix}.bn.weight'] = torch.randn(c)
-        sd[f'{prefix}.bn.bias'] = torch.randn(c)
-        sd[f'{prefix}.bn.running_mean'] = torch.randn(c)
-        sd[f'{prefix}.bn.running_var'] = torch.rand(c) + 0.5
-        sd[f'{prefix}.bn.num_batches_tracked'] = torch.tensor(7)
-
-    sd['downsample_layers.0.0.weight'] = torch.randn(dims[0], 3, 4, 4)
-    sd['downsample_layers.0.0.bias'] = torch.randn(dims[0])
-    ln('downsample_layers.0.1', dims[0])
-    for i in range(1, 4):
-        ln(f'downsample_layers.{i}.0', dims[i - 1])
-        sd[f'downsample_layers.{i}.1.weight'] = torch.randn(
-            dims[i], dims[i - 1], 2, 2
-        )
-        sd[f'downsample_layers.{i}.1.bias'] = torch.randn(dims[i])
-    for i, depth in enumerate(depths):
-        c, k = dims[i], kernels[i]
-        for j in range(depth):
-            p = f'stages.{i}.{j}'
-            conv_bn(f'{p}.large_kernel.LoRA1', c, k, small)
-            conv_bn(f'{p}.large_kernel.LoRA2', c, small, k)
-            conv_bn(f'{p}.large_kernel.small_conv', c, small, small)
-            ln(f'{p}.norm', c)
-            sd[f'{p}.pwconv1.weight'] = torch.randn(4 * c, c)
-            sd[f'{p}.pwconv1.bias'] = torch.randn(4 * c)
-            sd[f'{p}.pwconv2.weight'] = torch.randn(c, 4 * c)
-            sd[f'{p}.pwconv2.bias'] = torch.randn(c)
-            sd[f'{p}.gamma'] = torch.randn(c)
-    ln('norm', dims[3])
-    sd['head.weight'] = torch.randn(num_classes, dims[3])
-    sd['head.bias'] = torch.randn(num_classes)
-    return sd
-
-
-def tiny_dims(width_factor=1.3):
-    return [int(c * width_factor) for c in TINY_ARCH['channels']]
-
-
-def save_release(path, state_dict):
-    torch.save(
-        dict(
-            model=state_dict,
-            optimizer=dict(state={}, param_groups=[]),
-            epoch=299,
-            args=argparse.Namespace(
-                model='SLaK_tiny',
-                kernel_size=[*KERNELS, SMALL],
-                sparsity=0.4,
-                width_factor=1.3,
-                Decom=True,
-            ),
-        ),
-        path,
-    )
 
 
 def build(**kwargs):
@@ -97,9 +24,11 @@ def build(**kwargs):
     return SLaK(**kwargs)
 
 
-def test_release_checkpoint_loads_through_init_cfg(tmp_path):
-    release = make_release_state_dict(
-        TINY_ARCH['depths'], tiny_dims(), KERNELS, SMALL
+def test_release_checkpoint_loads_through_init_cfg(
+    tmp_path, release_state_dict, save_release
+):
+    release = release_state_dict(
+        TINY_ARCH['depths'], TINY_WIDTHS, KERNELS, SMALL
     )
     path = str(tmp_path / 'slak_tiny_release.pth')
     save_release(path, release)
@@ -134,9 +63,11 @@ def test_release_checkpoint_loads_through_init_cfg(tmp_path):
     )
 
 
-def test_release_checkpoint_into_downstream_backbone(tmp_path):
-    release = make_release_state_dict(
-        TINY_ARCH['depths'], tiny_dims(), KERNELS, SMALL
+def test_release_checkpoint_into_downstream_backbone(
+    tmp_path, release_state_dict, save_release
+):
+    release = release_state_dict(
+        TINY_ARCH['depths'], TINY_WIDTHS, KERNELS, SMALL
     )
     path = str(tmp_path / 'release.pth')
     save_release(path, release)
@@ -184,9 +115,11 @@ def test_plain_state_dict_without_prefix(tmp_path):
     )
 
 
-def test_shape_mismatch_names_key_and_shapes(tmp_path):
-    release = make_release_state_dict(
-        TINY_ARCH['depths'], tiny_dims(), (15, 11, 9, 7), SMALL
+def test_shape_mismatch_names_key_and_shapes(
+    tmp_path, release_state_dict, save_release
+):
+    release = release_state_dict(
+        TINY_ARCH['depths'], TINY_WIDTHS, (15, 11, 9, 7), SMALL
     )
     path = str(tmp_path / 'other_kernels.pth')
     save_release(path, release)
@@ -199,9 +132,9 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path):
     assert 'other_kernels.pth' in message
 
 
-def test_width_mismatch_raises(tmp_path):
-    release = make_release_state_dict(
-        TINY_ARCH['depths'], tiny_dims(1.0), KERNELS, SMALL
+def test_width_mismatch_raises(tmp_path, release_state_dict, save_release):
+    release = release_state_dict(
+        TINY_ARCH['depths'], list(TINY_ARCH['channels']), KERNELS, SMALL
     )
     path = str(tmp_path / 'width1.pth')
     save_release(path, release)

@@ -1,5 +1,7 @@
 import glob
+import os
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -20,8 +22,30 @@ SHARED_BASES = sorted(glob.glob(osp.join(REPO, 'configs', '_base_', '*.py')))
 TOOLKIT_CONFIGS = [c for c in CONFIGS if 'demo' not in c]
 
 
-def test_configs_are_found():
-    assert len(CONFIGS) >= 10
+def test_every_config_on_disk_and_in_the_docs_is_tested():
+    """The parametrized list holds every config file under configs/, and
+    every config that the README, the Makefile or docs/ name exists."""
+    on_disk = sorted(
+        osp.relpath(osp.join(folder, name), REPO)
+        for folder, _, names in os.walk(osp.join(REPO, 'configs'))
+        for name in names
+        if name.endswith('.py')
+    )
+    assert CONFIGS == on_disk
+    docs = [osp.join(REPO, 'README.md'), osp.join(REPO, 'Makefile')]
+    docs += glob.glob(osp.join(REPO, 'docs', '**', '*.md'), recursive=True)
+    named = set()
+    for doc in docs:
+        with open(doc) as f:
+            named.update(re.findall(r'configs/[\w/.-]+?\.py', f.read()))
+    missing = sorted(named - set(CONFIGS))
+    assert not missing, f'named in the docs but not on disk: {missing}'
+    # The full-size config of every task the README documents.
+    assert {
+        'configs/classification/slak_t_in1k.py',
+        'configs/detection/cascade_mask_rcnn_slak_t_fpn_3x_coco.py',
+        'configs/segmentation/upernet_slak_t_ade20k.py',
+    } <= named
 
 
 @pytest.mark.parametrize('base', SHARED_BASES, ids=osp.basename)

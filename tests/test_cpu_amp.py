@@ -1,6 +1,7 @@
 """bf16 mixed-precision training on the CPU: the optimizer wrapper, the
 ``--amp`` switch, and sparse training under it."""
 
+import functools
 import itertools
 import os
 
@@ -9,66 +10,32 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import OPTIM_WRAPPERS
 from mmengine.runner import Runner
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import slak_mm  # noqa: F401  registers SLaK, the hooks and the wrapper
 from slak_mm.apis import enable_amp
 from slak_mm.engine import CPUAmpOptimWrapper
 
-from .conftest import TINY_ARCH
-
 _run_names = itertools.count()
 
 
-class Samples(Dataset):
-    """Random uint8 images in mmpretrain's layout, 5 classes."""
-
-    def __init__(self, length=8, size=32) -> None:
-        generator = torch.Generator().manual_seed(0)
-        self.images = torch.randint(
-            0, 256, (length, 3, size, size), generator=generator
-        ).to(torch.uint8)
-        self.labels = torch.randint(0, 5, (length,), generator=generator)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        from mmpretrain.structures import DataSample
-
-        sample = DataSample().set_gt_label(int(self.labels[index]))
-        return dict(inputs=self.images[index], data_samples=sample)
+@pytest.fixture
+def amp_runner(classification_samples, tiny_classifier_cfg):
+    """``amp_runner(work_dir, max_iters, load_from=None)``: a tiny SLaK
+    classifier trained sparse under CPUAmpOptimWrapper."""
+    return functools.partial(
+        _make_runner, classification_samples, tiny_classifier_cfg
+    )
 
 
-def make_runner(work_dir, max_iters, load_from=None):
+def _make_runner(samples, classifier_cfg, work_dir, max_iters, load_from=None):
     from mmengine.dataset import pseudo_collate
     from mmpretrain.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
-    loader = DataLoader(Samples(), batch_size=2, collate_fn=pseudo_collate)
+    loader = DataLoader(samples(), batch_size=2, collate_fn=pseudo_collate)
     return Runner(
-        model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(
-                type='ClsDataPreprocessor',
-                mean=[123.675, 116.28, 103.53],
-                std=[58.395, 57.12, 57.375],
-            ),
-            backbone=dict(
-                type='SLaK',
-                arch=TINY_ARCH,
-                kernel_sizes=[13, 11, 9, 7],
-                small_kernel=3,
-                out_indices=3,
-                gap_before_final_norm=True,
-            ),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=5,
-                in_channels=41,
-                loss=dict(type='CrossEntropyLoss'),
-            ),
-        ),
+        model=classifier_cfg(),
         work_dir=str(work_dir),
         experiment_name=f'cpu_amp_{next(_run_names)}',
         default_scope='mmpretrain',
@@ -129,8 +96,10 @@ def test_amp_flag_picks_the_cpu_wrapper_without_cuda(monkeypatch):
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
 
 
-def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(tmp_path):
-    runner = make_runner(tmp_path / 'full', max_iters=4)
+def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
+    tmp_path, amp_runner
+):
+    runner = amp_runner(tmp_path / 'full', max_iters=4)
     mlp_dtypes = []
     runner.model.backbone.stages[0][0].mlp.register_forward_hook(
         lambda module, inputs, output: mlp_dtypes.append(output.dtype)
@@ -151,7 +120,7 @@ def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(tmp_path):
         assert (weight[~mask] == 0).all(), name
         assert weight[mask].ne(0).any(), name
 
-    resumed = make_runner(
+    resumed = amp_runner(
         tmp_path / 'resumed',
         max_iters=4,
         load_from=str(tmp_path / 'full' / 'iter_2.pth'),
@@ -161,48 +130,37 @@ def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(tmp_path):
         assert torch.equal(value, weights[key]), key
 
 
-def test_train_tool_amp_flag_trains_in_bf16_on_cpu(tmp_path):
+def test_train_tool_amp_flag_trains_in_bf16_on_cpu(
+    tmp_path, shrink_seg_config, run_command, saved_scalars
+):
     """``tools/train.py --amp`` on a machine without CUDA, end to end."""
-    import os.path as osp
-    import subprocess
     import sys
 
     from slak_mm.datasets import generate_ade20k
 
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    from .conftest import REPO
+
     data = generate_ade20k(
         tmp_path / 'data', num_train=4, num_val=2, image_size=64, num_classes=4
     )
     cfg = Config.fromfile(
-        osp.join(
-            repo, 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
+        os.path.join(
+            REPO, 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
         )
     )
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data['data_root']
-    cfg.train_dataloader.batch_size = 2
-    cfg.model.backbone.arch = dict(
-        depths=[1, 1, 1, 1], channels=[8, 16, 24, 32]
-    )
-    cfg.model.decode_head.in_channels = [10, 20, 31, 41]
-    cfg.model.auxiliary_head.in_channels = 31
-    cfg.train_cfg.max_iters = 2
-    cfg.train_cfg.val_interval = 2
-    cfg.default_hooks.checkpoint.interval = 2
-    cfg.default_hooks.logger.interval = 1
+    shrink_seg_config(cfg, data['data_root'], max_iters=2)
     config = str(tmp_path / 'seg.py')
     cfg.dump(config)
     # No CUDA for the tool, whatever this machine has.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
-    result = subprocess.run(
+    output = run_command(
         [sys.executable, 'tools/train.py', config, '--amp', '--work-dir',
          str(tmp_path / 'work')],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=900,
+        env=env,
     )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
     assert 'bf16 CPU autocast (CPUAmpOptimWrapper)' in output
-    assert 'Iter(train) [2/2]' in output
+    train, _ = saved_scalars(str(tmp_path / 'work'))
+    assert sorted(train) == [1, 2]
     saved = torch.load(
         tmp_path / 'work' / 'iter_2.pth', map_location='cpu', weights_only=True
     )

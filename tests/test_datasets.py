@@ -235,11 +235,16 @@ def test_coco_loads_with_mmdet_pipeline(coco, tmp_path, with_metainfo):
     dataset = build_dataset('mmdet', train_cfg, cfg.train_pipeline)
     # filter_cfg (empty images, min_size=32) drops nothing.
     assert len(dataset) == 4
+    from pycocotools.coco import COCO
+
+    api = COCO(Path(train_cfg['data_root']) / train_cfg['ann_file'])
     for index in range(len(dataset)):
         sample = dataset[index]
         image, gt = sample['inputs'], sample['data_samples'].gt_instances
         assert image.dtype == torch.uint8 and image.shape[0] == 3
-        assert len(gt) >= 1
+        # Every annotation of the image, none dropped or invented.
+        expected = len(api.getAnnIds(imgIds=sample['data_samples'].img_id))
+        assert expected > 0 and len(gt) == expected
         assert gt.bboxes.shape == (len(gt), 4)
         assert gt.masks.masks.shape == (len(gt), *image.shape[1:])
         assert gt.masks.masks.any(axis=(1, 2)).all()

@@ -17,8 +17,7 @@ from slak_mm.apis import (
 from slak_mm.converters.deploy import make_test_batch, relative_difference
 from slak_mm.utils import safe_torch_load
 
-from .conftest import TINY_ARCH, randomize_batch_norms
-from .test_checkpoint import KERNELS, SMALL
+from .conftest import KERNELS, SMALL, TINY_ARCH, randomize_batch_norms
 from .tool_utils import load_tool, tool_path, write_classifier_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -1,132 +1,19 @@
 """SparseTrainingHook / StaticSparsityHook inside mmengine Runners (CPU)."""
 
 import copy
-import itertools
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.hooks import EMAHook
-from mmengine.model import BaseModel
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import slak_mm  # noqa: F401  registers the hooks and the safe globals
 from slak_mm.engine.hooks import SparseTrainingHook, StaticSparsityHook
-
-_run_names = itertools.count()
-
-
-class ToyClassifier(BaseModel):
-    """A two-conv, one-linear backbone and a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(16, 16),
-        )
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        logits = self.head(self.backbone(inputs))
-        if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, labels))
-        return logits
-
-
-class ToyDataset(Dataset):
-    """Fixed random 3x8x8 images with 4 classes.
-
-    Args:
-        length (int): Number of samples.
-        seed (int): Seed of the data.
-        inf_samples (Sequence[int]): Samples whose image is all inf.
-    """
-
-    def __init__(self, length=48, seed=0, inf_samples=()) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(length, 3, 8, 8, generator=generator)
-        self.labels = torch.randint(0, 4, (length,), generator=generator)
-        for index in inf_samples:
-            self.images[index] = math.inf
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return dict(inputs=self.images[index], labels=self.labels[index])
-
-
-def toy_model(seed=0):
-    torch.manual_seed(seed)
-    return ToyClassifier()
-
-
-def make_runner(
-    work_dir,
-    custom_hooks,
-    max_iters=12,
-    accumulative_counts=1,
-    checkpoint_interval=6,
-    dataset=None,
-    model=None,
-    optim_wrapper=None,
-    randomness=None,
-    loader=None,
-    **kwargs,
-):
-    """A Runner over the toy model and data; no shuffling, so a resumed run
-    sees the same batches as an uninterrupted one."""
-    if optim_wrapper is None:
-        optim_wrapper = dict(
-            optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05),
-            accumulative_counts=accumulative_counts,
-        )
-    if loader is None:
-        loader = DataLoader(
-            dataset or ToyDataset(), batch_size=4, shuffle=False
-        )
-    return Runner(
-        model=model or toy_model(),
-        work_dir=str(work_dir),
-        experiment_name=f'sparse_test_{next(_run_names)}',
-        train_dataloader=loader,
-        optim_wrapper=optim_wrapper,
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=dict(
-                type='CheckpointHook',
-                interval=checkpoint_interval,
-                by_epoch=False,
-            ),
-            logger=dict(type='LoggerHook', interval=1),
-        ),
-        custom_hooks=custom_hooks,
-        randomness=randomness or dict(seed=0),
-        **kwargs,
-    )
-
-
-def sparse_hook(runner):
-    return next(h for h in runner.hooks if isinstance(h, SparseTrainingHook))
-
-
-def assert_masked_zero(weights, masks, prefix='backbone.'):
-    for name, mask in masks.items():
-        weight = weights[prefix + name]
-        assert (weight[~mask.to(weight.device)] == 0).all(), name
-
 
 # Dynamic sparse training with SNIP init and random growth, updated every
 # 2 optimizer steps, one step per 2 iterations: 12 iterations are 6 steps
@@ -142,7 +29,7 @@ DYNAMIC_HOOK = dict(
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, make_runner):
     """12 iterations with checkpoints at 6 and 12, plus masks at 6."""
     work_dir = tmp_path_factory.mktemp('uninterrupted')
     runner = make_runner(
@@ -157,7 +44,9 @@ def test_registered_in_the_root_registry():
     assert HOOKS.get('StaticSparsityHook') is StaticSparsityHook
 
 
-def test_updates_count_optimizer_steps_under_accumulation(uninterrupted):
+def test_updates_count_optimizer_steps_under_accumulation(
+    uninterrupted, sparse_hook, assert_masked_zero
+):
     runner, _ = uninterrupted
     hook = sparse_hook(runner)
     assert runner.iter == 12
@@ -170,7 +59,9 @@ def test_updates_count_optimizer_steps_under_accumulation(uninterrupted):
     assert math.isclose(hook.density, 0.5, abs_tol=0.01)
 
 
-def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
+def test_resume_gives_identical_masks_and_weights(
+    uninterrupted, tmp_path, make_runner, sparse_hook, toy_model
+):
     full_run, work_dir = uninterrupted
     checkpoint = work_dir / 'iter_6.pth'
     saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
@@ -201,7 +92,9 @@ def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
         assert torch.equal(value, expected[key]), key
 
 
-def test_resume_without_mask_state_is_an_error(uninterrupted, tmp_path):
+def test_resume_without_mask_state_is_an_error(
+    uninterrupted, tmp_path, make_runner
+):
     _, work_dir = uninterrupted
     checkpoint = torch.load(
         work_dir / 'iter_6.pth', map_location='cpu', weights_only=True
@@ -219,7 +112,7 @@ def test_resume_without_mask_state_is_an_error(uninterrupted, tmp_path):
         runner.train()
 
 
-def test_density_and_prune_rate_are_logged(uninterrupted):
+def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
     runner, _ = uninterrupted
     hook = sparse_hook(runner)
     hub = runner.message_hub
@@ -250,7 +143,9 @@ def test_density_and_prune_rate_are_logged(uninterrupted):
     assert {'sparse/density', 'sparse/prune_rate'} <= set(last)
 
 
-def test_ema_copy_and_saved_weights_stay_masked(tmp_path):
+def test_ema_copy_and_saved_weights_stay_masked(
+    tmp_path, make_runner, sparse_hook, assert_masked_zero
+):
     runner = make_runner(
         tmp_path,
         [
@@ -291,7 +186,15 @@ def test_ema_copy_and_saved_weights_stay_masked(tmp_path):
     )
 
 
-def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
+def test_amp_skipped_steps_do_not_count(
+    tmp_path,
+    monkeypatch,
+    make_runner,
+    sparse_hook,
+    toy_model,
+    toy_dataset,
+    assert_masked_zero,
+):
     from mmengine.optim import AmpOptimWrapper
     from mmengine.optim.optimizer import amp_optimizer_wrapper
 
@@ -308,7 +211,7 @@ def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
     )
     optim_wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=256.0)
     # Batches 2 and 5 (samples 8-11, 20-23) hold an inf image.
-    dataset = ToyDataset(length=32, inf_samples=(9, 21))
+    dataset = toy_dataset(length=32, inf_samples=(9, 21))
     runner = make_runner(
         tmp_path,
         [
@@ -346,7 +249,7 @@ def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
         assert (buffer[~mask] == 0).all()
 
 
-def test_stop_update_iter(tmp_path):
+def test_stop_update_iter(tmp_path, make_runner, sparse_hook):
     runner = make_runner(
         tmp_path,
         [
@@ -364,12 +267,14 @@ def test_stop_update_iter(tmp_path):
     assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
 
 
-def test_snip_leaves_an_infinite_sampler_running(tmp_path):
+def test_snip_leaves_an_infinite_sampler_running(
+    tmp_path, make_runner, sparse_hook, toy_dataset
+):
     # SNIP's batch must not come from a second iterator over the loader:
     # closing it would close the InfiniteSampler's shared index generator.
     from mmengine.dataset import InfiniteSampler
 
-    dataset = ToyDataset()
+    dataset = toy_dataset()
     loader = DataLoader(
         dataset,
         batch_size=4,
@@ -386,7 +291,9 @@ def test_snip_leaves_an_infinite_sampler_running(tmp_path):
     assert sparse_hook(runner).num_updates == 3 * len(loader) // 2
 
 
-def test_static_hook_keeps_checkpoint_zeros(tmp_path):
+def test_static_hook_keeps_checkpoint_zeros(
+    tmp_path, make_runner, sparse_hook, toy_model
+):
     sparse_model = toy_model(seed=3)
     with torch.no_grad():
         conv = sparse_model.backbone[2].weight
@@ -455,7 +362,7 @@ def test_wrong_argument_types_fail_at_construction(hook_args, error):
     ],
 )
 def test_momentum_growth_without_momentum_fails_before_training(
-    tmp_path, optimizer, message
+    tmp_path, optimizer, message, make_runner
 ):
     runner = make_runner(
         tmp_path,
@@ -467,7 +374,9 @@ def test_momentum_growth_without_momentum_fails_before_training(
     assert runner.iter == 0
 
 
-def test_non_finite_weights_stop_the_update(tmp_path):
+def test_non_finite_weights_stop_the_update(
+    tmp_path, make_runner, sparse_hook, toy_dataset
+):
     # Sample 5 is inf: the second batch's step makes every weight NaN.
     runner = make_runner(
         tmp_path,
@@ -479,7 +388,7 @@ def test_non_finite_weights_stop_the_update(tmp_path):
                 update_interval=1,
             )
         ],
-        dataset=ToyDataset(inf_samples=(5,)),
+        dataset=toy_dataset(inf_samples=(5,)),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
     )
     with pytest.raises(FloatingPointError, match='hold NaN or inf') as info:
@@ -493,7 +402,7 @@ def test_non_finite_weights_stop_the_update(tmp_path):
 
 
 def test_resume_into_other_settings_warns_naming_both(
-    uninterrupted, tmp_path, capsys
+    uninterrupted, tmp_path, capsys, make_runner, sparse_hook
 ):
     _, work_dir = uninterrupted
     other = dict(DYNAMIC_HOOK, sparsity=0.3, init='erk')
@@ -537,7 +446,7 @@ def test_resume_into_other_settings_warns_naming_both(
     ],
 )
 def test_damaged_mask_state_gives_a_clear_error(
-    uninterrupted, tmp_path, damage, error, message
+    uninterrupted, tmp_path, damage, error, message, make_runner
 ):
     _, work_dir = uninterrupted
     checkpoint = torch.load(
@@ -564,7 +473,7 @@ def test_damaged_mask_state_gives_a_clear_error(
     ],
 )
 def test_paths_that_match_nothing_are_errors(
-    tmp_path, hook_args, error, message
+    tmp_path, hook_args, error, message, make_runner
 ):
     runner = make_runner(
         tmp_path,
@@ -575,7 +484,7 @@ def test_paths_that_match_nothing_are_errors(
         runner.train()
 
 
-def test_whole_model_masks_the_head_too(tmp_path):
+def test_whole_model_masks_the_head_too(tmp_path, make_runner, sparse_hook):
     runner = make_runner(
         tmp_path,
         [dict(type='SparseTrainingHook', init='uniform', module_path=None)],
@@ -591,62 +500,24 @@ def test_whole_model_masks_the_head_too(tmp_path):
     ]
 
 
-class ClassificationSamples(Dataset):
-    """Random uint8 images in mmpretrain's ``inputs`` / ``data_samples``
-    layout."""
-
-    def __init__(self, length=8, size=32) -> None:
-        generator = torch.Generator().manual_seed(0)
-        self.images = torch.randint(
-            0, 256, (length, 3, size, size), generator=generator
-        ).to(torch.uint8)
-        self.labels = torch.randint(0, 5, (length,), generator=generator)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        from mmpretrain.structures import DataSample
-
-        sample = DataSample().set_gt_label(int(self.labels[index]))
-        return dict(inputs=self.images[index], data_samples=sample)
-
-
-def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
+def test_tiny_slak_classifier_under_mmpretrain(
+    tmp_path,
+    sparse_hook,
+    assert_masked_zero,
+    classification_samples,
+    tiny_classifier_cfg,
+):
     from mmengine.dataset import pseudo_collate
     from mmpretrain.utils import register_all_modules
 
-    from .conftest import TINY_ARCH
-
     register_all_modules(init_default_scope=False)
     loader = DataLoader(
-        ClassificationSamples(), batch_size=4, collate_fn=pseudo_collate
+        classification_samples(), batch_size=4, collate_fn=pseudo_collate
     )
     runner = Runner(
-        model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(
-                type='ClsDataPreprocessor',
-                mean=[123.675, 116.28, 103.53],
-                std=[58.395, 57.12, 57.375],
-            ),
-            backbone=dict(
-                type='SLaK',
-                arch=TINY_ARCH,
-                kernel_sizes=[13, 11, 9, 7],
-                small_kernel=3,
-                out_indices=3,
-                gap_before_final_norm=True,
-            ),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=5,
-                in_channels=41,
-                loss=dict(type='CrossEntropyLoss'),
-            ),
-        ),
+        model=tiny_classifier_cfg(),
         work_dir=str(tmp_path),
-        experiment_name=f'sparse_test_{next(_run_names)}',
+        experiment_name=f'sparse_test_{tmp_path.name}',
         default_scope='mmpretrain',
         train_dataloader=loader,
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
@@ -700,7 +571,9 @@ def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
     assert set(logged) == {'stem', 'stage0', 'stage1', 'stage2', 'stage3'}
 
 
-def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
+def test_static_hook_on_dense_weights_warns_and_trains(
+    tmp_path, capsys, make_runner, sparse_hook
+):
     runner = make_runner(
         tmp_path, [dict(type='StaticSparsityHook')], max_iters=2
     )
@@ -711,7 +584,7 @@ def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
     assert 'SparseTrainingHook' not in out
 
 
-def test_resuming_a_list_gives_a_clear_error(tmp_path):
+def test_resuming_a_list_gives_a_clear_error(tmp_path, make_runner):
     not_a_checkpoint = tmp_path / 'list.pth'
     torch.save([{'masks': {}}], not_a_checkpoint)
     runner = make_runner(

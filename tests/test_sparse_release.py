@@ -540,10 +540,10 @@ def test_imagenet_configs_take_t_and_ema_from_the_release(arch):
 
 
 @pytest.mark.parametrize('accumulate', [1, 2])
-def test_ema_of_regrown_weights_as_released(tmp_path, accumulate):
+def test_ema_of_regrown_weights_as_released(
+    tmp_path, accumulate, make_runner, sparse_hook
+):
     from mmengine.hooks import EMAHook, Hook
-
-    from .test_sparse_hooks import make_runner, sparse_hook
 
     class Recorder(Hook):
         priority = 'LOW'  # after SparseTrainingHook and EMAHook
@@ -625,45 +625,29 @@ def test_ema_of_regrown_weights_as_released(tmp_path, accumulate):
 # ----------------------------------------------------------------------
 
 
-def test_snip_scores_a_raw_batch_with_plain_cross_entropy(tmp_path):
+def test_snip_scores_a_raw_batch_with_plain_cross_entropy(
+    tmp_path, classification_samples, sparse_hook, tiny_classifier_cfg
+):
     from mmengine.dataset import pseudo_collate
     from mmengine.runner import Runner
     from mmpretrain.utils import register_all_modules
     from torch.utils.data import DataLoader
 
-    from .conftest import TINY_ARCH
-    from .test_sparse_hooks import ClassificationSamples, sparse_hook
+    from .conftest import CLS_MEAN as mean
+    from .conftest import CLS_STD as std
 
     register_all_modules(init_default_scope=False)
-    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-    dataset = ClassificationSamples(length=4)
+    dataset = classification_samples(length=4)
     runner = Runner(
         model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(
-                type='ClsDataPreprocessor',
-                mean=mean,
-                std=std,
-                num_classes=5,
-            ),
-            backbone=dict(
-                type='SLaK',
-                arch=TINY_ARCH,
-                kernel_sizes=[13, 11, 9, 7],
-                small_kernel=3,
-                out_indices=3,
-                gap_before_final_norm=True,
-                drop_path_rate=0.0,
-            ),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=5,
-                in_channels=41,
+            tiny_classifier_cfg(
                 loss=dict(
                     type='LabelSmoothLoss',
                     label_smooth_val=0.1,
                     mode='original',
                 ),
+                preprocessor=dict(num_classes=5),
+                drop_path_rate=0.0,
             ),
             train_cfg=dict(
                 augments=[

@@ -29,15 +29,7 @@ from slak_mm.datasets import generate_ade20k
 from slak_mm.models.checkpoint import CheckpointMismatchError
 from slak_mm.utils import CheckpointFileError, safe_torch_load
 
-from .conftest import TINY_ARCH
-from .test_checkpoint import (
-    KERNELS,
-    SMALL,
-    make_release_state_dict,
-    save_release,
-    tiny_dims,
-)
-from .test_end_to_end import REPO, shrink_cascade_heads
+from .conftest import KERNELS, REPO, SMALL, TINY_ARCH, TINY_WIDTHS
 from .tool_utils import load_tool, tool_path
 
 SEG_DEMO = osp.join(
@@ -74,7 +66,7 @@ def write_seg_config(path, data_root, num_classes=4, **backbone):
     """A tiny UperNet config from the demo config: 1 iteration."""
     cfg = Config.fromfile(SEG_DEMO)
     cfg.model.backbone.update(tiny_backbone(**backbone))
-    widths = tiny_dims()
+    widths = TINY_WIDTHS
     cfg.model.decode_head.update(
         in_channels=widths, channels=16, num_classes=num_classes
     )
@@ -94,16 +86,9 @@ def write_seg_config(path, data_root, num_classes=4, **backbone):
     return str(path)
 
 
-def write_det_config(path):
+def write_det_config(path, shrink_det_config):
     cfg = Config.fromfile(DET_1X)
-    cfg.model.backbone.update(tiny_backbone(norm_cfg=dict(type='BN')))
-    cfg.model.neck.in_channels = tiny_dims()
-    for head in cfg.model.roi_head.bbox_head:
-        head.num_classes = 3
-        head.norm_cfg = dict(type='BN', requires_grad=True)
-    cfg.model.roi_head.mask_head.num_classes = 3
-    shrink_cascade_heads(cfg.model)
-    cfg.model.test_cfg.rcnn.score_thr = 0.0
+    shrink_det_config(cfg, tiny_backbone(norm_cfg=dict(type='BN')))
     cfg.dump(str(path))
     return str(path)
 
@@ -114,7 +99,7 @@ def save_model(model, path, **extra):
 
 
 @pytest.fixture(scope='module')
-def files(tmp_path_factory):
+def files(tmp_path_factory, shrink_det_config):
     """Generated data, tiny configs and checkpoints of every kind."""
     root = tmp_path_factory.mktemp('strict')
     data = generate_ade20k(
@@ -129,7 +114,7 @@ def files(tmp_path_factory):
     f = dict(root=root, data_root=data_root)
     f['seg'] = write_seg_config(root / 'seg_cfg.py', data_root)
     f['seg5'] = write_seg_config(root / 'seg5_cfg.py', data_root, 5)
-    f['det'] = write_det_config(root / 'det_cfg.py')
+    f['det'] = write_det_config(root / 'det_cfg.py', shrink_det_config)
 
     torch.manual_seed(0)
     seg, _ = build_model_from_config(f['seg'])
@@ -292,36 +277,39 @@ def test_test_py_refuses_deploy_checkpoint_with_exit_status(files):
     assert 'Iter(test)' not in output
 
 
-def test_test_py_refuses_training_checkpoint_in_deploy_model(
-    files, monkeypatch
-):
+def refusal_of_test_py(monkeypatch, files, checkpoint, work_dir, *options):
+    """The message of the CheckpointMismatchError with which ``tools/test.py``
+    refuses ``files[checkpoint]`` for the segmentation config."""
     with pytest.raises(CheckpointMismatchError) as info:
         run_main(
             monkeypatch,
             'test',
             files['seg'],
-            files['seg_ckpt'],
+            files[checkpoint],
             '--work-dir',
-            files['root'] / 'work_reverse',
-            '--cfg-options',
-            'model.backbone.deploy=True',
+            files['root'] / work_dir,
+            *options,
         )
-    message = str(info.value)
+    return str(info.value)
+
+
+def test_test_py_refuses_training_checkpoint_in_deploy_model(
+    files, monkeypatch
+):
+    message = refusal_of_test_py(
+        monkeypatch,
+        files,
+        'seg_ckpt',
+        'work_reverse',
+        '--cfg-options',
+        'model.backbone.deploy=True',
+    )
     assert 'backbone.stages.0.0.large_kernel.fused_vertical.weight' in message
     assert 'model.backbone.deploy=False' in message
 
 
 def test_test_py_refuses_detection_checkpoint(files, monkeypatch):
-    with pytest.raises(CheckpointMismatchError) as info:
-        run_main(
-            monkeypatch,
-            'test',
-            files['seg'],
-            files['det_ckpt'],
-            '--work-dir',
-            files['root'] / 'work_det',
-        )
-    message = str(info.value)
+    message = refusal_of_test_py(monkeypatch, files, 'det_ckpt', 'work_det')
     assert 'det.pth does not fit the model' in message
     assert 'decode_head.conv_seg.weight: model (4, 16, 1, 1)' in message
     assert 'in the checkpoint but not in the model' in message
@@ -330,16 +318,9 @@ def test_test_py_refuses_detection_checkpoint(files, monkeypatch):
 
 
 def test_test_py_refuses_other_class_count(files, monkeypatch):
-    with pytest.raises(CheckpointMismatchError) as info:
-        run_main(
-            monkeypatch,
-            'test',
-            files['seg'],
-            files['seg5_ckpt'],
-            '--work-dir',
-            files['root'] / 'work_classes',
-        )
-    message = str(info.value)
+    message = refusal_of_test_py(
+        monkeypatch, files, 'seg5_ckpt', 'work_classes'
+    )
     assert (
         'decode_head.conv_seg.weight: checkpoint (5, 16, 1, 1), '
         'model (4, 16, 1, 1)'
@@ -501,9 +482,11 @@ def write_list_init_config(files, name, checkpoint):
     return path
 
 
-def test_list_init_cfg_goes_through_the_slak_loader(files, monkeypatch):
-    release = make_release_state_dict(
-        TINY_ARCH['depths'], tiny_dims(), (15, 11, 9, 7), SMALL
+def test_list_init_cfg_goes_through_the_slak_loader(
+    files, monkeypatch, release_state_dict, save_release
+):
+    release = release_state_dict(
+        TINY_ARCH['depths'], TINY_WIDTHS, (15, 11, 9, 7), SMALL
     )
     path = str(files['root'] / 'release_k15.pth')
     save_release(path, release)
@@ -524,11 +507,13 @@ def test_list_init_cfg_goes_through_the_slak_loader(files, monkeypatch):
     ) in message
 
 
-def test_list_init_cfg_loads_a_released_checkpoint(tmp_path):
+def test_list_init_cfg_loads_a_released_checkpoint(
+    tmp_path, release_state_dict, save_release
+):
     from slak_mm.models import SLaK
 
-    release = make_release_state_dict(
-        TINY_ARCH['depths'], tiny_dims(), KERNELS, SMALL
+    release = release_state_dict(
+        TINY_ARCH['depths'], TINY_WIDTHS, KERNELS, SMALL
     )
     path = str(tmp_path / 'release.pth')
     save_release(path, release)
@@ -644,7 +629,7 @@ def test_init_model_classification(files):
         )
         cfg.model.backbone.update(tiny_backbone())
         cfg.model.head.update(
-            num_classes=num_classes, in_channels=tiny_dims()[-1]
+            num_classes=num_classes, in_channels=TINY_WIDTHS[-1]
         )
         path = str(files['root'] / f'cls{num_classes}_cfg.py')
         cfg.dump(path)

@@ -9,8 +9,6 @@ metric checked), ``deploy``, ``get_flops``, ``analyze_erf`` and
 """
 
 import os.path as osp
-import subprocess
-import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -36,21 +34,6 @@ TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
 TINY_WIDTHS = [10, 20, 31, 41]
 KERNELS = (13, 11, 9, 7)
 SPARSITY = 0.4
-
-
-def run_tool(*args, expect_ok=True):
-    """Runs ``python tools/<args>`` in the repository; returns the result."""
-    result = subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    if expect_ok:
-        assert result.returncode == 0, output[-4000:]
-    return result
 
 
 def tiny_backbone(cfg):
@@ -180,7 +163,9 @@ def table_lines(printed, first_word='part'):
 @pytest.mark.parametrize(
     'task', ['segmentation', 'detection', 'classification']
 )
-def test_every_tool_on_a_tiny_build(task, tmp_path, capsys):
+def test_every_tool_on_a_tiny_build(
+    task, tmp_path, capsys, run_tool, saved_test_metrics
+):
     make_config = dict(
         segmentation=segmentation_config,
         detection=detection_config,
@@ -210,14 +195,14 @@ def test_every_tool_on_a_tiny_build(task, tmp_path, capsys):
         assert torch.equal(saved[key], value), key
 
     # test: the real tool in its own process.
-    result = run_tool(
+    run_tool(
         'tools/test.py',
         config,
         converted,
         '--work-dir',
         str(tmp_path / 'test'),
     )
-    assert metric in result.stdout + result.stderr
+    assert metric in saved_test_metrics(str(tmp_path / 'test'))
 
     # deploy: detectors compare backbone + neck features.
     deployed = str(tmp_path / 'deployed.pth')
