@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from mmengine.config import Config
 
 from slak_mm.utils.cli import (
     add_benchmark_arguments,
@@ -138,3 +139,16 @@ def test_cli_and_cuda_benchmark_import_without_the_toolkits():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == '[64]'
+
+
+def test_quick_demo_refuses_iters_inside_the_warm_up(monkeypatch, capsys):
+    demo = load_tool('demo')
+    warm_up = Config.fromfile(demo.CONFIG).param_scheduler[0]
+    assert warm_up['end'] == demo.WARMUP_ITERS
+    monkeypatch.setattr(sys, 'argv', ['demo.py', '--iters', '30'])
+    with pytest.raises(SystemExit) as exit_info:
+        demo.parse_args()
+    assert exit_info.value.code == 2
+    assert 'must be more than 30' in capsys.readouterr().err
+    monkeypatch.setattr(sys, 'argv', ['demo.py', '--iters', '31'])
+    assert demo.parse_args().iters == 31

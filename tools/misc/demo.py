@@ -25,10 +25,20 @@ CONFIG = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
 )
 
+# param_scheduler[0] of CONFIG: a linear warm-up over these iterations,
+# followed by param_scheduler[1] from there to --iters.
+WARMUP_ITERS = 30
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--iters', type=int, default=200)
+    parser.add_argument(
+        '--iters',
+        type=int,
+        default=200,
+        help=f"training iterations, more than the config's "
+        f'{WARMUP_ITERS}-iteration warm-up',
+    )
     parser.add_argument(
         '--data-root', default=osp.join(REPO, 'data', 'synthetic')
     )
@@ -41,7 +51,14 @@ def parse_args():
         default=10.0,
         help='mIoU points the model must beat the baseline by',
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.iters <= WARMUP_ITERS:
+        parser.error(
+            f'--iters {args.iters}: the config warms the learning rate up '
+            f'for {WARMUP_ITERS} iterations, so --iters must be more than '
+            f'{WARMUP_ITERS}'
+        )
+    return args
 
 
 def show_progress(line):
