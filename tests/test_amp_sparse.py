@@ -18,7 +18,6 @@ does not have) on three devices and precisions:
   GPU): the unmodified ``AmpOptimWrapper``.
 """
 
-import itertools
 from contextlib import contextmanager
 from functools import partial
 from unittest import mock
@@ -31,7 +30,6 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.optim.optimizer import amp_optimizer_wrapper
-from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
 import slak_mm  # noqa: F401  registers SLaK and the sparse hooks
@@ -39,8 +37,6 @@ from slak_mm.engine.hooks import SparseTrainingHook
 from slak_mm.models import SLaK
 
 from .conftest import TINY_ARCH
-
-_run_names = itertools.count()
 
 # Iteration (0-based) whose gradients are made inf, so the scaler skips it.
 INF_ITER = 1
@@ -190,7 +186,10 @@ class Recorder(Hook):
         )
 
 
-def make_runner(work_dir, device, dtype, load_from=None):
+def build_amp_runner(make_runner, work_dir, device, dtype, load_from=None):
+    """The conftest toy runner around :class:`TinyClassifier` on ``device``
+    under an fp16/bf16 AMP wrapper, with the sparse hook, the forced inf
+    gradient and a :class:`Recorder`."""
     model = TinyClassifier().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_scale = dict(init_scale=INIT_SCALE, growth_interval=1000)
@@ -203,19 +202,9 @@ def make_runner(work_dir, device, dtype, load_from=None):
             optimizer=optimizer, loss_scale=loss_scale, dtype=dtype
         )
     recorder = Recorder()
-    runner = Runner(
-        model=model,
-        work_dir=str(work_dir),
-        experiment_name=f'amp_sparse_{next(_run_names)}',
-        train_dataloader=DataLoader(Samples(), batch_size=2),
-        optim_wrapper=wrapper,
-        train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS),
-        default_hooks=dict(
-            logger=dict(type='LoggerHook', interval=1),
-            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-        ),
-        log_processor=dict(by_epoch=False),
-        custom_hooks=[
+    runner = make_runner(
+        work_dir,
+        [
             dict(
                 type='SparseTrainingHook',
                 sparsity=0.5,
@@ -227,7 +216,12 @@ def make_runner(work_dir, device, dtype, load_from=None):
             InfGradientAt(INF_ITER),
             recorder,
         ],
-        randomness=dict(seed=0),
+        max_iters=MAX_ITERS,
+        checkpoint_interval=2,
+        model=model,
+        optim_wrapper=wrapper,
+        loader=DataLoader(Samples(), batch_size=2),
+        log_processor=dict(by_epoch=False),
         load_from=load_from,
         resume=load_from is not None,
     )
@@ -249,9 +243,13 @@ def deterministic_cudnn(device):
 
 
 @pytest.mark.parametrize('device, dtype', SETTINGS)
-def test_skipped_amp_step_is_not_a_sparse_step(tmp_path, device, dtype):
+def test_skipped_amp_step_is_not_a_sparse_step(
+    tmp_path, device, dtype, make_runner, sparse_hook
+):
     with deterministic_cudnn(device):
-        runner, recorder = make_runner(tmp_path / 'full', device, dtype)
+        runner, recorder = build_amp_runner(
+            make_runner, tmp_path / 'full', device, dtype
+        )
         runner.train()
     records = recorder.records
     assert [r['iter'] for r in records] == list(range(MAX_ITERS))
@@ -280,7 +278,7 @@ def test_skipped_amp_step_is_not_a_sparse_step(tmp_path, device, dtype):
     )
 
     # fp32 master weights, exactly zero where masked, on the device.
-    sparse = next(h for h in runner.hooks if isinstance(h, SparseTrainingHook))
+    sparse = sparse_hook(runner)
     weights = dict(runner.model.backbone.named_parameters())
     assert 'stages.2.1.large_kernel.vertical.conv.weight' in (
         sparse.mask_state.masks
@@ -300,7 +298,8 @@ def test_skipped_amp_step_is_not_a_sparse_step(tmp_path, device, dtype):
     assert checkpoint['sparse_training']['optimizer_steps'] == 1
     assert checkpoint['optimizer']['loss_scaler']['scale'] == (INIT_SCALE / 2)
     with deterministic_cudnn(device):
-        resumed, resumed_recorder = make_runner(
+        resumed, resumed_recorder = build_amp_runner(
+            make_runner,
             tmp_path / 'resumed',
             device,
             dtype,

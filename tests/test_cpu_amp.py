@@ -2,55 +2,38 @@
 ``--amp`` switch, and sparse training under it."""
 
 import functools
-import itertools
 import os
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import OPTIM_WRAPPERS
-from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
 import slak_mm  # noqa: F401  registers SLaK, the hooks and the wrapper
 from slak_mm.apis import enable_amp
 from slak_mm.engine import CPUAmpOptimWrapper
 
-_run_names = itertools.count()
-
 
 @pytest.fixture
-def amp_runner(classification_samples, tiny_classifier_cfg):
+def amp_runner(make_runner, classification_samples, tiny_classifier_cfg):
     """``amp_runner(work_dir, max_iters, load_from=None)``: a tiny SLaK
     classifier trained sparse under CPUAmpOptimWrapper."""
     return functools.partial(
-        _make_runner, classification_samples, tiny_classifier_cfg
+        _make_runner, make_runner, classification_samples, tiny_classifier_cfg
     )
 
 
-def _make_runner(samples, classifier_cfg, work_dir, max_iters, load_from=None):
+def _make_runner(
+    make_runner, samples, classifier_cfg, work_dir, max_iters, load_from=None
+):
     from mmengine.dataset import pseudo_collate
     from mmpretrain.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
-    loader = DataLoader(samples(), batch_size=2, collate_fn=pseudo_collate)
-    return Runner(
-        model=classifier_cfg(),
-        work_dir=str(work_dir),
-        experiment_name=f'cpu_amp_{next(_run_names)}',
-        default_scope='mmpretrain',
-        train_dataloader=loader,
-        optim_wrapper=dict(
-            type='CPUAmpOptimWrapper',
-            optimizer=dict(type='AdamW', lr=1e-3),
-        ),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(
-            logger=dict(type='LoggerHook', interval=1),
-            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-        ),
-        log_processor=dict(by_epoch=False),
-        custom_hooks=[
+    return make_runner(
+        work_dir,
+        [
             dict(
                 type='SparseTrainingHook',
                 sparsity=0.4,
@@ -59,7 +42,16 @@ def _make_runner(samples, classifier_cfg, work_dir, max_iters, load_from=None):
                 update_interval=1,
             )
         ],
-        randomness=dict(seed=0),
+        max_iters=max_iters,
+        checkpoint_interval=2,
+        model=classifier_cfg(),
+        optim_wrapper=dict(
+            type='CPUAmpOptimWrapper',
+            optimizer=dict(type='AdamW', lr=1e-3),
+        ),
+        loader=DataLoader(samples(), batch_size=2, collate_fn=pseudo_collate),
+        default_scope='mmpretrain',
+        log_processor=dict(by_epoch=False),
         load_from=load_from,
         resume=load_from is not None,
     )
@@ -97,7 +89,7 @@ def test_amp_flag_picks_the_cpu_wrapper_without_cuda(monkeypatch):
 
 
 def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
-    tmp_path, amp_runner
+    tmp_path, amp_runner, sparse_hook
 ):
     runner = amp_runner(tmp_path / 'full', max_iters=4)
     mlp_dtypes = []
@@ -107,9 +99,7 @@ def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
     runner.train()
     # The block MLPs ran in bf16; parameters and masks stayed fp32 / exact.
     assert set(mlp_dtypes) == {torch.bfloat16}
-    hook = next(
-        h for h in runner.hooks if type(h).__name__ == 'SparseTrainingHook'
-    )
+    hook = sparse_hook(runner)
     assert hook.num_updates == 4
     weights = runner.model.state_dict()
     masks = hook.mask_state.masks
