@@ -16,6 +16,8 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
+from slak_mm.ops import triton_dwconv
+
 # A narrow SLaK with real large kernels, fast enough for CPU tests.
 TINY_ARCH = dict(depths=[1, 1, 2, 1], channels=[8, 16, 24, 32])
 
@@ -98,6 +100,11 @@ ONE_BLOCK_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
 TINY_WIDTHS = [int(c * 1.3) for c in TINY_ARCH['channels']]
 CLS_MEAN = [123.675, 116.28, 103.53]
 CLS_STD = [58.395, 57.12, 57.375]
+# Marks CUDA tests of the Triton kernels (with ``pytest.mark.cuda``).
+REQUIRES_TRITON_CUDA = pytest.mark.skipif(
+    triton_dwconv.triton is None or not torch.cuda.is_available(),
+    reason='needs Triton and a CUDA GPU',
+)
 
 
 # ----------------------------------------------------------------------
@@ -527,3 +534,24 @@ def shrink_seg_config():
     """``shrink_seg_config(cfg, data_root, max_iters)``: see
     :func:`shrink_segmentation_config`."""
     return shrink_segmentation_config
+
+
+@pytest.fixture
+def interpreter(request, monkeypatch):
+    """Triton kernels run under Triton's interpreter (``TRITON_INTERPRET=1``)
+    on CPU tensors; skips without Triton. A test module's
+    ``INTERPRETER_TEST_BLOCKS`` (a dict of tile sizes), when it has one,
+    replaces the interpreter's default tiles: fewer interpreted programs."""
+    if triton_dwconv.triton is None:
+        pytest.skip('Triton is not installed')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    blocks = getattr(request.module, 'INTERPRETER_TEST_BLOCKS', None)
+    if blocks is not None:
+        monkeypatch.setattr(triton_dwconv, 'INTERPRETER_BLOCKS', blocks)
+
+
+@pytest.fixture
+def exact_fp32(monkeypatch):
+    """fp32 references without TF32 (cuDNN allows it by default)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)

@@ -12,22 +12,11 @@ import pytest
 import torch
 
 from slak_mm.analysis import cuda_benchmark
-from slak_mm.ops import triton_dwconv
 
 from .tool_utils import load_tool, tool_path
 
-
-@pytest.fixture
-def interpreter(monkeypatch):
-    if triton_dwconv.triton is None:
-        pytest.skip('Triton is not installed')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-    # One tile per map: fewer interpreted programs.
-    monkeypatch.setattr(
-        triton_dwconv,
-        'INTERPRETER_BLOCKS',
-        dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=8),
-    )
+# One tile per map: fewer interpreted programs.
+INTERPRETER_TEST_BLOCKS = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=8)
 
 
 def test_arguments():

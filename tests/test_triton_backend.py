@@ -14,26 +14,16 @@ from slak_mm.models import SLaK
 from slak_mm.models.backends import base, get_backend, use_backend
 from slak_mm.ops import triton_dwconv
 
-from .conftest import TINY_ARCH, randomize_batch_norms, relative_close
-
-requires_cuda = pytest.mark.skipif(
-    triton_dwconv.triton is None or not torch.cuda.is_available(),
-    reason='needs Triton and a CUDA GPU',
+from .conftest import (
+    REQUIRES_TRITON_CUDA,
+    TINY_ARCH,
+    randomize_batch_norms,
+    relative_close,
 )
 
-
-@pytest.fixture
-def interpreter(monkeypatch):
-    if triton_dwconv.triton is None:
-        pytest.skip('Triton is not installed')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-    # One tile per map and channel block: fewer interpreted programs
-    # (tile borders are covered by tests/test_triton_dwconv.py).
-    monkeypatch.setattr(
-        triton_dwconv,
-        'INTERPRETER_BLOCKS',
-        dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64),
-    )
+# One tile per map and channel block: fewer interpreted programs (tile
+# borders are covered by tests/test_triton_dwconv.py).
+INTERPRETER_TEST_BLOCKS = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64)
 
 
 def tiny_slak(device='cpu'):
@@ -189,21 +179,14 @@ def test_auto_on_cuda_prefers_triton_then_cudnn(fresh_resolution, monkeypatch):
 # ---------------------------------------------------------------- CUDA only
 
 
-@pytest.fixture
-def exact_fp32(monkeypatch):
-    """fp32 references without TF32 (cuDNN allows it by default)."""
-    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
-
-
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 def test_cuda_auto_is_triton():
     assert get_backend('auto', 'cuda').name == 'triton'
 
 
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 def test_cuda_train_step_matches_reference(exact_fp32):
     model = tiny_slak('cuda')
     images = torch.randn(2, 3, 96, 96, device='cuda')
@@ -211,7 +194,7 @@ def test_cuda_train_step_matches_reference(exact_fp32):
 
 
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 def test_cuda_eval_pair_and_deploy_match_reference(exact_fp32):
     images = torch.randn(2, 3, 96, 96, device='cuda')
     compare_eval_and_deploy(tiny_slak('cuda'), images, 1e-5)

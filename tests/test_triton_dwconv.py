@@ -19,25 +19,14 @@ from slak_mm.ops.triton_dwconv import (
     depthwise_conv_same_triton,
 )
 
-from .conftest import randomize_batch_norms
+from .conftest import REQUIRES_TRITON_CUDA, randomize_batch_norms
 
 needs_triton = pytest.mark.skipif(
     triton_dwconv.triton is None, reason='Triton is not installed'
 )
-requires_cuda = pytest.mark.skipif(
-    triton_dwconv.triton is None or not torch.cuda.is_available(),
-    reason='needs Triton and a CUDA GPU',
-)
 
 # Kernel kinds of SLaK: K x s, s x K, s x s, K x K (decompose=False).
 KERNEL_KINDS = [(13, 5), (5, 13), (5, 5), (9, 9)]
-
-
-@pytest.fixture
-def interpreter(monkeypatch):
-    if triton_dwconv.triton is None:
-        pytest.skip('Triton is not installed')
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
 
 
 def relative_error(actual, expected):
@@ -401,15 +390,8 @@ def compare_backbone(model, images, train, tol):
 # ---------------------------------------------------------------- CUDA only
 
 
-@pytest.fixture
-def exact_fp32(monkeypatch):
-    """fp32 references without TF32 (cuDNN allows it by default)."""
-    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
-
-
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 @pytest.mark.parametrize('kernel', [(51, 5), (5, 51), (5, 5), (31, 31)])
 @pytest.mark.parametrize(
     'dtype,tol',
@@ -421,7 +403,7 @@ def test_cuda_kernels_match_cudnn(exact_fp32, kernel, dtype, tol, shape):
 
 
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 def test_cuda_pair_kernel_matches_cudnn(exact_fp32):
     x = torch.randn(4, 249, 28, 28, device='cuda')
     x = x.contiguous(memory_format=torch.channels_last)
@@ -437,7 +419,7 @@ def test_cuda_pair_kernel_matches_cudnn(exact_fp32):
 
 
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 @pytest.mark.parametrize('train', [True, False])
 def test_cuda_backbone_through_triton_matches_cudnn(exact_fp32, train):
     model = tiny_slak().cuda()
@@ -447,7 +429,7 @@ def test_cuda_backbone_through_triton_matches_cudnn(exact_fp32, train):
 
 
 @pytest.mark.cuda
-@requires_cuda
+@REQUIRES_TRITON_CUDA
 def test_cuda_slak_t_under_bf16_autocast():
     """SLaK-T's real kernel sizes and widths, one train step under bf16
     autocast: outputs close to cuDNN's under the same autocast, gradients
