@@ -11,6 +11,8 @@ Runs on the CPU in a minute or two:
 import argparse
 import os.path as osp
 
+from mmengine.config import Config
+
 from slak_mm.apis.tool_runs import (
     data_root_options,
     read_test_metrics,
@@ -25,19 +27,18 @@ CONFIG = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
 )
 
-# param_scheduler[0] of CONFIG: a linear warm-up over these iterations,
-# followed by param_scheduler[1] from there to --iters.
-WARMUP_ITERS = 30
-
 
 def parse_args():
+    # CONFIG's param_scheduler[0] warms the learning rate up until this
+    # iteration; param_scheduler[1] runs from there to --iters.
+    warmup_iters = Config.fromfile(CONFIG).param_scheduler[0]['end']
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         '--iters',
         type=int,
         default=200,
         help=f"training iterations, more than the config's "
-        f'{WARMUP_ITERS}-iteration warm-up',
+        f'{warmup_iters}-iteration warm-up',
     )
     parser.add_argument(
         '--data-root', default=osp.join(REPO, 'data', 'synthetic')
@@ -52,11 +53,11 @@ def parse_args():
         help='mIoU points the model must beat the baseline by',
     )
     args = parser.parse_args()
-    if args.iters <= WARMUP_ITERS:
+    if args.iters <= warmup_iters:
         parser.error(
             f'--iters {args.iters}: the config warms the learning rate up '
-            f'for {WARMUP_ITERS} iterations, so --iters must be more than '
-            f'{WARMUP_ITERS}'
+            f'for {warmup_iters} iterations, so --iters must be more than '
+            f'{warmup_iters}'
         )
     return args
 
