@@ -7,10 +7,14 @@ import pytest
 from slak_mm.analysis.benchmark import (
     MODEL_NAMES,
     SLAK_T_STAGES,
+    build_model,
+    format_rate_table,
     format_table,
+    gemm_step,
     measure_train_memory,
     run_benchmark,
 )
+from slak_mm.analysis.complexity import count_complexity
 
 from .tool_utils import load_tool
 
@@ -122,3 +126,85 @@ def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):
     assert row in printed
     assert report['dtype_table'] in printed
     assert '| slak_t | 64² x1 | 1' not in report['dtype_table']
+
+    # The GEMM reference ran once per dtype in the same rounds, and the
+    # rate table puts each model's eval GFLOP/s against it.
+    assert [(g['dtype'], g['side']) for g in report['gemm']] == [
+        ('fp32', 2048),
+        ('bf16', 2048),
+    ]
+    gemm = {g['dtype']: g['gflops'] for g in report['gemm']}
+    assert all(rate > 1 for rate in gemm.values())
+    slak = build_model('slak_t')
+    slak.eval()
+    macs = count_complexity(slak, (3, 64, 64)).total('macs')
+    assert slak_fp32['gflop_per_image'] == pytest.approx(2 * macs / 1e9)
+    assert slak_bf16['gflop_per_image'] == slak_fp32['gflop_per_image']
+    assert report['rate_table'] in printed
+    for entry, dtype in ((slak_fp32, 'fp32'), (slak_bf16, 'bf16')):
+        rate = entry['gflop_per_image'] * entry['eval_images_per_s']
+        row = (
+            f'| slak_t | 64² x1 | {dtype} | {entry["gflop_per_image"]:.2f} '
+            f'| {rate:.1f} | {gemm[dtype]:.1f} | {rate / gemm[dtype]:.0%} |'
+        )
+        assert row in report['rate_table']
+
+
+def test_benchmark_without_gemm_reference(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    load_tool('benchmark').main(
+        [
+            '--sizes', '64', '--batches', '1', '--warmup', '0',
+            '--repeats', '1', '--threads', '1', '--no-memory',
+            '--models', 'convnext_t', '--no-gemm', '--out', str(out),
+        ]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report['gemm'] == []
+    assert 'rate_table' not in report
+    assert 'GEMM' not in capsys.readouterr().out
+    assert 'gflop_per_image' not in report['results'][0]
+
+
+def test_rate_table_against_the_same_dtype_and_size():
+    report = dict(
+        results=[
+            dict(
+                model='slak_t', size=8, batch=2, dtype='fp32',
+                eval_images_per_s=4.0, gflop_per_image=10.0,
+            ),
+            dict(
+                model='slak_t', size=8, batch=2, dtype='bf16',
+                eval_images_per_s=6.0, gflop_per_image=10.0,
+            ),
+            dict(
+                model='slak_t', size=16, batch=1, dtype='fp32',
+                eval_images_per_s=1.0, gflop_per_image=40.0,
+            ),
+        ],
+        gemm=[
+            dict(size=8, dtype='fp32', gflops=50.0),
+            dict(size=8, dtype='bf16', gflops=100.0),
+            dict(size=16, dtype='fp32', gflops=80.0),
+        ],
+    )  # fmt: skip
+    rows = format_rate_table(report).splitlines()[2:]
+    assert rows == [
+        '| slak_t | 8² x2 | fp32 | 10.00 | 40.0 | 50.0 | 80% |',
+        '| slak_t | 8² x2 | bf16 | 10.00 | 60.0 | 100.0 | 60% |',
+        '| slak_t | 16² x1 | fp32 | 40.00 | 40.0 | 80.0 | 50% |',
+    ]
+
+
+def test_gemm_reference_needs_native_onednn_and_cpu(monkeypatch):
+    from slak_mm.models.backends import ops
+
+    product = gemm_step(8, 'fp32')()
+    assert product.shape == (8, 8)
+    monkeypatch.setattr(ops, 'onednn_supports', lambda dtype: False)
+    with pytest.raises(RuntimeError, match='native bf16 product.*--no-gemm'):
+        gemm_step(8, 'bf16')
+    with pytest.raises(ValueError, match="CPU only, got device 'cuda'"):
+        run_benchmark(
+            sizes=[64], batches=[1], models=['slak_t'], device='cuda'
+        )

@@ -23,6 +23,13 @@ With ``dtypes`` holding ``'bf16'`` the same steps also run under
 ones), and the bf16 eval outputs are compared with the fp32 ones of the
 same model on the same images (max abs difference over max abs).
 
+On CPU a square oneDNN product (``gemm_side``³, in every timed
+dtype, through the inner product the block MLPs use) is timed in the same
+interleaved rounds as the models, as the machine's reference compute rate:
+each model's eval rate in GFLOP/s (its dense multiply-accumulates counted
+by :func:`~.complexity.count_complexity`, two FLOPs each) is reported as
+a fraction of it (:func:`format_rate_table`).
+
 Models: ``slak_t`` (SLaK-T as users build it, default ``backend``),
 ``slak_t_deploy`` (the same after ``switch_to_deploy``, eval only),
 ``slak_t_reference`` (``backend='reference'``: NCHW, one ``nn.Conv2d`` +
@@ -35,7 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -55,17 +62,22 @@ from .timing import (
 
 MODEL_NAMES = ('slak_t', 'slak_t_deploy', 'slak_t_reference', 'convnext_t')
 EVAL_ONLY = ('slak_t_deploy',)
+#: Side of the square oneDNN product timed as the reference compute rate.
+GEMM_SIDE = 2048
 # --dtype name -> autocast dtype (None: no autocast).
 DTYPES = PRECISIONS
 
 __all__ = [
     'DTYPES',
+    'GEMM_SIDE',
     'MODEL_NAMES',
     'SLAK_T_STAGES',
     'build_model',
     'format_component_table',
     'format_dtype_table',
+    'format_rate_table',
     'format_table',
+    'gemm_step',
     'measure_train_memory',
     'output_error',
     'run_benchmark',
@@ -119,6 +131,38 @@ def output_error(model: nn.Module, images: torch.Tensor, dtype: str) -> float:
         (a.float() - e).abs().max().item() for a, e in zip(actual, expected)
     )
     return diff / max(scale, 1e-12)
+
+
+def gemm_step(side: int, dtype: str) -> Callable[[], torch.Tensor]:
+    """One ``(side, side) @ (side, side)`` product on oneDNN's inner
+    product (:func:`~slak_mm.models.backends.ops.linear`, the op the
+    block MLPs run on) in ``dtype``, bf16 with fp32 accumulation.
+
+    Raises:
+        RuntimeError: If oneDNN cannot run ``dtype`` natively on this CPU.
+    """
+    from slak_mm.models.backends import ops
+
+    cast = DTYPES[dtype] or torch.float32
+    if not ops.available('linear') or not ops.onednn_supports(cast):
+        raise RuntimeError(
+            f'oneDNN runs no native {dtype} product on this CPU; '
+            'run the benchmark without the GEMM reference (--no-gemm)'
+        )
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn(side, side, generator=generator).to(cast)
+    right = torch.randn(side, side, generator=generator).to(cast)
+    return lambda: ops.linear(left, right)
+
+
+def model_gflop(model: nn.Module, size: int) -> float:
+    """Dense GFLOP of one forward of one ``size``² image: two
+    per multiply-accumulate counted by :func:`~.complexity.count_complexity`
+    (convolutions and matrix products; SLaK-T at 224²: 17.4)."""
+    from .complexity import count_complexity
+
+    report = count_complexity(model, (3, size, size))
+    return 2 * report.total('macs') / 1e9
 
 
 def time_interleaved(
@@ -201,6 +245,7 @@ def run_benchmark(
     device: str = 'cpu',
     memory: bool = True,
     dtypes: Sequence[str] = ('fp32',),
+    gemm_side: Optional[int] = GEMM_SIDE,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Measures every model at every size; returns a JSON-able dict.
@@ -216,11 +261,23 @@ def run_benchmark(
         memory (bool): Also measure peak train memory.
         dtypes (Sequence[str]): Keys of :data:`DTYPES`; every model runs
             in each (``'bf16'``: under autocast), interleaved.
+        gemm_side (int, optional): Side of the square oneDNN product timed
+            in each dtype in the same rounds (:func:`gemm_step`), the
+            reference for the models' GFLOP/s; None to skip it. CPU only.
         log (callable): Progress output.
     """
     for dtype in dtypes:
         check_precision(dtype)
     dev = _prepare_run(sizes, batches, threads, device)
+    if gemm_side is not None and dev.type != 'cpu':
+        raise ValueError(
+            'the oneDNN GEMM reference runs on CPU only, '
+            f'got device {device!r}'
+        )
+    gemm_steps = {
+        f'gemm/{dtype}': gemm_step(gemm_side, dtype)
+        for dtype in (dtypes if gemm_side is not None else ())
+    }
     report = dict(
         torch=torch.__version__,
         device=device,
@@ -234,12 +291,13 @@ def run_benchmark(
             else 'subprocess VmHWM minus VmRSS before the first train step'
         ),
         results=[],
+        gemm=[],
     )
     for size, batch in zip(sizes, batches):
         torch.manual_seed(0)
         images = torch.randn(batch, 3, size, size, device=dev)
         built = {name: build_model(name).to(dev) for name in models}
-        steps = {}
+        steps = dict(gemm_steps)
         for dtype in dtypes:
             for name, model in built.items():
                 for mode, step in backbone_steps(model, images, dtype).items():
@@ -247,9 +305,25 @@ def run_benchmark(
                         steps[f'{name}/{dtype}/{mode}'] = step
         log(f'timing {size}x{size}, batch {batch}: {len(steps)} steps')
         seconds = time_interleaved(steps, dev, warmup, repeats)
+        gflop = {}
+        if gemm_side is not None:
+            gflop = {name: model_gflop(built[name], size) for name in models}
         for dtype in dtypes:
+            if gemm_side is not None:
+                median = statistics.median(seconds[f'gemm/{dtype}'])
+                report['gemm'].append(
+                    dict(
+                        size=size,
+                        dtype=dtype,
+                        side=gemm_side,
+                        seconds=seconds[f'gemm/{dtype}'],
+                        gflops=2 * gemm_side**3 / median / 1e9,
+                    )
+                )
             for name in models:
                 entry = dict(model=name, size=size, batch=batch, dtype=dtype)
+                if name in gflop:
+                    entry['gflop_per_image'] = gflop[name]
                 for mode in ('eval', 'train'):
                     key = f'{name}/{dtype}/{mode}'
                     if key in seconds:
@@ -340,6 +414,37 @@ def format_dtype_table(report: dict) -> str:
         cells.append(f'{entry["output_rel_error"]:.1e}')
         mem = entry.get('train_peak_mib')
         cells.append(f'{mem:.0f}' if mem is not None else '-')
+        lines.append(markdown_row(cells))
+    return '\n'.join(lines)
+
+
+def format_rate_table(report: dict) -> str:
+    """Renders each model's eval compute rate against the oneDNN GEMM
+    rate of the same dtype, timed in the same rounds at the same input
+    size: GFLOP per image (dense), eval GFLOP/s (that times images/s) and
+    their fraction of the GEMM's GFLOP/s."""
+    header = (
+        '| model | input | dtype | GFLOP/img | eval GFLOP/s '
+        '| oneDNN GEMM GFLOP/s | of GEMM |\n'
+        '|---|---|---|---:|---:|---:|---:|'
+    )
+    gemm = {(g['size'], g['dtype']): g['gflops'] for g in report['gemm']}
+    lines = [header]
+    for entry in report['results']:
+        dtype = entry.get('dtype', 'fp32')
+        reference = gemm.get((entry['size'], dtype))
+        if reference is None or 'gflop_per_image' not in entry:
+            continue
+        rate = entry['gflop_per_image'] * entry['eval_images_per_s']
+        cells = [
+            entry['model'],
+            f'{entry["size"]}² x{entry["batch"]}',
+            dtype,
+            f'{entry["gflop_per_image"]:.2f}',
+            f'{rate:.1f}',
+            f'{reference:.1f}',
+            f'{rate / reference:.0%}',
+        ]
         lines.append(markdown_row(cells))
     return '\n'.join(lines)
 
@@ -471,6 +576,7 @@ def benchmark_report(
     dtypes: Sequence[str] = ('fp32',),
     memory: bool = True,
     components: bool = False,
+    gemm_side: Optional[int] = GEMM_SIDE,
     log: Callable[[str], None] = print,
     **timing,
 ) -> dict:
@@ -480,17 +586,25 @@ def benchmark_report(
     Args:
         models, dtypes, memory: See :func:`run_benchmark`.
         components (bool): Also time the SLaK-T components.
+        gemm_side (int, optional): See :func:`run_benchmark`.
         log (callable): Progress output.
         timing: ``sizes``, ``batches``, ``threads``, ``warmup``,
             ``repeats`` and ``device``, passed to both.
 
     Returns:
         dict: The JSON-able report; ``table`` holds the fp32 table and
-        the dtype table (when a dtype other than fp32 ran), ``dtype_table``
-        the latter, ``component_table`` the components'.
+        the dtype table (when a dtype other than fp32 ran) and the rate
+        table (with the GEMM reference), ``dtype_table`` and
+        ``rate_table`` the latter two, ``component_table`` the
+        components'.
     """
     report = run_benchmark(
-        models=models, memory=memory, dtypes=dtypes, log=log, **timing
+        models=models,
+        memory=memory,
+        dtypes=dtypes,
+        gemm_side=gemm_side,
+        log=log,
+        **timing,
     )
     tables = []
     if 'fp32' in dtypes:
@@ -498,6 +612,9 @@ def benchmark_report(
     if any(d != 'fp32' for d in dtypes):
         report['dtype_table'] = format_dtype_table(report)
         tables.append(report['dtype_table'])
+    if report['gemm']:
+        report['rate_table'] = format_rate_table(report)
+        tables.append(report['rate_table'])
     report['table'] = '\n\n'.join(tables)
     if components:
         report['components'] = run_component_benchmark(log=log, **timing)

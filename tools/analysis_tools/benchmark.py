@@ -5,12 +5,17 @@ Examples (the tables in docs/speed.md):
     python tools/analysis_tools/benchmark.py --threads 2 \
         --out work_dirs/benchmark.json
     python tools/analysis_tools/benchmark.py --dtype fp32 bf16 --no-memory
+
+On CPU a 2048^3 oneDNN product per dtype is timed in the same rounds as
+the models, and a last table gives each model's eval GFLOP/s as a fraction
+of it (--no-gemm skips it).
 """
 
 import argparse
 
 from slak_mm.analysis.benchmark import (
     DTYPES,
+    GEMM_SIDE,
     MODEL_NAMES,
     benchmark_report,
     save_report,
@@ -41,6 +46,12 @@ def parse_args(argv=None):
         'SLaK-T stage, reference against default (a second table)',
     )
     parser.add_argument(
+        '--no-gemm',
+        action='store_true',
+        help='skip the oneDNN GEMM reference (a 2048^3 product per dtype, '
+        'timed in the same rounds; default on CPU) and the GFLOP/s table',
+    )
+    parser.add_argument(
         '--dtype',
         nargs='+',
         default=['fp32'],
@@ -58,6 +69,7 @@ def main(argv=None):
         dtypes=args.dtype,
         memory=not args.no_memory,
         components=args.components,
+        gemm_side=None if args.no_gemm or args.device != 'cpu' else GEMM_SIDE,
         sizes=args.sizes,
         batches=args.batches,
         threads=args.threads,
