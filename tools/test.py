@@ -3,6 +3,7 @@
 The config's ``default_scope`` decides the toolkit. Examples:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --show-dir vis --out results.pkl
+    python tools/test.py CONFIG CHECKPOINT --amp  # fp16 on CUDA, bf16 on CPU
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 
 The checkpoint must fit the config's model: a missing tensor or one of
@@ -15,6 +16,8 @@ import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
 from slak_mm.apis import (
     add_dump_metric,
     build_runner,
+    enable_test_amp,
+    keep_detection_ops_fp32,
     launcher_process_group,
     load_config,
     make_runner_parser,
@@ -38,6 +41,12 @@ def parse_args():
     parser.add_argument(
         '--show-dir', help='directory where painted predictions are saved'
     )
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision test: fp16 autocast on CUDA, '
+        'bf16 autocast on a CPU-only machine',
+    )
     return parse_runner_args(parser)
 
 
@@ -47,12 +56,15 @@ def main():
         args.config, args.cfg_options, args.work_dir, args.launcher
     )
     cfg.load_from = args.checkpoint
+    if args.amp:
+        enable_test_amp(cfg)
     if args.show_dir:
         trigger_visualization_hook(cfg, args.show_dir)
     if args.out:
         set_test_output(cfg, args.out)
     with launcher_process_group(cfg):
         runner = build_runner(cfg)
+        keep_detection_ops_fp32(runner)  # acts only under CPU autocast
         if args.out:
             add_dump_metric(runner, args.out)
         runner.test()

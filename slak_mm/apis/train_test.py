@@ -2,7 +2,7 @@
 
 The scripts parse their arguments and call these: read the config and
 apply the command line (:func:`load_config`, :func:`enable_amp`,
-:func:`set_resume`, :func:`enable_auto_scale_lr`,
+:func:`enable_test_amp`, :func:`set_resume`, :func:`enable_auto_scale_lr`,
 :func:`trigger_visualization_hook`, :func:`set_test_output`), build the
 runner (:func:`build_runner`, :func:`add_dump_metric`) and run it inside
 :func:`launcher_process_group`, the one place where a process group is
@@ -11,16 +11,17 @@ created by this package.
 
 import argparse
 import contextlib
+import inspect
 import logging
 import os
 import os.path as osp
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import LOOPS, RUNNERS
+from mmengine.runner import Runner, TestLoop
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
@@ -156,6 +157,133 @@ def enable_amp(cfg: Config) -> None:
             '(CPUAmpOptimWrapper)',
             logger='current',
         )
+
+
+def enable_test_amp(cfg: Config) -> None:
+    """Makes the test loop run each step under mixed precision (``--amp``).
+
+    Sets ``test_cfg.fp16``: mmengine's test loops then wrap every
+    ``test_step`` (preprocessing, forward, postprocessing) in mmengine's
+    ``autocast``, which is fp16 on CUDA and bf16 CPU autocast on a machine
+    without CUDA. Parameters stay fp32; what the model returns may not
+    (mmpretrain's ``pred_score`` comes out bf16, for one). Detectors on
+    the CPU also need :func:`keep_detection_ops_fp32`.
+
+    Raises:
+        ValueError: If the config has no ``test_cfg`` dict, or its loop
+            type takes no ``fp16`` argument (``--amp`` would do nothing).
+        KeyError: If ``test_cfg.type`` is no registered loop.
+    """
+    test_cfg = cfg.get('test_cfg')
+    if not isinstance(test_cfg, dict):
+        raise ValueError(
+            '--amp sets test_cfg.fp16, but the config has no test_cfg dict '
+            f'(got {test_cfg!r})'
+        )
+    loop_type = test_cfg.get('type', TestLoop)
+    if isinstance(loop_type, str):
+        scope = test_cfg.get('_scope_', cfg.get('default_scope'))
+        with LOOPS.switch_scope_and_registry(scope) as registry:
+            loop_cls = registry.get(loop_type)
+        if loop_cls is None:
+            raise KeyError(
+                f'test_cfg.type {loop_type!r} is not a registered loop '
+                f'(scope {scope!r})'
+            )
+    else:
+        loop_cls = loop_type
+    if 'fp16' not in inspect.signature(loop_cls).parameters:
+        raise ValueError(
+            f'--amp sets test_cfg.fp16, but the test loop '
+            f'{loop_cls.__name__} takes no fp16 argument'
+        )
+    if test_cfg.get('fp16'):
+        print_log('AMP is already enabled in test_cfg (fp16=True)', 'current')
+    test_cfg['fp16'] = True
+    if torch.cuda.is_available():
+        print_log('--amp tests under fp16 CUDA autocast', logger='current')
+        return
+    print_log(
+        'No CUDA device: --amp tests under bf16 CPU autocast',
+        logger='current',
+    )
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print_log(
+            'This CPU has no bf16 support in oneDNN (no AVX512-BF16/AMX): '
+            'bf16 autocast runs, but slower than fp32',
+            logger='current',
+            level=logging.WARNING,
+        )
+
+
+def _to_fp32(value: Any) -> Any:
+    """``value`` with every floating tensor in it (nested in tuples, lists
+    and dicts) cast to fp32; other values unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_fp32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_fp32(v) for k, v in value.items()}
+    return value
+
+
+def keep_detection_ops_fp32(runner: Runner) -> int:
+    """Gives an mmdet detector's RoIAlign and post-processing fp32 inputs
+    under bf16 CPU autocast (``tools/test.py --amp`` without CUDA).
+
+    Call it after :func:`build_runner`. It does nothing unless the config
+    tests under autocast (``test_cfg.fp16``, see :func:`enable_test_amp`),
+    with CUDA (mmcv's CUDA kernels take fp16) or for another toolkit.
+
+    mmcv's CPU kernels of RoIAlign and NMS take only fp32/fp64 tensors
+    (RoIAlign: '"ROIAlign_forward" not implemented for BFloat16', NMS:
+    "expected scalar type Float but found BFloat16"). So the RoI feature
+    extractors get their features cast to fp32 (forward pre-hook), and the
+    dense, bbox and mask heads return fp32 outputs (forward hook) for their
+    ``predict_by_feat`` (box decoding, NMS, mask pasting). The backbone,
+    the neck and the heads' own convs and linear layers still run in bf16.
+    Other fp32-only mmcv ops (e.g. deformable convs, not used by the
+    shipped configs) are not covered and stop with mmcv's dtype error.
+
+    Args:
+        runner (Runner): The built runner; hooks go on ``runner.model``.
+
+    Returns:
+        int: The number of modules given a hook.
+    """
+    cfg = runner.cfg
+    test_cfg = cfg.get('test_cfg')
+    if (
+        not isinstance(test_cfg, dict)
+        or not test_cfg.get('fp16')
+        or cfg.get('default_scope') != 'mmdet'
+        or torch.cuda.is_available()
+    ):
+        return 0
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    from mmdet.models.roi_heads.bbox_heads import BBoxHead
+    from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+    from mmdet.models.roi_heads.roi_extractors import BaseRoIExtractor
+
+    hooked = 0
+    for module in runner.model.modules():
+        if isinstance(module, BaseRoIExtractor):
+            module.register_forward_pre_hook(lambda _, args: _to_fp32(args))
+            hooked += 1
+        elif isinstance(module, (BaseDenseHead, BBoxHead, FCNMaskHead)):
+            module.register_forward_hook(
+                lambda _, args, output: _to_fp32(output)
+            )
+            hooked += 1
+    if hooked:
+        print_log(
+            f'bf16 CPU autocast: {hooked} RoI extractors and heads hand '
+            'fp32 tensors to RoIAlign and post-processing (NMS), whose '
+            'mmcv CPU kernels take no bf16',
+            logger='current',
+        )
+    return hooked
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:

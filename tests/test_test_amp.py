@@ -1,0 +1,447 @@
+"""``tools/test.py --amp``: bf16 CPU autocast evaluation for all three
+toolkits, against the fp32 evaluation of the same checkpoint.
+
+Per toolkit, one config from tests/test_end_to_end.py (generated data) and
+one checkpoint (trained briefly through tools/train.py for segmentation and
+classification, saved untrained for detection) are tested twice through
+the real tool, with and without ``--amp``; a probe hook in both runs
+records the dtypes the backbone's large-kernel convs and block MLPs return.
+"""
+
+import json
+import logging
+import os
+import os.path as osp
+import pickle
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS, LOOPS
+from mmengine.runner import BaseLoop
+from PIL import Image
+
+from slak_mm.apis import (
+    build_model_from_config,
+    enable_test_amp,
+    keep_detection_ops_fp32,
+)
+from slak_mm.models.large_kernel import LargeKernelConv
+from slak_mm.models.mlp import BlockMLP
+
+from .conftest import REPO, randomize_batch_norms
+from .test_end_to_end import (
+    classification_task,
+    detection_task,
+    segmentation_task,
+)
+
+# The probe's config module: this file, imported by the tool's process.
+PROBE_MODULE = 'tests.test_test_amp'
+# Blocks of the one-block-per-stage SLaK of the end-to-end configs.
+NUM_BLOCKS = 4
+
+
+@HOOKS.register_module(force=True)
+class BackboneDtypeProbe(Hook):
+    """Writes to ``out_file`` (JSON) the dtypes that every
+    ``LargeKernelConv`` and ``BlockMLP`` of the backbone returned during the
+    test run: ``{module name: [dtype, ...]}``."""
+
+    def __init__(self, out_file: str) -> None:
+        self.out_file = out_file
+        self.seen = {}
+
+    def before_test(self, runner) -> None:
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        for name, module in model.backbone.named_modules():
+            if isinstance(module, (LargeKernelConv, BlockMLP)):
+                module.register_forward_hook(self._record(name))
+
+    def _record(self, name):
+        def record(module, args, output):
+            self.seen.setdefault(name, set()).add(str(output.dtype))
+
+        return record
+
+    def after_test(self, runner) -> None:
+        with open(self.out_file, 'w') as f:
+            json.dump({k: sorted(v) for k, v in self.seen.items()}, f)
+
+
+@LOOPS.register_module(force=True)
+class LoopWithoutFp16(BaseLoop):
+    """A test loop that takes no ``fp16`` argument."""
+
+    def __init__(self, runner, dataloader) -> None:
+        super().__init__(runner, dataloader)
+
+    def run(self) -> None:
+        pass
+
+
+def train_checkpoint(task, tmp_path, run_command):
+    """Trains the task's config through ``tools/train.py`` (as the
+    end-to-end test does) and returns its final checkpoint. Layer scales
+    start at 1 instead of 1e-6, so the blocks' bf16 outputs reach the
+    predictions."""
+    cfg = Config.fromfile(task.config)
+    cfg.model.backbone.layer_scale_init_value = 1.0
+    cfg.dump(task.config)
+    work_dir = str(tmp_path / 'train')
+    run_command(
+        [sys.executable, 'tools/train.py', task.config, '--work-dir', work_dir]
+    )
+    return task.checkpoint(work_dir, task.length)
+
+
+def save_untrained_checkpoint(task, tmp_path, run_command):
+    """Saves the task's model initialised, with random BN statistics and
+    layer scales of 0.5-1 (instead of 1e-6), untrained."""
+    model, _ = build_model_from_config(task.config)
+    model.init_weights()
+    randomize_batch_norms(model)
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if name.endswith('gamma'):
+                param.uniform_(0.5, 1.0)
+    path = str(tmp_path / 'untrained.pth')
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+def with_probe(config, out_file, tag):
+    """Writes a copy of ``config`` (``<config>_<tag>.py``) with
+    :class:`BackboneDtypeProbe` writing to ``out_file``."""
+    cfg = Config.fromfile(config)
+    imports = list(cfg.get('custom_imports', {}).get('imports', []))
+    cfg.custom_imports = dict(
+        imports=imports + [PROBE_MODULE], allow_failed_imports=False
+    )
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='BackboneDtypeProbe', out_file=out_file)
+    ]
+    path = config.replace('.py', f'_{tag}.py')
+    cfg.dump(path)
+    return path
+
+
+# Per toolkit: the config and how its checkpoint is made. Detection is
+# left untrained: a few CPU iterations leave its COCO mAP at 0 anyway, and
+# training it takes longer than both test runs together.
+TOOLKITS = dict(
+    segmentation=(segmentation_task, train_checkpoint),
+    classification=(classification_task, train_checkpoint),
+    detection=(detection_task, save_untrained_checkpoint),
+)
+
+
+@pytest.fixture(scope='module', params=list(TOOLKITS))
+def fp32_and_amp_runs(
+    request,
+    tmp_path_factory,
+    run_command,
+    shrink_seg_config,
+    shrink_det_config,
+    saved_test_metrics,
+):
+    """The task, and per precision (``'fp32'``, ``'amp'``) the test run's
+    metrics, predictions (``--out``) and probed backbone dtypes."""
+    make_task, make_checkpoint = TOOLKITS[request.param]
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    task = make_task(
+        tmp_path,
+        dict(
+            shrink_seg_config=shrink_seg_config,
+            shrink_det_config=shrink_det_config,
+        ),
+    )
+    checkpoint = make_checkpoint(task, tmp_path, run_command)
+    # The probe module is imported from this repository by the tool.
+    paths = [REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    runs = {}
+    for precision, flags in (('fp32', []), ('amp', ['--amp'])):
+        work_dir = tmp_path / precision
+        work_dir.mkdir()
+        dtypes = str(work_dir / 'dtypes.json')
+        out = str(work_dir / task.out)
+        output = run_command(
+            [
+                sys.executable,
+                'tools/test.py',
+                with_probe(task.config, dtypes, precision),
+                checkpoint,
+                '--work-dir',
+                str(work_dir),
+                '--out',
+                out,
+                *flags,
+            ],
+            env=env,
+        )
+        with open(dtypes) as f:
+            probed = json.load(f)
+        runs[precision] = SimpleNamespace(
+            output=output,
+            metrics=saved_test_metrics(str(work_dir)),
+            predictions=read_predictions(out),
+            dtypes=probed,
+        )
+    return SimpleNamespace(task=task, name=request.param, **runs)
+
+
+def read_predictions(out):
+    """Label maps (mmseg: a directory of PNGs) or the .pkl's samples."""
+    if osp.isdir(out):
+        return [
+            np.array(Image.open(osp.join(out, name)))
+            for name in sorted(os.listdir(out))
+        ]
+    with open(out, 'rb') as f:
+        return pickle.load(f)
+
+
+# --amp against fp32, per metric: the largest absolute difference allowed.
+# Segmentation (percent, over 4 x 64x64 label maps): measured 0.08 aAcc,
+# 0.02 mIoU, 0.19 mAcc. Classification: exact, the labels being discrete
+# and each sample's fp32 top-1 ahead of its runner-up by >= 0.014 in
+# softmax score while bf16 moves scores by <= 1e-3; the briefly trained
+# model gets 0 of the 4 samples right (in both runs), so
+# test_amp_predictions_match_fp32 compares every label. Detection (COCO mAP,
+# 0-1): an untrained detector scores 0 in both runs, so this check is
+# weak there; test_amp_predictions_match_fp32 compares its boxes.
+METRIC_TOLERANCES = dict(
+    segmentation={'aAcc': 1.0, 'mIoU': 1.0, 'mAcc': 1.0},
+    classification={'accuracy/top1': 0.0},
+    detection={'coco/bbox_mAP': 0.01, 'coco/segm_mAP': 0.01},
+)
+
+
+def autocast_dtype():
+    """What mmengine's autocast runs in: fp16 on CUDA, else bf16."""
+    return 'torch.float16' if torch.cuda.is_available() else 'torch.bfloat16'
+
+
+def test_amp_metrics_match_fp32(fp32_and_amp_runs):
+    runs = fp32_and_amp_runs
+    if torch.cuda.is_available():
+        assert 'tests under fp16 CUDA autocast' in runs.amp.output
+    else:
+        assert 'tests under bf16 CPU autocast' in runs.amp.output
+    assert 'autocast' not in runs.fp32.output
+    if runs.name == 'detection' and not torch.cuda.is_available():
+        # RPN head, and per cascade stage (3) a box and a mask RoI
+        # extractor and head.
+        assert '13 RoI extractors and heads hand fp32' in runs.amp.output
+    for key, tolerance in METRIC_TOLERANCES[runs.name].items():
+        fp32, amp = runs.fp32.metrics[key], runs.amp.metrics[key]
+        assert abs(amp - fp32) <= tolerance, (key, fp32, amp)
+
+
+def test_amp_runs_the_backbone_in_low_precision(fp32_and_amp_runs):
+    """Every block's large-kernel conv and MLP returned bf16 tensors in the
+    --amp run and fp32 ones without it."""
+    runs = fp32_and_amp_runs
+    modules = {
+        f'stages.{stage}.0.{part}'
+        for stage in range(NUM_BLOCKS)
+        for part in ('large_kernel', 'mlp')
+    }
+    assert runs.fp32.dtypes == {name: ['torch.float32'] for name in modules}
+    assert runs.amp.dtypes == {name: [autocast_dtype()] for name in modules}
+
+
+def box_matches(fp32, amp):
+    """Per --amp detection: the best IoU with a same-label fp32 detection,
+    and that detection's index."""
+    from mmdet.structures.bbox import bbox_overlaps
+
+    iou = bbox_overlaps(amp['bboxes'], fp32['bboxes'])
+    same_label = amp['labels'][:, None] == fp32['labels'][None]
+    return (iou * same_label).max(1)
+
+
+def mask_iou(rle_a, rle_b):
+    from pycocotools import mask as mask_utils
+
+    a, b = mask_utils.decode([rle_a, rle_b]).astype(bool).transpose(2, 0, 1)
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_amp_predictions_match_fp32(fp32_and_amp_runs):
+    """The --out predictions of both runs, one test sample at a time."""
+    runs = fp32_and_amp_runs
+    fp32, amp = runs.fp32.predictions, runs.amp.predictions
+    assert len(fp32) == len(amp) == runs.task.num_test
+    if runs.name == 'segmentation':
+        # Label maps: measured 99.3-99.6% of the pixels equal per image.
+        for fp32_map, amp_map in zip(fp32, amp):
+            assert (fp32_map == amp_map).mean() >= 0.97
+    elif runs.name == 'classification':
+        # Same label; softmax scores: measured <= 7e-4 apart.
+        for fp32_sample, amp_sample in zip(fp32, amp):
+            assert torch.equal(
+                amp_sample['pred_label'], fp32_sample['pred_label']
+            )
+            difference = (
+                amp_sample['pred_score'].float() - fp32_sample['pred_score']
+            )
+            assert difference.abs().max() <= 5e-3
+    else:
+        for fp32_sample, amp_sample in zip(fp32, amp):
+            ours = fp32_sample['pred_instances']
+            theirs = amp_sample['pred_instances']
+            assert len(theirs['scores']) == len(ours['scores']) > 0
+            # Near-tied scores may swap ranks: compare the sorted scores
+            # (measured <= 2.6e-3 apart).
+            sorted_difference = (
+                theirs['scores'].sort().values - ours['scores'].sort().values
+            )
+            assert sorted_difference.abs().max() <= 1e-2
+            # Boxes and masks: measured 19 of 20 boxes per image with a
+            # same-label fp32 box at IoU >= 0.9 (the 20th lies at the
+            # max_per_img cut or swapped its label on a near tie).
+            best_iou, index = box_matches(ours, theirs)
+            matched = best_iou >= 0.9
+            assert matched.float().mean() >= 0.8, best_iou
+            for amp_index in torch.nonzero(matched).flatten().tolist():
+                fp32_index = int(index[amp_index])
+                assert (
+                    mask_iou(
+                        theirs['masks'][amp_index], ours['masks'][fp32_index]
+                    )
+                    >= 0.8
+                )
+
+
+# ----------------------------------------------------------------------
+# enable_test_amp and keep_detection_ops_fp32 in-process
+# ----------------------------------------------------------------------
+
+
+def config_with_test_cfg(test_cfg, scope='mmseg'):
+    return Config(dict(default_scope=scope, test_cfg=test_cfg))
+
+
+@pytest.mark.parametrize(
+    'test_cfg, scope',
+    [
+        (dict(type='TestLoop', _scope_='mmseg'), 'mmseg'),
+        (dict(type='TestLoop', _scope_='mmdet'), 'mmdet'),
+        (dict(), 'mmpretrain'),  # no type: mmengine's TestLoop
+    ],
+)
+def test_enable_test_amp_sets_the_loops_fp16(test_cfg, scope):
+    cfg = config_with_test_cfg(test_cfg, scope)
+    enable_test_amp(cfg)
+    assert cfg.test_cfg.fp16 is True
+
+
+@pytest.mark.parametrize(
+    'test_cfg, error, message',
+    [
+        (None, ValueError, 'no test_cfg dict'),
+        ('TestLoop', ValueError, 'no test_cfg dict'),
+        (
+            dict(type='LoopWithoutFp16'),
+            ValueError,
+            'test loop LoopWithoutFp16 takes no fp16 argument',
+        ),
+        (
+            dict(type='NoSuchLoop'),
+            KeyError,
+            "test_cfg.type 'NoSuchLoop' is not a registered loop",
+        ),
+    ],
+)
+def test_enable_test_amp_rejects(test_cfg, error, message):
+    cfg = config_with_test_cfg(test_cfg)
+    with pytest.raises(error, match=message):
+        enable_test_amp(cfg)
+
+
+def test_enable_test_amp_rejects_a_config_without_test_cfg():
+    with pytest.raises(ValueError, match='no test_cfg dict'):
+        enable_test_amp(Config(dict(default_scope='mmseg')))
+
+
+def test_enable_test_amp_warns_without_onednn_bf16(monkeypatch):
+    from slak_mm.apis import train_test
+
+    logged = []
+    monkeypatch.setattr(
+        train_test,
+        'print_log',
+        lambda msg, logger=None, level=None: logged.append((msg, level)),
+    )
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False
+    )
+    enable_test_amp(config_with_test_cfg(dict(type='TestLoop')))
+    (warning,) = [m for m, level in logged if level == logging.WARNING]
+    assert 'no bf16 support in oneDNN' in warning
+    assert 'slower than fp32' in warning
+
+
+def test_enable_test_amp_does_not_warn_with_onednn_bf16(monkeypatch):
+    from slak_mm.apis import train_test
+
+    logged = []
+    monkeypatch.setattr(
+        train_test,
+        'print_log',
+        lambda msg, logger=None, level=None: logged.append((msg, level)),
+    )
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: True
+    )
+    enable_test_amp(config_with_test_cfg(dict(type='TestLoop')))
+    assert [m for m, _ in logged] == [
+        'No CUDA device: --amp tests under bf16 CPU autocast'
+    ]
+
+
+@pytest.mark.parametrize(
+    'scope, test_cfg',
+    [
+        ('mmseg', dict(type='TestLoop', fp16=True)),  # another toolkit
+        ('mmdet', dict(type='TestLoop')),  # no autocast
+        ('mmdet', None),
+    ],
+)
+def test_keep_detection_ops_fp32_acts_only_on_autocast_detectors(
+    scope, test_cfg
+):
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+
+    extractor = SingleRoIExtractor(
+        roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+        out_channels=8,
+        featmap_strides=[4],
+    )
+    runner = SimpleNamespace(
+        cfg=Config(dict(default_scope=scope, test_cfg=test_cfg)),
+        model=torch.nn.Sequential(extractor),
+    )
+    assert keep_detection_ops_fp32(runner) == 0
+    assert not extractor._forward_pre_hooks
+    if scope == 'mmdet':
+        runner.cfg.test_cfg = dict(type='TestLoop', fp16=True)
+        assert keep_detection_ops_fp32(runner) == 1
+        # Under bf16 CPU autocast, RoIAlign gets (and returns) fp32.
+        features = (torch.randn(1, 8, 16, 16).bfloat16(),)
+        rois = torch.tensor([[0.0, 2.0, 2.0, 40.0, 40.0]])
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            pooled = extractor(features, rois)
+        assert pooled.dtype == torch.float32
+        assert pooled.shape == (1, 8, 7, 7)
