@@ -1,7 +1,7 @@
 """``tools/test.py --amp``: bf16 CPU autocast evaluation for all three
 toolkits, against the fp32 evaluation of the same checkpoint.
 
-Per toolkit, one config from tests/test_end_to_end.py (generated data) and
+Per toolkit, one config from tests/e2e_tasks.py (generated data) and
 one checkpoint (trained briefly through tools/train.py for segmentation and
 classification, saved untrained for detection) are tested twice through
 the real tool, with and without ``--amp``; a probe hook in both runs
@@ -35,7 +35,7 @@ from slak_mm.models.large_kernel import LargeKernelConv
 from slak_mm.models.mlp import BlockMLP
 
 from .conftest import REPO, randomize_batch_norms
-from .test_end_to_end import (
+from .e2e_tasks import (
     classification_task,
     detection_task,
     segmentation_task,
