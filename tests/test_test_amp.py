@@ -24,12 +24,14 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS, LOOPS
 from mmengine.runner import BaseLoop
+from mmengine.structures import BaseDataElement, InstanceData
 from PIL import Image
 
 from slak_mm.apis import (
     build_model_from_config,
     enable_test_amp,
     keep_detection_ops_fp32,
+    keep_predictions_fp32,
 )
 from slak_mm.models.large_kernel import LargeKernelConv
 from slak_mm.models.mlp import BlockMLP
@@ -211,18 +213,30 @@ def read_predictions(out):
 
 # --amp against fp32, per metric: the largest absolute difference allowed.
 # Segmentation (percent, over 4 x 64x64 label maps): measured 0.08 aAcc,
-# 0.02 mIoU, 0.19 mAcc. Classification: exact, the labels being discrete
-# and each sample's fp32 top-1 ahead of its runner-up by >= 0.014 in
-# softmax score while bf16 moves scores by <= 1e-3; the briefly trained
-# model gets 0 of the 4 samples right (in both runs), so
-# test_amp_predictions_match_fp32 compares every label. Detection (COCO mAP,
-# 0-1): an untrained detector scores 0 in both runs, so this check is
-# weak there; test_amp_predictions_match_fp32 compares its boxes.
+# 0.02 mIoU, 0.19 mAcc. Classification (percent of 4 samples): see
+# classification_tolerance. Detection (COCO mAP, 0-1): an untrained
+# detector scores 0 in both runs, so this check is weak there;
+# test_amp_predictions_match_fp32 compares its boxes.
 METRIC_TOLERANCES = dict(
     segmentation={'aAcc': 1.0, 'mIoU': 1.0, 'mAcc': 1.0},
-    classification={'accuracy/top1': 0.0},
     detection={'coco/bbox_mAP': 0.01, 'coco/segm_mAP': 0.01},
 )
+# bf16 moves the softmax scores by at most this much (measured <= 7e-4).
+SCORE_TOLERANCE = 5e-3
+
+
+def clear_top1(sample):
+    """Whether the fp32 top-1 score leads the runner-up by more than twice
+    what bf16 may move each score: then bf16 must predict the same label
+    (the briefly trained model has near ties in some runs)."""
+    top2 = sample['pred_score'].topk(2).values
+    return bool(top2[0] - top2[1] > 2 * SCORE_TOLERANCE)
+
+
+def classification_tolerance(fp32_predictions):
+    """Top-1 accuracy may differ by the samples without a clear top-1."""
+    unclear = sum(not clear_top1(s) for s in fp32_predictions)
+    return {'accuracy/top1': 100.0 * unclear / len(fp32_predictions)}
 
 
 def autocast_dtype():
@@ -241,7 +255,11 @@ def test_amp_metrics_match_fp32(fp32_and_amp_runs):
         # RPN head, and per cascade stage (3) a box and a mask RoI
         # extractor and head.
         assert '13 RoI extractors and heads hand fp32' in runs.amp.output
-    for key, tolerance in METRIC_TOLERANCES[runs.name].items():
+    if runs.name == 'classification':
+        tolerances = classification_tolerance(runs.fp32.predictions)
+    else:
+        tolerances = METRIC_TOLERANCES[runs.name]
+    for key, tolerance in tolerances.items():
         fp32, amp = runs.fp32.metrics[key], runs.amp.metrics[key]
         assert abs(amp - fp32) <= tolerance, (key, fp32, amp)
 
@@ -257,6 +275,27 @@ def test_amp_runs_the_backbone_in_low_precision(fp32_and_amp_runs):
     }
     assert runs.fp32.dtypes == {name: ['torch.float32'] for name in modules}
     assert runs.amp.dtypes == {name: [autocast_dtype()] for name in modules}
+
+
+def reduced_precision_tensors(value, where='sample'):
+    """Where in ``value`` (nested dicts, lists, tuples, data elements) a
+    bf16 or fp16 tensor lies."""
+    if isinstance(value, torch.Tensor):
+        reduced = value.dtype in (torch.bfloat16, torch.float16)
+        return [where] if reduced else []
+    if isinstance(value, BaseDataElement):
+        value = dict(value.items())
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return []
+    return [
+        found
+        for key, item in items
+        for found in reduced_precision_tensors(item, f'{where}.{key}')
+    ]
 
 
 def box_matches(fp32, amp):
@@ -281,20 +320,23 @@ def test_amp_predictions_match_fp32(fp32_and_amp_runs):
     runs = fp32_and_amp_runs
     fp32, amp = runs.fp32.predictions, runs.amp.predictions
     assert len(fp32) == len(amp) == runs.task.num_test
+    # --amp changes how the model computes, not the dtypes it returns.
+    for sample in amp:
+        assert not reduced_precision_tensors(sample), runs.name
     if runs.name == 'segmentation':
         # Label maps: measured 99.3-99.6% of the pixels equal per image.
         for fp32_map, amp_map in zip(fp32, amp):
             assert (fp32_map == amp_map).mean() >= 0.97
     elif runs.name == 'classification':
-        # Same label; softmax scores: measured <= 7e-4 apart.
+        # Softmax scores: measured <= 7e-4 apart; the same label wherever
+        # the fp32 top-1 is clear (every sample in most runs).
         for fp32_sample, amp_sample in zip(fp32, amp):
-            assert torch.equal(
-                amp_sample['pred_label'], fp32_sample['pred_label']
-            )
-            difference = (
-                amp_sample['pred_score'].float() - fp32_sample['pred_score']
-            )
-            assert difference.abs().max() <= 5e-3
+            difference = amp_sample['pred_score'] - fp32_sample['pred_score']
+            assert difference.abs().max() <= SCORE_TOLERANCE
+            if clear_top1(fp32_sample):
+                assert torch.equal(
+                    amp_sample['pred_label'], fp32_sample['pred_label']
+                )
     else:
         for fp32_sample, amp_sample in zip(fp32, amp):
             ours = fp32_sample['pred_instances']
@@ -445,3 +487,40 @@ def test_keep_detection_ops_fp32_acts_only_on_autocast_detectors(
             pooled = extractor(features, rois)
         assert pooled.dtype == torch.float32
         assert pooled.shape == (1, 8, 7, 7)
+
+
+def test_keep_predictions_fp32_casts_reduced_precision_only():
+    def test_step(data):
+        sample = BaseDataElement(
+            pred_score=torch.tensor([0.25, 0.75]).bfloat16(),
+            pred_label=torch.tensor([1]),
+            pred_instances=InstanceData(
+                bboxes=torch.ones(2, 4, dtype=torch.float16),
+                labels=torch.tensor([0, 3]),
+                areas=torch.ones(2, dtype=torch.float64),
+            ),
+        )
+        return [sample, dict(logits=torch.zeros(3).bfloat16())]
+
+    model = SimpleNamespace(test_step=test_step)
+    runner = SimpleNamespace(
+        cfg=Config(dict(test_cfg=dict(type='TestLoop'))), model=model
+    )
+    assert not keep_predictions_fp32(runner)  # no autocast: untouched
+    assert sorted(reduced_precision_tensors(model.test_step(None))) == [
+        'sample.0.pred_instances.bboxes',
+        'sample.0.pred_score',
+        'sample.1.logits',
+    ]
+    runner.cfg.test_cfg = dict(type='TestLoop', fp16=True)
+    assert keep_predictions_fp32(runner)
+    sample, extra = model.test_step(None)
+    assert reduced_precision_tensors([sample, extra]) == []
+    assert sample.pred_score.dtype == torch.float32
+    assert torch.equal(sample.pred_score, torch.tensor([0.25, 0.75]))
+    assert sample.pred_label.dtype == torch.int64
+    instances = sample.pred_instances
+    assert instances.bboxes.dtype == torch.float32
+    assert instances.labels.dtype == torch.int64
+    assert instances.areas.dtype == torch.float64
+    assert extra['logits'].dtype == torch.float32

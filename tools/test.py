@@ -18,6 +18,7 @@ from slak_mm.apis import (
     build_runner,
     enable_test_amp,
     keep_detection_ops_fp32,
+    keep_predictions_fp32,
     launcher_process_group,
     load_config,
     make_runner_parser,
@@ -64,7 +65,9 @@ def main():
         set_test_output(cfg, args.out)
     with launcher_process_group(cfg):
         runner = build_runner(cfg)
-        keep_detection_ops_fp32(runner)  # acts only under CPU autocast
+        # Both act only under autocast (--amp or test_cfg.fp16).
+        keep_detection_ops_fp32(runner)
+        keep_predictions_fp32(runner)
         if args.out:
             add_dump_metric(runner, args.out)
         runner.test()

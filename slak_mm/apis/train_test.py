@@ -4,7 +4,9 @@ The scripts parse their arguments and call these: read the config and
 apply the command line (:func:`load_config`, :func:`enable_amp`,
 :func:`enable_test_amp`, :func:`set_resume`, :func:`enable_auto_scale_lr`,
 :func:`trigger_visualization_hook`, :func:`set_test_output`), build the
-runner (:func:`build_runner`, :func:`add_dump_metric`) and run it inside
+runner (:func:`build_runner`, :func:`add_dump_metric`, and under
+``--amp`` :func:`keep_detection_ops_fp32`, :func:`keep_predictions_fp32`)
+and run it inside
 :func:`launcher_process_group`, the one place where a process group is
 created by this package.
 """
@@ -22,6 +24,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import LOOPS, RUNNERS
 from mmengine.runner import Runner, TestLoop
+from mmengine.structures import BaseDataElement
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
@@ -217,15 +220,51 @@ def enable_test_amp(cfg: Config) -> None:
 
 
 def _to_fp32(value: Any) -> Any:
-    """``value`` with every floating tensor in it (nested in tuples, lists
-    and dicts) cast to fp32; other values unchanged."""
+    """``value`` with every bf16/fp16 tensor in it cast to fp32: nested in
+    tuples, lists, dicts and the data fields of mmengine data elements
+    (changed in place); other values unchanged."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
+        reduced = value.dtype in (torch.bfloat16, torch.float16)
+        return value.float() if reduced else value
     if isinstance(value, (tuple, list)):
         return type(value)(_to_fp32(v) for v in value)
     if isinstance(value, dict):
         return {k: _to_fp32(v) for k, v in value.items()}
+    if isinstance(value, BaseDataElement):
+        for key, field in list(value.items()):
+            setattr(value, key, _to_fp32(field))
     return value
+
+
+def _under_autocast(cfg: Config) -> bool:
+    test_cfg = cfg.get('test_cfg')
+    return isinstance(test_cfg, dict) and bool(test_cfg.get('fp16'))
+
+
+def keep_predictions_fp32(runner: Runner) -> bool:
+    """Hands the evaluator (metrics, ``--out`` dumps) fp32 predictions
+    when the test loop runs under autocast (``test_cfg.fp16``).
+
+    Under autocast some predictions come out in the autocast dtype
+    (mmpretrain's ``pred_score``, for one); a bf16 tensor in a ``--out``
+    pickle cannot even become a numpy array. ``--amp`` changes how the
+    model computes, not what it returns, so ``runner.model.test_step``'s
+    bf16/fp16 tensors are cast to fp32 (labels, masks and fp64 values stay
+    as they are). Call it after :func:`build_runner`.
+
+    Returns:
+        bool: Whether ``test_step`` was wrapped (False without autocast).
+    """
+    if not _under_autocast(runner.cfg):
+        return False
+    model = runner.model
+    test_step = model.test_step
+
+    def test_step_fp32(data):
+        return _to_fp32(test_step(data))
+
+    model.test_step = test_step_fp32
+    return True
 
 
 def keep_detection_ops_fp32(runner: Runner) -> int:
@@ -253,10 +292,8 @@ def keep_detection_ops_fp32(runner: Runner) -> int:
         int: The number of modules given a hook.
     """
     cfg = runner.cfg
-    test_cfg = cfg.get('test_cfg')
     if (
-        not isinstance(test_cfg, dict)
-        or not test_cfg.get('fp16')
+        not _under_autocast(cfg)
         or cfg.get('default_scope') != 'mmdet'
         or torch.cuda.is_available()
     ):
