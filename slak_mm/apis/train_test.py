@@ -26,6 +26,8 @@ from mmengine.registry import LOOPS, RUNNERS
 from mmengine.runner import Runner, TestLoop
 from mmengine.structures import BaseDataElement
 
+from ..models.backends.ops import onednn_supports
+
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
@@ -168,9 +170,9 @@ def enable_test_amp(cfg: Config) -> None:
     Sets ``test_cfg.fp16``: mmengine's test loops then wrap every
     ``test_step`` (preprocessing, forward, postprocessing) in mmengine's
     ``autocast``, which is fp16 on CUDA and bf16 CPU autocast on a machine
-    without CUDA. Parameters stay fp32; what the model returns may not
-    (mmpretrain's ``pred_score`` comes out bf16, for one). Detectors on
-    the CPU also need :func:`keep_detection_ops_fp32`.
+    without CUDA. Parameters stay fp32. After :func:`build_runner`,
+    :func:`keep_predictions_fp32` hands the evaluator fp32 predictions,
+    and detectors on the CPU need :func:`keep_detection_ops_fp32`.
 
     Raises:
         ValueError: If the config has no ``test_cfg`` dict, or its loop
@@ -210,7 +212,7 @@ def enable_test_amp(cfg: Config) -> None:
         'No CUDA device: --amp tests under bf16 CPU autocast',
         logger='current',
     )
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not onednn_supports(torch.bfloat16):
         print_log(
             'This CPU has no bf16 support in oneDNN (no AVX512-BF16/AMX): '
             'bf16 autocast runs, but slower than fp32',
