@@ -11,7 +11,7 @@ import torch
 from slak_mm.apis import (
     build_model_from_config,
     flatten_tensors,
-    load_model_checkpoint,
+    load_checkpoint_strict,
     run_tensor_mode,
 )
 from slak_mm.converters.deploy import make_test_batch, relative_difference
@@ -81,7 +81,7 @@ def test_deploy_tool_checks_saves_and_reloads(tmp_path, trained, capsys):
     deployed, _ = build_model_from_config(
         config, {'model.backbone.deploy': True}
     )
-    load_model_checkpoint(deployed, out)
+    load_checkpoint_strict(deployed, out)
     batch = make_test_batch((40, 56), batch_size=3, seed=1)
     reference = outputs(original.eval(), batch)
     max_abs, rel = relative_difference(reference, outputs(deployed, batch))
@@ -91,7 +91,7 @@ def test_deploy_tool_checks_saves_and_reloads(tmp_path, trained, capsys):
     # Without the option the file does not fit and the error says why.
     plain, _ = build_model_from_config(config)
     with pytest.raises(KeyError, match='deploy=True'):
-        load_model_checkpoint(plain, out)
+        load_checkpoint_strict(plain, out)
 
 
 def test_keep_extra_keeps_mask_state(tmp_path, trained):

@@ -593,6 +593,8 @@ def test_resuming_a_list_gives_a_clear_error(tmp_path, make_runner):
         resume=True,
         load_from=str(not_a_checkpoint),
     )
-    with pytest.raises(TypeError, match='is a list, not a dict') as info:
+    with pytest.raises(
+        TypeError, match='list.pth holds a list where a checkpoint dict'
+    ) as info:
         runner.train()
     assert 'saved without this hook' not in str(info.value)

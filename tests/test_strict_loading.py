@@ -26,8 +26,8 @@ from mmengine.config import Config
 
 from slak_mm.apis import build_model_from_config
 from slak_mm.datasets import generate_ade20k
-from slak_mm.models.checkpoint import CheckpointMismatchError
 from slak_mm.utils import CheckpointFileError, safe_torch_load
+from slak_mm.utils.checkpoint import CheckpointMismatchError
 
 from .conftest import KERNELS, REPO, SMALL, TINY_ARCH, TINY_WIDTHS
 from .tool_utils import load_tool, tool_path

@@ -8,103 +8,26 @@ metric checked), ``deploy``, ``get_flops``, ``analyze_erf`` and
 ``sparsity_report`` run on the converted file.
 """
 
-import os.path as osp
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from PIL import Image
 
 from slak_mm.apis import build_model_from_config
-from slak_mm.datasets import (
-    generate_ade20k,
-    generate_coco_instances,
-    generate_imagenet,
-)
 from slak_mm.models import slak_mm_to_release_key
 from slak_mm.utils import safe_torch_load
 
 from .conftest import randomize_batch_norms
+from .tiny_configs import (
+    classification_config,
+    detection_config,
+    segmentation_config,
+)
 from .tool_utils import load_tool
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
-TINY_WIDTHS = [10, 20, 31, 41]
-KERNELS = (13, 11, 9, 7)
 SPARSITY = 0.4
-
-
-def tiny_backbone(cfg):
-    cfg.model.backbone.arch = TINY_ARCH
-    cfg.model.backbone.kernel_sizes = KERNELS
-    cfg.model.backbone.small_kernel = 3
-    cfg.model.backbone.norm_cfg = dict(type='BN', requires_grad=True)
-    cfg.model.backbone.init_cfg = None
-
-
-def segmentation_config(tmp_path):
-    data = generate_ade20k(
-        tmp_path / 'data', num_train=2, num_val=2, image_size=64, seed=5
-    )
-    cfg = Config.fromfile(
-        osp.join(
-            REPO, 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
-        )
-    )
-    tiny_backbone(cfg)
-    cfg.model.decode_head.in_channels = TINY_WIDTHS
-    cfg.model.auxiliary_head.in_channels = TINY_WIDTHS[2]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data['data_root']
-    return cfg, 'mIoU'
-
-
-def detection_config(tmp_path):
-    data = generate_coco_instances(
-        tmp_path / 'data', num_train=2, num_val=2, image_size=64, seed=6
-    )
-    cfg = Config.fromfile(
-        osp.join(
-            REPO,
-            'configs/detection/demo_cascade_mask_rcnn_slak_coco_synthetic.py',
-        )
-    )
-    tiny_backbone(cfg)
-    cfg.model.neck.in_channels = TINY_WIDTHS
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data['data_root'] + '/'
-    cfg.val_evaluator.ann_file = data['val_evaluator']['ann_file']
-    cfg.test_evaluator = cfg.val_evaluator
-    return cfg, 'coco/bbox_mAP'
-
-
-def classification_config(tmp_path):
-    data = generate_imagenet(
-        tmp_path / 'data', num_train=4, num_val=4, image_size=64, seed=7
-    )
-    cfg = Config.fromfile(
-        osp.join(REPO, 'configs/classification/slak_t_in1k.py')
-    )
-    tiny_backbone(cfg)
-    cfg.model.head.num_classes = 4
-    cfg.model.head.in_channels = TINY_WIDTHS[-1]
-    cfg.data_preprocessor.num_classes = 4
-    test_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='ResizeEdge', scale=72, edge='short'),
-        dict(type='CenterCrop', crop_size=64),
-        dict(type='PackInputs'),
-    ]
-    for loader in ('val_dataloader', 'test_dataloader'):
-        cfg[loader].batch_size = 2
-        cfg[loader].num_workers = 0
-        cfg[loader].persistent_workers = False
-        cfg[loader].dataset = dict(data['val_dataset'], pipeline=test_pipeline)
-    cfg.val_evaluator = dict(type='Accuracy', topk=(1,))
-    cfg.test_evaluator = cfg.val_evaluator
-    return cfg, 'accuracy/top1'
 
 
 def sparsify_exactly(model, prefix):

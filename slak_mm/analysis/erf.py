@@ -380,14 +380,12 @@ def analyze_config_erf(
     """
     # mmengine and the toolkits only here: the rest of this module is
     # plain torch and numpy.
-    from ..apis.model_builder import (
-        build_model_from_config,
-        load_model_checkpoint,
-    )
+    from ..apis.model_builder import build_model_from_config
+    from ..utils.checkpoint import load_checkpoint_strict
 
     model, cfg = build_model_from_config(config, cfg_options)
     if checkpoint:
-        load_model_checkpoint(model, checkpoint)
+        load_checkpoint_strict(model, checkpoint)
     else:
         print('No --checkpoint: using randomly initialised weights')
         torch.manual_seed(seed)

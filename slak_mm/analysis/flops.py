@@ -17,9 +17,8 @@ import torch.nn as nn
 from ..apis.model_builder import (
     build_model_from_config,
     is_mmdet_detector,
-    load_model_checkpoint,
 )
-from ..utils.safe_load import safe_torch_load
+from ..utils.checkpoint import load_checkpoint_strict, safe_torch_load
 from .complexity import (
     ComplexityReport,
     count_complexity,
@@ -124,7 +123,7 @@ def config_complexity(
     in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)
     masks, source = None, 'dense'
     if checkpoint is not None:
-        load_model_checkpoint(model, checkpoint)
+        load_checkpoint_strict(model, checkpoint)
         masks, source = masks_from_weights(model), checkpoint
     elif masks_file is not None:
         masks, source = load_masks(masks_file, masks_key), masks_file

@@ -287,8 +287,7 @@ def checkpoint_density(
     Raises:
         ValueError: If no 2-D/4-D weight lies under ``module_path``.
     """
-    from ..models.checkpoint import extract_state_dict
-    from ..utils.safe_load import safe_torch_load
+    from ..utils.checkpoint import extract_state_dict, safe_torch_load
 
     checkpoint = safe_torch_load(filename)
     state_dict = extract_state_dict(checkpoint, filename, state_key)

@@ -9,13 +9,13 @@
   with the config, the runner and the process group.
 """
 
-from .inference import check_checkpoint, init_model, load_checkpoint_strict
+from ..utils.checkpoint import load_checkpoint_strict
+from .inference import check_checkpoint, init_model
 from .model_builder import (
     build_model_from_config,
     compare_with_model,
     flatten_tensors,
     is_mmdet_detector,
-    load_model_checkpoint,
     network_output_kind,
     run_network,
     run_tensor_mode,
@@ -59,7 +59,6 @@ __all__ = [
     'launcher_process_group',
     'load_checkpoint_strict',
     'load_config',
-    'load_model_checkpoint',
     'make_runner_parser',
     'network_output_kind',
     'parse_runner_args',

@@ -5,8 +5,9 @@ The toolkits' inference entry points (``mmseg.apis.init_model``,
 ``mmpretrain.get_model``, ``ImageClassificationInferencer``) load weights
 with mmengine's non-strict ``load_checkpoint``: a checkpoint that does not
 fit the config only logs warnings and inference runs on random weights.
-These helpers load strictly instead, with the same check as
-``tools/test.py``:
+Importing :mod:`slak_mm` makes those loads strict for SLaK models
+(:func:`~slak_mm.utils.checkpoint.make_mmengine_loading_strict`); these
+helpers also take the class names saved in the checkpoint:
 
 .. code-block:: python
 
@@ -16,8 +17,8 @@ These helpers load strictly instead, with the same check as
     # mmdet.apis.inference_detector(model, img), or
     # mmpretrain.ImageClassificationInferencer(model=model)(img)
 
-For the config-driven inferencers (``MMSegInferencer``, ``DetInferencer``),
-call :func:`check_checkpoint` first.
+:func:`check_checkpoint` checks a checkpoint against a config without
+loading it into a model for use.
 """
 
 import warnings
@@ -25,9 +26,8 @@ from typing import Optional, Union
 
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.runner.checkpoint import _load_checkpoint
 
-from ..engine.runner import DEFAULT_REVISE_KEYS, load_state_dict_strict
+from ..utils.checkpoint import load_checkpoint_strict
 from .model_builder import build_model_from_config
 
 
@@ -43,45 +43,6 @@ def _dataset_meta_of(checkpoint: dict) -> Optional[dict]:
             dataset_meta['palette'] = meta['PALETTE']
         return dataset_meta
     return None
-
-
-def load_checkpoint_strict(
-    model: nn.Module,
-    filename: str,
-    map_location: str = 'cpu',
-    revise_keys: list = DEFAULT_REVISE_KEYS,
-) -> dict:
-    """Loads a checkpoint into a model, refusing one that does not fit.
-
-    Every tensor of the model must be in the checkpoint with its shape;
-    entries the model does not have are ignored and returned in the log.
-    The file is read with ``torch.load(weights_only=True)``. The class names
-    saved in the checkpoint (``meta.dataset_meta``, or ``CLASSES`` /
-    ``PALETTE`` of older files) become ``model.dataset_meta`` (and
-    mmpretrain's ``model._dataset_meta``), as the toolkits' loaders do.
-
-    Args:
-        model (nn.Module): A model built from the matching config.
-        filename (str): Local path or http(s) URL of the checkpoint.
-        map_location (str): Device the tensors are loaded to.
-        revise_keys (list): ``(pattern, replacement)`` pairs for the keys;
-            by default a DDP ``module.`` prefix is stripped.
-
-    Returns:
-        dict: The loaded checkpoint.
-
-    Raises:
-        CheckpointMismatchError: If a tensor of the model is missing or has
-            another shape; lists every such key with both shapes.
-        CheckpointFileError: If the file is not a readable checkpoint.
-    """
-    checkpoint = _load_checkpoint(filename, map_location=map_location)
-    load_state_dict_strict(model, checkpoint, filename, revise_keys)
-    dataset_meta = _dataset_meta_of(checkpoint)
-    if dataset_meta is not None:
-        model.dataset_meta = dataset_meta
-        model._dataset_meta = dataset_meta  # where mmpretrain keeps it
-    return checkpoint
 
 
 def _as_config(config: Union[str, Config], cfg_options) -> Config:
@@ -145,7 +106,11 @@ def init_model(
             )
     if checkpoint is not None:
         loaded = load_checkpoint_strict(model, checkpoint, map_location='cpu')
-        if _dataset_meta_of(loaded) is None:
+        dataset_meta = _dataset_meta_of(loaded)
+        if dataset_meta is not None:
+            model.dataset_meta = dataset_meta
+            model._dataset_meta = dataset_meta  # where mmpretrain keeps it
+        else:
             warnings.warn(
                 f'{checkpoint} saves no class names (meta.dataset_meta); '
                 "the model keeps its toolkit's default names",

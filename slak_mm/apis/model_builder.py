@@ -5,17 +5,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS, init_default_scope
 
-from ..models.checkpoint import (
-    check_checkpoint_fits,
-    check_shapes,
-    extract_state_dict,
-    strip_module_prefix,
-)
-from ..utils.safe_load import safe_torch_load
+from ..utils.checkpoint import check_shapes
 
 
 def build_model_from_config(
@@ -59,49 +52,6 @@ def _is_pretrained(init_cfg) -> bool:
         isinstance(item, dict) and item.get('type') == 'Pretrained'
         for item in items
     )
-
-
-def load_model_checkpoint(
-    model: nn.Module, filename: str, state_key: Optional[str] = None
-) -> dict:
-    """Loads a whole-model checkpoint strictly.
-
-    Every tensor of the model must be in the checkpoint with its shape;
-    entries the model does not have (an EMA copy, ...) are logged and
-    ignored. The same check guards ``tools/test.py``, ``load_from`` and
-    ``--resume`` (:class:`slak_mm.engine.StrictLoadingRunner`).
-
-    Args:
-        model (nn.Module): The model built from the matching config.
-        filename (str): Path of the ``.pth`` file.
-        state_key (str, optional): Entry holding the weights; by default
-            ``state_dict``.
-
-    Returns:
-        dict: The loaded checkpoint object (all its top-level entries).
-
-    Raises:
-        CheckpointMismatchError: On missing tensors or other shapes (a
-            ``KeyError`` and ``ValueError``); the message lists the keys
-            with both shapes and hints at the fix (e.g. a deployed
-            checkpoint needs ``model.backbone.deploy=True``).
-    """
-    checkpoint = safe_torch_load(filename)
-    state_dict = strip_module_prefix(
-        extract_state_dict(checkpoint, filename, state_key)
-    )
-    unexpected, _ = check_checkpoint_fits(state_dict, model, filename)
-    if unexpected:
-        print_log(
-            f'{filename}: {len(unexpected)} entries not in the model '
-            f'(ignored): {unexpected[:20]}',
-            logger='current',
-        )
-    own = model.state_dict()
-    model.load_state_dict(
-        {k: v for k, v in state_dict.items() if k in own}, strict=True
-    )
-    return checkpoint
 
 
 def compare_with_model(

@@ -10,11 +10,11 @@ import torch.nn as nn
 from ..apis.model_builder import (
     build_model_from_config,
     flatten_tensors,
-    load_model_checkpoint,
     network_output_kind,
     run_network,
 )
 from ..models.backends import use_backend
+from ..utils.checkpoint import load_checkpoint_strict
 
 #: Top-level checkpoint entries that are always kept.
 KEPT_ENTRIES = ('meta', 'state_dict')
@@ -153,7 +153,7 @@ def deploy_checkpoint(
             holds NaN or infinity (names it); nothing is saved then.
     """
     model, _ = build_model_from_config(config, cfg_options)
-    loaded = load_model_checkpoint(model, checkpoint)
+    loaded = load_checkpoint_strict(model, checkpoint)
     check_finite(model.state_dict(), f'{checkpoint}: tensor')
     model.eval()
     batch = make_test_batch(shape, batch_size)

@@ -21,15 +21,17 @@ import torch
 import torch.nn as nn
 
 from ..models.checkpoint import (
-    check_shapes,
-    extract_state_dict,
-    is_release_state_dict,
     prepare_backbone_state_dict,
     release_to_slak_mm_key,
     slak_mm_to_release_key,
-    strip_module_prefix,
 )
 from ..models.slak import SLaK
+from ..utils.checkpoint import (
+    check_shapes,
+    extract_state_dict,
+    is_release_state_dict,
+    strip_ddp_prefix,
+)
 
 _STAGE_BLOCK = re.compile(r'^stages\.(\d+)\.(\d+)\.')
 
@@ -213,7 +215,7 @@ def convert_release_classifier(
             the rest (names the key and both shapes).
         KeyError: If tensors are missing or left over.
     """
-    state_dict = strip_module_prefix(state_dict)
+    state_dict = strip_ddp_prefix(state_dict)
     info = infer_release_config(state_dict, filename)
     if info['num_classes'] is None or 'head.bias' not in state_dict:
         raise KeyError(
@@ -253,7 +255,7 @@ def convert_release_backbone(
     Returns:
         tuple[dict, dict]: The converted state dict and the inferred config.
     """
-    state_dict = strip_module_prefix(state_dict)
+    state_dict = strip_ddp_prefix(state_dict)
     info = infer_release_config(state_dict, filename)
     model = SLaK(
         **info['backbone'], out_indices=tuple(range(len(info['channels'])))
@@ -302,7 +304,7 @@ def convert_release_downstream(
             f'{filename}: expected a "state_dict" entry (mmseg 0.x / '
             f'mmdet 2.x layout), got {sorted(checkpoint)[:10]}'
         )
-    state_dict = strip_module_prefix(checkpoint['state_dict'])
+    state_dict = strip_ddp_prefix(checkpoint['state_dict'])
     backbone = {
         k[len('backbone.') :]: v
         for k, v in state_dict.items()

@@ -1,47 +1,26 @@
-"""A Runner whose checkpoint loading is strict: no silent partial loads.
+"""The runner that ``tools/train.py`` and ``tools/test.py`` build.
 
-mmengine's ``Runner.load_checkpoint`` (behind ``load_from``, ``--resume``
-and ``tools/test.py``) loads with ``strict=False``: a checkpoint that does
-not fit the model only logs "size mismatch" / "missing keys" warnings and
-the run goes on with random weights. :class:`StrictLoadingRunner` checks the
-checkpoint first and stops with one message listing every missing tensor
-and every tensor of another shape (both shapes), with a hint at the option
-that fixes common cases (a deployed checkpoint, another number of classes,
-another task). Entries the model does not have (optimizer state, an EMA
-copy, ...) are logged and ignored.
+Strictness itself needs no runner: importing :mod:`slak_mm` makes mmengine's
+``load_state_dict`` check every load into a SLaK model
+(:func:`~slak_mm.utils.checkpoint.make_mmengine_loading_strict`), so the
+toolkits' own scripts and runners refuse a checkpoint that does not fit.
+:class:`StrictLoadingRunner` adds two checks that must run before the
+``after_load_checkpoint`` hooks see the file, so that no hook acts on (or
+logs about) a checkpoint that is then refused: the fit check, and for
+``--resume`` that the file holds the runner state.
 """
 
-import re
-from collections import OrderedDict
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Union
 
-import torch
 from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
+from mmengine.runner.checkpoint import (
+    _load_checkpoint,
+    _load_checkpoint_to_model,
+)
 
-from ..models.checkpoint import check_checkpoint_fits, extract_state_dict
-
-DEFAULT_REVISE_KEYS = [(r'^module\.', '')]
-
-
-def revise_state_dict_keys(
-    state_dict: Dict[str, torch.Tensor], revise_keys: List[Tuple[str, str]]
-) -> 'OrderedDict[str, torch.Tensor]':
-    """Applies mmengine's ``revise_keys`` (regex, replacement) pairs.
-
-    The ``_metadata`` attribute (module versions) is kept, as mmengine does.
-    """
-    metadata = getattr(state_dict, '_metadata', OrderedDict())
-    for pattern, replacement in revise_keys:
-        state_dict = OrderedDict(
-            (re.sub(pattern, replacement, key), value)
-            for key, value in state_dict.items()
-        )
-    state_dict = OrderedDict(state_dict)
-    state_dict._metadata = metadata
-    return state_dict
+from ..utils.checkpoint import check_checkpoint_fits, extract_state_dict
 
 
 def check_resumable(checkpoint: dict, filename: str) -> None:
@@ -68,49 +47,27 @@ def check_resumable(checkpoint: dict, filename: str) -> None:
         )
 
 
-def load_state_dict_strict(
-    model: torch.nn.Module,
-    checkpoint: dict,
-    filename: str,
-    revise_keys: list = DEFAULT_REVISE_KEYS,
-) -> List[str]:
-    """Loads a checkpoint's weights after :func:`check_checkpoint_fits`.
+def check_checkpoint_fits_runner(runner, checkpoint, filename: str) -> None:
+    """Raises unless ``checkpoint`` fits ``runner.model``.
 
-    Args:
-        model (nn.Module): The model (not a DDP wrapper).
-        checkpoint (dict): The loaded file.
-        filename (str): For messages.
-        revise_keys (list): ``(pattern, replacement)`` pairs for the keys.
-
-    Returns:
-        list[str]: The checkpoint entries the model does not have (not
-        loaded).
+    For ``after_load_checkpoint`` hooks that act on the checkpoint: the
+    toolkits' runners call them before loading the weights, and a hook
+    should not act on (or fail its own way on) a file that is then refused.
 
     Raises:
-        CheckpointMismatchError: If a tensor of the model is missing from
-            the checkpoint or has another shape.
+        CheckpointMismatchError: See
+            :func:`~slak_mm.utils.checkpoint.check_checkpoint_fits`.
     """
-    state_dict = revise_state_dict_keys(
-        extract_state_dict(checkpoint, filename), revise_keys
+    model = runner.model
+    model = model.module if is_model_wrapper(model) else model
+    check_checkpoint_fits(
+        extract_state_dict(checkpoint, filename), model, filename
     )
-    unexpected, _ = check_checkpoint_fits(state_dict, model, filename)
-    ignored = set(unexpected)
-    fitting = OrderedDict(
-        (k, v) for k, v in state_dict.items() if k not in ignored
-    )
-    fitting._metadata = state_dict._metadata
-    load_state_dict(model, fitting, strict=True)
-    return unexpected
 
 
 @RUNNERS.register_module()
 class StrictLoadingRunner(Runner):
-    """mmengine's Runner with strict, checked checkpoint loading.
-
-    ``tools/train.py`` and ``tools/test.py`` build it unless the config sets
-    another ``runner_type``; ``runner_type='StrictLoadingRunner'`` in a
-    config gives the toolkits' own tools the same behaviour.
-    """
+    """mmengine's Runner, refusing a checkpoint before any hook sees it."""
 
     _resuming = False
 
@@ -137,67 +94,27 @@ class StrictLoadingRunner(Runner):
         filename: str,
         map_location: Union[str, Callable] = 'cpu',
         strict: bool = False,
-        revise_keys: list = DEFAULT_REVISE_KEYS,
+        revise_keys: list = [(r'^module\.', '')],  # noqa: B006 (mmengine's)
     ) -> dict:
-        """Loads a checkpoint after checking that it fits the model.
-
-        Args:
-            filename (str): Local path or URL (read with
-                ``weights_only=True``, see :mod:`slak_mm.utils.safe_load`).
-            map_location (str | Callable): As in ``torch.load``.
-            strict (bool): Also refuse entries the model does not have. Missing
-                tensors and other shapes are always refused.
-            revise_keys (list): ``(pattern, replacement)`` pairs applied to
-                the keys, by default stripping a DDP ``module.`` prefix.
-
-        Returns:
-            dict: The loaded checkpoint.
+        """As mmengine's, with the checks first.
 
         Raises:
             CheckpointMismatchError: If a tensor of the model is missing from
                 the checkpoint or has another shape.
-            TypeError: If the file holds no dict or its ``state_dict`` is no
-                dict.
+            TypeError: If the file holds no dict or its weights are no dict.
             ValueError: When resuming, if the file lacks the runner state.
         """
         checkpoint = _load_checkpoint(filename, map_location=map_location)
-        model = (
-            self.model.module if is_model_wrapper(self.model) else self.model
-        )
-        state_dict = revise_state_dict_keys(
-            extract_state_dict(checkpoint, filename), revise_keys
-        )
-        # Checked before the hooks run, so that they never act on (and log
-        # about) a checkpoint that is then refused.
-        unexpected, _ = check_checkpoint_fits(state_dict, model, filename)
-        if strict and unexpected:
-            raise KeyError(
-                f'{filename}: entries not in the model (strict=True): '
-                f'{unexpected[:20]}'
-            )
+        check_checkpoint_fits_runner(self, checkpoint, filename)
         if self._resuming:
             check_resumable(checkpoint, filename)
-
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-
-        # Hooks may rewrite the weights (EMAHook swaps its copy in and out),
-        # so the check runs again on what is loaded.
-        unexpected = load_state_dict_strict(
-            model, checkpoint, filename, revise_keys
+        # Checked again inside (hooks such as EMAHook may swap weights).
+        model = self.model
+        model = model.module if is_model_wrapper(model) else model
+        _load_checkpoint_to_model(
+            model, checkpoint, strict, revise_keys=revise_keys
         )
         self._has_loaded = True
-        self.logger.info(
-            f'Loaded all {len(model.state_dict())} tensors of the model '
-            f'from {filename}'
-        )
-        if unexpected:
-            shown = unexpected[:20]
-            more = (
-                f' ... ({len(unexpected)} in all)'
-                if len(unexpected) > 20
-                else ''
-            )
-            self.logger.info(
-                f'{filename}: entries not in the model, ignored: {shown}{more}'
-            )
+        self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint

@@ -296,6 +296,10 @@ class SLaK(UsesBackend, BaseModule):
           floor, e.g. 37x53 gives 9x13, 4x6, 2x3, 1x1.
     """
 
+    # Every mmengine load into a model holding SLaK is checked (see
+    # slak_mm.utils.checkpoint.make_mmengine_loading_strict).
+    requires_strict_checkpoint_loading = True
+
     arch_settings = {
         'tiny': {'depths': [3, 3, 9, 3], 'channels': [96, 192, 384, 768]},
         'small': {'depths': [3, 3, 27, 3], 'channels': [96, 192, 384, 768]},

@@ -41,7 +41,7 @@ from slak_mm.analysis.complexity import (  # noqa: E402
 from slak_mm.analysis.erf import analyze_config_erf  # noqa: E402
 from slak_mm.apis import (  # noqa: E402
     build_model_from_config,
-    load_model_checkpoint,
+    load_checkpoint_strict,
 )
 from slak_mm.apis.tool_runs import (  # noqa: E402
     data_root_options,
@@ -192,7 +192,7 @@ def train_and_test(key, config, data_root, args):
 def complexity(config, checkpoint):
     """Non-zero parameters and sparse MACs of the whole segmentor."""
     model, _ = build_model_from_config(config)
-    load_model_checkpoint(model, checkpoint)
+    load_checkpoint_strict(model, checkpoint)
     report = count_complexity(
         model, (3, IMAGE_SIZE, IMAGE_SIZE), masks=masks_from_weights(model)
     )

@@ -23,6 +23,9 @@ from slak_mm.sparse.checks import (
 from slak_mm.sparse.controller import DynamicSparsity
 from slak_mm.sparse.masking import optimizer_holding, resolve_module
 from slak_mm.sparse.snip import sample_batch, snip_loss, snip_scores
+from slak_mm.utils.checkpoint import last_read_checkpoint
+
+from ..runner import check_checkpoint_fits_runner
 
 # What the hook shows of the controller's state before it is built.
 _UNBUILT_STATE = dict(
@@ -187,6 +190,11 @@ class SparseTrainingHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Keeps the saved masks and counters for ``before_train``."""
+        # Before the checkpoint's masks are read: a file that does not fit
+        # the model is refused with the fit report on every runner.
+        check_checkpoint_fits_runner(
+            runner, checkpoint, last_read_checkpoint()
+        )
         if runner._resume:  # load_from: masks come from the loaded weights
             self._resumed_state = state_from_checkpoint(checkpoint, self._name)
 
