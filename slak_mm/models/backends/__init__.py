@@ -17,6 +17,9 @@ backends or ``'auto'``; every choice uses the same parameters (one
   conv (forward and both gradients) on the Triton kernels of
   :mod:`slak_mm.ops.triton_dwconv`, the eval strip pair in one pass. On
   CPU only by explicit request under ``TRITON_INTERPRET=1`` (tests).
+  Where a kernel cannot compile or launch, ``'auto'`` runs that case as
+  ``'native'`` with one :class:`TritonFallbackWarning` per cause; the
+  explicit ``'triton'`` raises.
 - ``'auto'`` (default): the available backend of highest
   ``auto_priority`` for the input's device: ``'fast'`` on CPU,
   ``'triton'`` on CUDA when Triton imports, ``'native'`` otherwise.
@@ -68,7 +71,7 @@ from .native import NativeBackend
 
 # Registration list: importing a backend module registers its backend.
 from .reference import ReferenceBackend  # noqa: I001
-from .triton import TritonBackend
+from .triton import TritonBackend, TritonFallbackWarning
 
 __all__ = [
     'AUTO',
@@ -77,6 +80,7 @@ __all__ = [
     'NativeBackend',
     'ReferenceBackend',
     'TritonBackend',
+    'TritonFallbackWarning',
     'UsesBackend',
     'backend_names',
     'cache_weight_casts',

@@ -107,6 +107,12 @@ class Backend:
         """``fc2(act(fc1(x)))`` over the last axis of ``(..., C)``."""
         return fc2(act(fc1(x)))
 
+    def for_auto(self) -> 'Backend':
+        """The instance that runs when ``'auto'`` picks this backend: itself,
+        unless the backend falls back where an explicit request raises (see
+        :class:`~slak_mm.models.backends.TritonBackend`)."""
+        return self
+
     def runs_on_request(self, device_type: str) -> bool:
         """Whether the backend also runs on ``device_type`` when named
         explicitly, outside ``device_types`` and never picked there by
@@ -118,7 +124,8 @@ class Backend:
         return f'{type(self).__name__}(name={self.name!r})'
 
 
-# name -> backend instance (backends are stateless).
+# name -> backend instance (backends hold no parameters; the Triton
+# backend's 'auto' variant remembers which cases fell back).
 _BACKENDS: Dict[str, Backend] = {}
 AUTO = 'auto'
 
@@ -152,8 +159,9 @@ def get_backend(name: str, device: torch.device) -> Backend:
     """The backend that runs for option ``name`` on ``device``.
 
     ``'auto'`` picks the available backend of highest ``auto_priority``
-    that runs on the device. A named backend that cannot run there raises,
-    unless it runs there on request (:meth:`Backend.runs_on_request`).
+    that runs on the device (its :meth:`Backend.for_auto`). A named
+    backend that cannot run there raises, unless it runs there on request
+    (:meth:`Backend.runs_on_request`).
     """
     device_type = torch.device(device).type
     backend = _BACKENDS.get(name)
@@ -175,7 +183,7 @@ def _resolve(name: str, device_type: str) -> Backend:
         ]
         if not candidates:
             raise RuntimeError(f'no backend runs on {device_type}')
-        return max(candidates, key=lambda b: b.auto_priority)
+        return max(candidates, key=lambda b: b.auto_priority).for_auto()
     backend = _BACKENDS[name]
     if not _runs_on(backend, device_type):
         raise ValueError(
