@@ -21,8 +21,8 @@ from slak_mm.models.backends import (
     use_backend,
 )
 from slak_mm.models.backends.fast_cpu import (
-    DepthwiseConvSame,
     conv_grad_weight,
+    depthwise_conv_same,
 )
 from slak_mm.models.large_kernel import LargeKernelConv
 
@@ -276,9 +276,9 @@ def test_custom_backward_is_used_and_checks_gradients():
     weight = torch.randn(2, 1, 11, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
     out = get_backend('fast', x.device).depthwise_conv(x, weight, bias)
-    assert 'DepthwiseConvSame' in type(out.grad_fn).__name__
+    assert 'depthwise_conv_same' in type(out.grad_fn).__name__
     assert torch.autograd.gradcheck(
-        DepthwiseConvSame.apply, (x, reachable_kernel(weight, 6, 5), bias)
+        depthwise_conv_same, (x, reachable_kernel(weight, 6, 5), bias)
     )
 
 

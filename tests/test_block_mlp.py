@@ -60,7 +60,7 @@ def test_onednn_mlp_matches_torch(channels, approximate):
     grad_out = torch.randn(2, 5, 7, channels)
     expected, expected_grads = mlp_grads(x, mlp, 'torch', grad_out)
     out, grads = mlp_grads(x, mlp, 'onednn', grad_out)
-    assert type(mlp_node(out)).__name__ == 'OneDNNMLPBackward'
+    assert 'slak_mm_mlp' in type(mlp_node(out)).__name__
     relative_close(out, expected)
     for grad, expected_grad in zip(grads, expected_grads):
         assert grad.shape == expected_grad.shape

@@ -257,6 +257,17 @@ def is_tracing() -> bool:
     )
 
 
+def is_exporting() -> bool:
+    """Whether a tracer that must see only standard ops is recording
+    (``torch.jit.trace``/``script``, ``torch.export``, the ONNX exporters);
+    ``torch.compile`` keeps the backends' custom ops instead."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_exporting()
+    )
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a conv or linear on ``x`` computes in: the autocast dtype
     when autocast is on for ``x``'s device and ``x`` is fp32/bf16/fp16,

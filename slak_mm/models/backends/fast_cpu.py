@@ -1,7 +1,7 @@
 """``'fast'``: ``'native'`` plus oneDNN kernels and backwards made of fast
 forward operations, for CPUs.
 
-- Depthwise convs with a custom backward (:class:`DepthwiseConvSame`). On
+- Depthwise convs with a custom backward (:func:`depthwise_conv_same`). On
   CPU PyTorch's depthwise ``convolution_backward`` spends 6-30x the forward
   time on the weight gradient; here the input gradient is a forward conv
   with the flipped kernel and the weight gradient a forward depthwise conv
@@ -10,15 +10,18 @@ forward operations, for CPUs.
   PyTorch's own, both slower on every SLaK-T map).
 - In eval the two folded strips are summed inside oneDNN's conv (its sum
   post-op, :func:`~.ops.conv_add`).
-- Block MLPs on oneDNN's inner product (:class:`OneDNNMLP`): GELU fused in
+- Block MLPs on oneDNN's inner product (:func:`mlp`): GELU fused in
   eval, recomputed in the backward instead of stored (one ``(N, H, W, 4C)``
   map less per block).
 - Under CPU autocast (bf16, or fp16 where oneDNN runs it natively,
   :func:`~.ops.onednn_supports`) the same kernels run in that dtype with
   fp32 accumulation inside oneDNN; inputs, kernels and linear weights are
   cast as autocast would cast them for ``conv2d`` and ``linear``. For a dtype
-  oneDNN cannot run natively (fp16 without AVX512-FP16), and while tracing,
-  exporting or compiling, standard ops run as in ``'native'``.
+  oneDNN cannot run natively (fp16 without AVX512-FP16), and while tracing or
+  exporting, standard ops run as in ``'native'``.
+- Each oneDNN kernel with its backward is a ``torch.library.custom_op``
+  (``slak_mm::depthwise_conv_same``, ``conv_add``, ``linear``, ``mlp``),
+  so ``torch.compile`` keeps them in its graph.
 
 Parameters are used as they are: masks and EMA swaps through ``.data`` are
 seen at the next call. Inside :func:`cache_weight_casts` (opt-in, for
@@ -33,13 +36,12 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
 from .base import (
     compute_dtype,
-    is_tracing,
+    is_exporting,
     reachable_kernel,
     register_backend,
     same_depthwise_conv,
@@ -86,93 +88,251 @@ def conv_grad_weight(
     return grad.reshape(batch, channels, kh, kw).sum(0).unsqueeze(1)
 
 
-class DepthwiseConvSame(torch.autograd.Function):
-    """A "same" depthwise conv whose backward consists of fast operations.
-
-    ``grad_input`` is the correlation of ``grad_output`` with the flipped
-    kernel (for stride 1 and symmetric padding the transposed convolution
-    is a forward one); ``grad_weight`` comes from :func:`conv_grad_weight`.
-    All tensors share one dtype; call it with autocast off.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        kh, kw = weight.shape[2:]
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.conv2d(
-            x, weight, bias, padding=(kh // 2, kw // 2), groups=x.shape[1]
-        )
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        channels = x.shape[1]
-        kh, kw = weight.shape[2:]
-        grad_out = grad_out.contiguous(memory_format=_memory_format(x))
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(
-                grad_out,
-                weight.flip(2, 3),
-                padding=(kh // 2, kw // 2),
-                groups=channels,
-            )
-        if ctx.needs_input_grad[1]:
-            grad_weight = conv_grad_weight(x, grad_out, (kh, kw))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum((0, 2, 3))
-        return grad_x, grad_weight, grad_bias
-
-
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
 
 
-class OneDNNMLP(torch.autograd.Function):
+def _depthwise_conv_grads(ctx, grad_out, x, weight, has_bias):
+    """Input, weight and bias gradients of a "same" depthwise conv, each a
+    fast forward operation (``None`` where not needed)."""
+    channels = x.shape[1]
+    kh, kw = weight.shape[2:]
+    grad_out = grad_out.contiguous(memory_format=_memory_format(x))
+    grad_x = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        # Stride 1 and symmetric padding: the transposed conv is the
+        # forward conv with the flipped kernel.
+        grad_x = F.conv2d(
+            grad_out,
+            weight.flip(2, 3),
+            padding=(kh // 2, kw // 2),
+            groups=channels,
+        )
+    if ctx.needs_input_grad[1]:
+        grad_weight = conv_grad_weight(x, grad_out, (kh, kw))
+    if has_bias and ctx.needs_input_grad[2]:
+        grad_bias = grad_out.sum((0, 2, 3))
+    return grad_x, grad_weight, grad_bias
+
+
+# The kernels below are custom ops (fake implementations, registered
+# autograd) so that torch.compile keeps them in one graph instead of
+# tracing through them or falling back to standard ops. Backwards call the
+# custom ops too: inductor lowers oneDNN's private linear op only for
+# constant weights.
+
+
+@torch.library.custom_op('slak_mm::depthwise_conv_same', mutates_args=())
+def depthwise_conv_same(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """A "same" depthwise conv whose backward consists of fast operations.
+
+    ``grad_input`` is the correlation of ``grad_output`` with the flipped
+    kernel; ``grad_weight`` comes from :func:`conv_grad_weight`. All tensors
+    share one dtype; call it with autocast off.
+
+    Args:
+        x (Tensor): ``(N, C, H, W)``.
+        weight (Tensor): ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
+        bias (Tensor, optional): ``(C,)``.
+
+    Returns:
+        Tensor: ``(N, C, H, W)``, in the memory format of ``x``.
+    """
+    return same_depthwise_conv(x, weight, bias)
+
+
+@depthwise_conv_same.register_fake
+def _(x, weight, bias):
+    return torch.empty_like(x)
+
+
+def _depthwise_conv_same_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _depthwise_conv_same_backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    return _depthwise_conv_grads(ctx, grad_out, x, weight, ctx.has_bias)
+
+
+depthwise_conv_same.register_autograd(
+    _depthwise_conv_same_backward, setup_context=_depthwise_conv_same_setup
+)
+
+
+@torch.library.custom_op('slak_mm::conv_add', mutates_args=())
+def conv_add(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    other: torch.Tensor,
+) -> torch.Tensor:
+    """``other + depthwise_conv_same(x, weight, bias)`` in one oneDNN
+    convolution (:func:`~.ops.conv_add`, its sum post-op).
+
+    Args:
+        x (Tensor): ``(N, C, H, W)``, channels-last.
+        weight (Tensor): ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
+        bias (Tensor, optional): ``(C,)``.
+        other (Tensor): ``(N, C, H, W)``, channels-last; not changed.
+
+    Returns:
+        Tensor: ``(N, C, H, W)``, in the memory format of ``x``.
+    """
+    kh, kw = weight.shape[2:]
+    return ops.conv_add(x, other, weight, bias, (kh // 2, kw // 2), x.shape[1])
+
+
+@conv_add.register_fake
+def _(x, weight, bias, other):
+    return torch.empty_like(x)
+
+
+def _conv_add_setup(ctx, inputs, output):
+    x, weight, bias, _ = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _conv_add_backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    grads = _depthwise_conv_grads(ctx, grad_out, x, weight, ctx.has_bias)
+    return (*grads, grad_out if ctx.needs_input_grad[3] else None)
+
+
+conv_add.register_autograd(_conv_add_backward, setup_context=_conv_add_setup)
+
+
+@torch.library.custom_op('slak_mm::linear', mutates_args=())
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    gelu_approximate: Optional[str],
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` on oneDNN's inner product, followed by
+    ``gelu(., gelu_approximate)`` (fused) unless it is None.
+
+    Args:
+        x (Tensor): ``(M, K)``.
+        weight (Tensor): ``(N, K)``.
+        bias (Tensor, optional): ``(N,)``.
+        gelu_approximate (str, optional): ``'none'`` or ``'tanh'``.
+
+    Returns:
+        Tensor: ``(M, N)``.
+    """
+    return ops.linear(x, weight, bias, gelu_approximate)
+
+
+@linear.register_fake
+def _(x, weight, bias, gelu_approximate):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+def _linear_setup(ctx, inputs, output):
+    x, weight, bias, approximate = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.approximate = approximate
+
+
+def _linear_backward(ctx, grad_out):
+    x, weight, bias = ctx.saved_tensors
+    if ctx.approximate is not None:  # GELU recomputed, not stored
+        hidden = linear(x, weight, bias, None)
+        grad_out = ops.gelu_backward(grad_out, hidden, ctx.approximate)
+    grad_out = grad_out.contiguous()
+    grad_x = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = linear(grad_out, weight.t(), None, None)
+    if ctx.needs_input_grad[1]:
+        grad_weight = grad_out.t().mm(x)
+    if bias is not None and ctx.needs_input_grad[2]:
+        grad_bias = grad_out.sum(0)
+    return grad_x, grad_weight, grad_bias, None
+
+
+linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+
+@torch.library.custom_op('slak_mm::mlp', mutates_args=())
+def mlp(
+    x: torch.Tensor,
+    weight1: torch.Tensor,
+    bias1: Optional[torch.Tensor],
+    weight2: torch.Tensor,
+    bias2: Optional[torch.Tensor],
+    approximate: str,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """``fc2(gelu(fc1(x)))`` on oneDNN GEMMs, recomputing GELU in backward.
 
     Input gradients are oneDNN products with the transposed weights; weight
     gradients (a reduction over all positions) use ``torch.mm``, which is
     as fast as oneDNN for those shapes. All tensors share one dtype; call it
     with autocast off.
+
+    Args:
+        x (Tensor): ``(M, C)``.
+        weight1 (Tensor): ``(4C, C)``; ``bias1`` ``(4C,)`` or None.
+        weight2 (Tensor): ``(C, 4C)``; ``bias2`` ``(C,)`` or None.
+        approximate (str): GELU's ``'none'`` or ``'tanh'``.
+
+    Returns:
+        tuple[Tensor, Tensor]: The output ``(M, C)`` and the hidden map
+        before GELU ``(M, 4C)``, kept for the backward.
     """
+    hidden = ops.linear(x, weight1, bias1)
+    out = ops.linear(F.gelu(hidden, approximate=approximate), weight2, bias2)
+    return out, hidden
 
-    @staticmethod
-    def forward(ctx, x, weight1, bias1, weight2, bias2, approximate):
-        hidden = ops.linear(x, weight1, bias1)
-        ctx.save_for_backward(x, hidden, weight1, weight2)
-        ctx.approximate = approximate
-        ctx.has_bias = (bias1 is not None, bias2 is not None)
-        return ops.linear(
-            F.gelu(hidden, approximate=approximate), weight2, bias2
-        )
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        x, hidden, weight1, weight2 = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        activated = F.gelu(hidden, approximate=ctx.approximate)
-        grads = [None] * 6
-        if ctx.needs_input_grad[3]:
-            grads[3] = grad_out.t().mm(activated)
-        if ctx.has_bias[1] and ctx.needs_input_grad[4]:
-            grads[4] = grad_out.sum(0)
-        del activated
-        grad_hidden = ops.gelu_backward(
-            ops.linear(grad_out, weight2.t()), hidden, ctx.approximate
-        )
-        if ctx.needs_input_grad[0]:
-            grads[0] = ops.linear(grad_hidden, weight1.t())
-        if ctx.needs_input_grad[1]:
-            grads[1] = grad_hidden.t().mm(x)
-        if ctx.has_bias[0] and ctx.needs_input_grad[2]:
-            grads[2] = grad_hidden.sum(0)
-        return tuple(grads)
+@mlp.register_fake
+def _(x, weight1, bias1, weight2, bias2, approximate):
+    return (
+        x.new_empty((x.shape[0], weight2.shape[0])),
+        x.new_empty((x.shape[0], weight1.shape[0])),
+    )
+
+
+def _mlp_setup(ctx, inputs, output):
+    x, weight1, bias1, weight2, bias2, approximate = inputs
+    ctx.save_for_backward(x, output[1], weight1, weight2)
+    # The hidden map is returned for the backward only.
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.approximate = approximate
+    ctx.has_bias = (bias1 is not None, bias2 is not None)
+
+
+def _mlp_backward(ctx, grad_out, _):
+    x, hidden, weight1, weight2 = ctx.saved_tensors
+    grad_out = grad_out.contiguous()
+    activated = F.gelu(hidden, approximate=ctx.approximate)
+    grads = [None] * 6
+    if ctx.needs_input_grad[3]:
+        grads[3] = grad_out.t().mm(activated)
+    if ctx.has_bias[1] and ctx.needs_input_grad[4]:
+        grads[4] = grad_out.sum(0)
+    del activated
+    grad_hidden = ops.gelu_backward(
+        linear(grad_out, weight2.t(), None, None), hidden, ctx.approximate
+    )
+    if ctx.needs_input_grad[0]:
+        grads[0] = linear(grad_hidden, weight1.t(), None, None)
+    if ctx.needs_input_grad[1]:
+        grads[1] = grad_hidden.t().mm(x)
+    if ctx.has_bias[0] and ctx.needs_input_grad[2]:
+        grads[2] = grad_hidden.sum(0)
+    return tuple(grads)
+
+
+mlp.register_autograd(_mlp_backward, setup_context=_mlp_setup)
 
 
 # Parameter -> ((version, data_ptr, dtype), cast copy); None: no caching.
@@ -259,7 +419,7 @@ def _runs_on_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
         x.device.type == 'cpu'
         and dtype in _ONEDNN_DTYPES
         and ops.onednn_supports(dtype)
-        and not is_tracing()
+        and not is_exporting()
     )
 
 
@@ -276,14 +436,14 @@ class FastCPUBackend(NativeBackend):
 
     def conv_same(self, x, weight, bias):
         dtype = compute_dtype(x)
-        if is_tracing() or (
+        if is_exporting() or (
             dtype in _REDUCED and not ops.onednn_supports(dtype)
         ):
             return super().conv_same(x, weight, bias)
         x, weight, bias = _cast_conv_inputs(x, weight, bias, dtype)
         with _autocast_off():
             if _records_graph(x, weight, bias):
-                return DepthwiseConvSame.apply(x, weight, bias)
+                return depthwise_conv_same(x, weight, bias)
             return same_depthwise_conv(x, weight, bias)
 
     def depthwise_conv_sum(self, x, kernels):
@@ -300,15 +460,12 @@ class FastCPUBackend(NativeBackend):
         x = x.to(dtype)
         first = self.conv_same(x, *kernels[0])
         x, weight, bias = _cast_conv_inputs(x, *kernels[1], dtype)
-        kh, kw = weight.shape[2:]
         with _autocast_off():
-            return ops.conv_add(
+            return conv_add(
                 x,
-                first.contiguous(memory_format=torch.channels_last),
                 weight,
                 bias,
-                (kh // 2, kw // 2),
-                x.shape[1],
+                first.contiguous(memory_format=torch.channels_last),
             )
 
     def layer_norm(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -347,9 +504,9 @@ class FastCPUBackend(NativeBackend):
         ]
         with _autocast_off():
             if _records_graph(x, *params):
-                out = OneDNNMLP.apply(x, *params, act.approximate)
+                out, _ = mlp(x, *params, act.approximate)
             else:
                 weight1, bias1, weight2, bias2 = params
-                hidden = ops.linear(x, weight1, bias1, act.approximate)
-                out = ops.linear(hidden, weight2, bias2)
+                hidden = linear(x, weight1, bias1, act.approximate)
+                out = linear(hidden, weight2, bias2, None)
         return out.view(*leading, out.shape[-1])

@@ -7,8 +7,6 @@ skips cleanly where an op is absent, and :func:`available` lets a backend
 say it cannot run rather than fail on the first forward.
 """
 
-import functools
-
 import torch
 
 # Wrapper name -> (namespace, op name) as found under ``torch.ops``.
@@ -21,7 +19,19 @@ _OPS = {
 }
 
 
-@functools.cache
+def _probe_available(name: str) -> bool:
+    namespace, op = _OPS[name]
+    if namespace == 'mkldnn' and not torch.backends.mkldnn.is_available():
+        return False
+    return hasattr(getattr(torch.ops, namespace), op)
+
+
+# Probed once at import: the answers are constants of the build and the
+# machine, and torch.compile reads a dict where it refuses to trace into
+# torch.backends.
+_AVAILABLE = {name: _probe_available(name) for name in _OPS}
+
+
 def available(name: str) -> bool:
     """Whether this PyTorch build has the op behind wrapper ``name``.
 
@@ -29,14 +39,11 @@ def available(name: str) -> bool:
         name (str): A key of ``_OPS``: ``'conv_add'``, ``'linear'``,
             ``'gelu_backward'``, ``'bf16_supported'``, ``'fp16_supported'``.
     """
-    if name not in _OPS:
+    if name not in _AVAILABLE:
         raise KeyError(
             f'unknown op wrapper {name!r}; choose from {sorted(_OPS)}'
         )
-    namespace, op = _OPS[name]
-    if namespace == 'mkldnn' and not torch.backends.mkldnn.is_available():
-        return False
-    return hasattr(getattr(torch.ops, namespace), op)
+    return _AVAILABLE[name]
 
 
 def conv_add(
@@ -123,11 +130,7 @@ def gelu_backward(
     return torch.ops.aten.gelu_backward(grad_out, x, approximate=approximate)
 
 
-@functools.cache
-def onednn_supports(dtype: torch.dtype) -> bool:
-    """Whether oneDNN runs ``dtype`` convolutions and products natively
-    on this CPU (bf16 needs AVX512-BF16/AMX or emulation oneDNN accepts,
-    fp16 needs AVX512-FP16 or AVX-NE-CONVERT)."""
+def _probe_onednn(dtype: torch.dtype) -> bool:
     if dtype == torch.float32:
         return torch.backends.mkldnn.is_available()
     if dtype == torch.bfloat16:
@@ -139,3 +142,17 @@ def onednn_supports(dtype: torch.dtype) -> bool:
             torch.ops.mkldnn._is_mkldnn_fp16_supported()
         )
     return False
+
+
+_ONEDNN_NATIVE = {
+    dtype: _probe_onednn(dtype)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16)
+}
+
+
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` convolutions and products natively
+    on this CPU (bf16 needs AVX512-BF16/AMX or emulation oneDNN accepts,
+    fp16 needs AVX512-FP16 or AVX-NE-CONVERT). ``ONEDNN_MAX_CPU_ISA`` set
+    before the process starts caps what oneDNN reports."""
+    return _ONEDNN_NATIVE.get(dtype, False)
