@@ -74,6 +74,11 @@ def test_config_loads_and_builds(config, tmp_path):
     cfg.work_dir = str(tmp_path)
     cfg.launcher = 'none'
     runner = Runner.from_cfg(cfg)
+    # Exact resume (configs/_base_/exact_resume.py): generator states in
+    # every checkpoint, checkpoints written atomically.
+    hooks = {type(hook).__name__: hook for hook in runner.hooks}
+    assert 'RNGStateHook' in hooks
+    assert hooks['CheckpointHook'].backend_args == dict(backend='atomic_local')
     backbone = runner.model.backbone
     assert type(backbone).__name__ == 'SLaK'
     # Configs run the fast backend on CPU: channels-last maps, the custom

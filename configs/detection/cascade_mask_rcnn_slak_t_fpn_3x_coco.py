@@ -8,8 +8,10 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
     '../_base_/slak_t_downstream.py',
+    '../_base_/exact_resume.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
+default_hooks = dict(_base_.exact_resume_hooks)
 
 # An ImageNet-1k SLaK-T checkpoint (released or converted). Override with
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH

@@ -17,6 +17,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     '../_base_/slak_t_downstream.py',
     '../_base_/sparse_training.py',
+    '../_base_/exact_resume.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
 
@@ -124,10 +125,12 @@ train_cfg = dict(
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
+    _base_.exact_resume_hooks,
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
+        _base_.exact_resume_hooks.checkpoint,
         type='CheckpointHook',
         by_epoch=False,
         interval=max_iters,

@@ -7,8 +7,10 @@ _base_ = [
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
     '../../_base_/sparse_training.py',
+    '../../_base_/exact_resume.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
+default_hooks = dict(_base_.exact_resume_hooks)
 
 model = dict(
     type='ImageClassifier',

@@ -7,8 +7,10 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
     '../../_base_/slak_t_downstream.py',
+    '../../_base_/exact_resume.py',
 ]
 custom_imports = dict(imports=['slak_mm'], allow_failed_imports=False)
+default_hooks = dict(_base_.exact_resume_hooks)
 
 crop_size = (512, 512)
 # SyncBN for multi-GPU runs (the Runner reverts it to BN on one process);

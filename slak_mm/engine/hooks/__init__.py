@@ -1,6 +1,7 @@
 """mmengine hooks of slak_mm, registered in mmengine's root ``HOOKS``."""
 
+from .rng_state_hook import RNGStateHook
 from .sparse_training_hook import SparseTrainingHook
 from .static_sparsity_hook import StaticSparsityHook
 
-__all__ = ['SparseTrainingHook', 'StaticSparsityHook']
+__all__ = ['RNGStateHook', 'SparseTrainingHook', 'StaticSparsityHook']
