@@ -93,6 +93,91 @@ def test_batch_and_weight_grad_splits(interpreter, monkeypatch):
     check_against_reference((3, 3, 5, 9), (5, 3), torch.float32, 1e-5)
 
 
+def autotuned_on_cpu(kernel, configs, key, winner, launched):
+    """``triton.autotune`` around the interpreted ``kernel``, with a
+    benchmark that runs each candidate once (appending its tile to
+    ``launched``) and times candidate ``winner`` fastest: Triton's own
+    autotune sequence (every candidate, then the winner) on CPU."""
+    import triton
+
+    candidates = triton_dwconv._autotune_configs(configs)
+
+    def bench(kernel_call, quantiles):
+        index = len(launched)
+        launched.append(candidates[index].kwargs)
+        kernel_call()
+        return [1.0 if index == winner else 2.0] * len(quantiles)
+
+    with triton_dwconv._interpret_env(True):
+        jitted = triton.jit(kernel)
+    return triton.autotune(configs=candidates, key=key, do_bench=bench)(jitted)
+
+
+@pytest.fixture
+def tuned_on_cpu(interpreter, monkeypatch):
+    """Sends CPU tensors down the CUDA path (autotuned kernels, sizing by
+    multiprocessors), with interpreted kernels. Returns ``tune(winner)``,
+    which installs fresh autotuners whose candidate ``winner`` is fastest
+    and returns the list of weight-gradient tiles launched."""
+    from slak_mm.ops import _triton_dwconv_kernels as kernels
+
+    def tune(winner):
+        launched = []
+        forward = autotuned_on_cpu(
+            kernels.dwconv_forward_kernel,
+            triton_dwconv._FORWARD_CONFIGS,
+            triton_dwconv._FORWARD_KEY,
+            winner,
+            [],
+        )
+        weight_grad = autotuned_on_cpu(
+            kernels.dwconv_weight_grad_kernel,
+            triton_dwconv._WEIGHT_GRAD_CONFIGS,
+            triton_dwconv._WEIGHT_GRAD_KEY,
+            winner,
+            launched,
+        )
+        monkeypatch.setattr(
+            triton_dwconv, '_kernels', lambda interpret: (forward, weight_grad)
+        )
+        return launched
+
+    monkeypatch.setattr(triton_dwconv, '_use_interpreter', lambda x: False)
+    monkeypatch.setattr(triton_dwconv, '_multiprocessor_count', lambda i: 1)
+    return tune
+
+
+def expected_weight_grad(x, grad_out, kernel):
+    """``torch.nn.grad.conv2d_weight`` of a "same" depthwise conv, NHWC."""
+    channels = x.shape[3]
+    return torch.nn.grad.conv2d_weight(
+        x.permute(0, 3, 1, 2),
+        (channels, 1, *kernel),
+        grad_out.permute(0, 3, 1, 2),
+        padding=(kernel[0] // 2, kernel[1] // 2),
+        groups=channels,
+    )
+
+
+@pytest.mark.parametrize('winner', [0, 2])
+def test_weight_grad_right_on_the_autotuners_first_call(tuned_on_cpu, winner):
+    """The CUDA path's autotuned weight gradient, interpreted: on the first
+    call of a shape Triton runs every candidate tiling on the same partial
+    buffer, then the winner; the gradient must be the winner's alone
+    (stale rows of finer candidates were summed in before, for a coarse
+    winner)."""
+    launched = tuned_on_cpu(winner)
+    # 20 x 20: 9 tiles of 8 x 8, 4 of 16 x 16; 5 channels, one block.
+    x = torch.randn(2, 20, 20, 5)
+    grad_out = torch.randn(2, 20, 20, 5)
+    expected = expected_weight_grad(x, grad_out, (5, 3))
+    for call in range(2):
+        grad = triton_dwconv.conv_weight_grad_nhwc(x, grad_out, 5, 3)
+        assert relative_error(grad, expected) < 1e-5, call
+    # The first call timed every candidate, the second reused the winner.
+    assert len(launched) == len(triton_dwconv._WEIGHT_GRAD_CONFIGS)
+
+
 @pytest.mark.parametrize(
     'size,kernel', [((3, 4), (13, 13)), ((5, 2), (5, 51)), ((1, 1), (5, 5))]
 )

@@ -133,6 +133,7 @@ def dwconv_weight_grad_kernel(
     CP,
     KH,
     KW,
+    TILE_PROGRAMS,
     IMAGES_PER_SPLIT,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -141,57 +142,70 @@ def dwconv_weight_grad_kernel(
     """Partial weight gradients of a "same" depthwise conv.
 
     ``x`` is padded by ``KH // 2`` rows and ``KW // 2`` columns, ``grad``
-    (the output gradient) only along channels, ``(N, H, W, CP)``. Program
-    ``p`` takes one ``BLOCK_H x BLOCK_W`` tile of positions (tile
-    ``p % tiles_per_image``, as in :func:`dwconv_forward_kernel`) in a run
-    of ``IMAGES_PER_SPLIT`` images (run ``p // tiles_per_image``) and
-    writes ``partial[p, a * KW + b, c] = sum grad[n, h, w, c] *
-    x[n, h + a - KH // 2, w + b - KW // 2, c]`` over them; the caller sums
-    over ``p``. The tile's offsets and mask are computed once; each tap
-    then moves both pointers by scalars, image after image, accumulating
-    elementwise in fp32 registers, with one reduction over positions per
-    tap. Every element is written once, so the result does not depend on
-    scheduling (and autotuning may rerun the kernel freely).
+    (the output gradient) only along channels, ``(N, H, W, CP)``. The
+    ``BLOCK_H x BLOCK_W`` tiles of positions (numbered as in
+    :func:`dwconv_forward_kernel`) are dealt to ``TILE_PROGRAMS`` programs
+    per run of ``IMAGES_PER_SPLIT`` images: program ``p`` takes run ``p //
+    TILE_PROGRAMS`` and tiles ``p % TILE_PROGRAMS``, ``p % TILE_PROGRAMS +
+    TILE_PROGRAMS``, ... and writes ``partial[p, a * KW + b, c] = sum
+    grad[n, h, w, c] * x[n, h + a - KH // 2, w + b - KW // 2, c]`` over
+    them; the caller sums over ``p``. Per tap, both pointers move by
+    scalars from tile to tile and image to image, products accumulate
+    elementwise in fp32 registers, and one reduction over positions
+    follows.
 
-    Grid: ``(tiles_per_image * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
+    Every launched program writes all its elements once (zeros when it
+    has no tile), whatever the tile size: the rows written are fixed by
+    the grid, not by the tiling, so rerunning the kernel with another
+    tiling on the same buffer (as autotuning does) leaves no stale rows.
+
+    Grid: ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
     BLOCK_C))`` (``BLOCK_C`` dividing ``CP``); ``partial`` is fp32 of shape
-    ``(rows, KH * KW, CP)`` with at least as many rows as programs along
-    the first axis, zero where no program writes.
+    ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), KH * KW, CP)``.
     """
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     tiles_h = (H + BLOCK_H - 1) // BLOCK_H
     tiles_w = (W + BLOCK_W - 1) // BLOCK_W
     tiles_per_image = tiles_h * tiles_w
-    tile = pid % tiles_per_image
-    first_image = (pid // tiles_per_image) * IMAGES_PER_SPLIT
+    first_tile = pid % TILE_PROGRAMS
+    first_image = (pid // TILE_PROGRAMS) * IMAGES_PER_SPLIT
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
-    oh = (tile // tiles_w) * BLOCK_H + offs_p // BLOCK_W
-    ow = (tile % tiles_w) * BLOCK_W + offs_p % BLOCK_W
+    row_in_tile = offs_p // BLOCK_W
+    col_in_tile = offs_p % BLOCK_W
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = ((oh < H) & (ow < W))[:, None]
     WP = W + 2 * (KW // 2)
     # Image strides in int64 (the loop's image index is a plain int under
     # the interpreter).
     grad_image = (H * W * CP).to(tl.int64)
     x_image = ((H + 2 * (KH // 2)) * WP * CP).to(tl.int64)
-    grad_tile = grad_ptr + (oh * W + ow)[:, None] * CP + offs_c[None, :]
+    # Offsets within a tile whose top-left position is (0, 0); a tile at
+    # (top, left) adds one scalar.
+    grad_tile = grad_ptr + (row_in_tile * W + col_in_tile)[:, None] * CP
+    grad_tile += offs_c[None, :]
     # Tap (a, b) of output (oh, ow) reads padded (oh + a, ow + b).
-    x_tile = x_ptr + (oh * WP + ow)[:, None] * CP + offs_c[None, :]
+    x_tile = x_ptr + (row_in_tile * WP + col_in_tile)[:, None] * CP
+    x_tile += offs_c[None, :]
     partial = partial_ptr + pid.to(tl.int64) * KH * KW * CP + offs_c
     for a in range(0, KH):
         for b in range(0, KW):
             shift = (a * WP + b) * CP
             acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
-            for n in range(first_image, last_image):
-                grad = tl.load(
-                    grad_tile + n * grad_image, mask=mask, other=0.0
-                )
-                xv = tl.load(
-                    x_tile + n * x_image + shift, mask=mask, other=0.0
-                )
-                acc += grad.to(tl.float32) * xv.to(tl.float32)
+            for tile in range(first_tile, tiles_per_image, TILE_PROGRAMS):
+                top = (tile // tiles_w) * BLOCK_H
+                left = (tile % tiles_w) * BLOCK_W
+                mask = ((top + row_in_tile < H) & (left + col_in_tile < W))[
+                    :, None
+                ]
+                grad_at = grad_tile + (top * W + left) * CP
+                x_at = x_tile + (top * WP + left) * CP + shift
+                for n in range(first_image, last_image):
+                    grad = tl.load(
+                        grad_at + n * grad_image, mask=mask, other=0.0
+                    )
+                    xv = tl.load(x_at + n * x_image, mask=mask, other=0.0)
+                    acc += grad.to(tl.float32) * xv.to(tl.float32)
             tl.store(
                 partial + (a * KW + b) * CP,
                 tl.reduce(acc, 0, tl.standard._sum_combine),

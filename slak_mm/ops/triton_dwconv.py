@@ -72,7 +72,16 @@ _WEIGHT_GRAD_CONFIGS = (
     dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
 )
 _FORWARD_KEY = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
-_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'CP', 'KH', 'KW', 'IMAGES_PER_SPLIT']
+_WEIGHT_GRAD_KEY = [
+    'N',
+    'H',
+    'W',
+    'CP',
+    'KH',
+    'KW',
+    'TILE_PROGRAMS',
+    'IMAGES_PER_SPLIT',
+]
 # Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
 CHANNEL_ALIGN = 64
 
@@ -174,7 +183,15 @@ def _kernels(interpret: bool):
         )
         weight_grad = triton.jit(
             kernels.dwconv_weight_grad_kernel,
-            do_not_specialize=['N', 'H', 'W', 'KH', 'KW', 'IMAGES_PER_SPLIT'],
+            do_not_specialize=[
+                'N',
+                'H',
+                'W',
+                'KH',
+                'KW',
+                'TILE_PROGRAMS',
+                'IMAGES_PER_SPLIT',
+            ],
         )
     forward = triton.autotune(
         configs=_autotune_configs(_FORWARD_CONFIGS), key=_FORWARD_KEY
@@ -371,7 +388,7 @@ def _tiles(height: int, width: int, blocks: dict) -> int:
 
 
 def _images_per_split(
-    device: torch.device, shape, taps: int, padded: int, max_tiles: int
+    device: torch.device, shape, taps: int, padded: int, tile_programs: int
 ) -> int:
     """Images per weight-gradient program (see the constants above)."""
     batch, height, width, channels = shape
@@ -381,7 +398,7 @@ def _images_per_split(
         channels, _NOMINAL_BLOCK['BLOCK_C']
     )
     runs = max(1, min(batch, triton.cdiv(programs, per_run)))
-    row_bytes = 4 * taps * padded * max_tiles
+    row_bytes = 4 * taps * padded * tile_programs
     runs = max(1, min(runs, _MAX_PARTIAL_BYTES // row_bytes))
     return triton.cdiv(batch, runs)
 
@@ -411,22 +428,25 @@ def conv_weight_grad_nhwc(
             {k: v for k, v in cfg.items() if k != 'num_warps'}
             for cfg in _WEIGHT_GRAD_CONFIGS
         ]
-    # The tiling is the autotuner's choice: room for the finest one.
-    max_tiles = max(_tiles(height, width, blocks) for blocks in candidates)
+    # The tiling is the autotuner's choice, and the autotuner runs every
+    # candidate on the same buffer before the winner: the grid, and so
+    # the rows written, must not depend on it. One program per tile of
+    # the coarsest candidate; finer tilings give each program several.
+    tile_programs = min(_tiles(height, width, blocks) for blocks in candidates)
     if interpret:
         images_per_split = _INTERPRETER_IMAGES_PER_SPLIT
     else:
         images_per_split = _images_per_split(
-            x.device, x.shape, kh * kw, padded, max_tiles
+            x.device, x.shape, kh * kw, padded, tile_programs
         )
     runs = triton.cdiv(batch, images_per_split)
     extra = padded - channels
     x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
     grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
-    # Zeros: rows of programs that a coarser tiling does not launch, and
-    # channels past the grid's last block, stay zero.
-    partial = torch.zeros(
-        max_tiles * runs,
+    # Every launched program writes all of its row; channels past the
+    # grid's last block are left unwritten and not read.
+    partial = torch.empty(
+        tile_programs * runs,
         kh * kw,
         padded,
         device=x.device,
@@ -442,14 +462,12 @@ def conv_weight_grad_nhwc(
         padded,
         kh,
         kw,
+        tile_programs,
         images_per_split,
     )
 
     def grid(meta):
-        return (
-            _tiles(height, width, meta) * runs,
-            triton.cdiv(channels, meta['BLOCK_C']),
-        )
+        return (tile_programs * runs, triton.cdiv(channels, meta['BLOCK_C']))
 
     with _device_guard(x):
         if interpret:
