@@ -30,6 +30,9 @@ KERNEL_KINDS = [(13, 5), (5, 13), (5, 5), (9, 9)]
 
 
 def relative_error(actual, expected):
+    assert actual.shape == expected.shape
+    if expected.numel() == 0:
+        return 0.0
     expected = expected.detach().double()
     scale = expected.abs().max().clamp_min(1e-12)
     return ((actual.detach().double() - expected).abs().max() / scale).item()
@@ -176,6 +179,25 @@ def test_weight_grad_right_on_the_autotuners_first_call(tuned_on_cpu, winner):
         assert relative_error(grad, expected) < 1e-5, call
     # The first call timed every candidate, the second reused the winner.
     assert len(launched) == len(triton_dwconv._WEIGHT_GRAD_CONFIGS)
+
+
+@pytest.mark.parametrize('path', ['interpreter', 'tuned'])
+@pytest.mark.parametrize(
+    'shape,kernel',
+    [
+        ((0, 3, 5, 6), (13, 5)),  # empty batch
+        ((0, 3, 1, 1), (5, 51)),  # empty batch, 1 x 1 map
+        ((2, 3, 1, 1), (13, 13)),  # 1 x 1 map, kernel cropped to 1 x 1
+        ((2, 3, 2, 3), (51, 51)),  # kernel larger than the map both ways
+    ],
+)
+def test_degenerate_inputs(request, interpreter, path, shape, kernel):
+    """Forward and the three gradients on both paths (fixed interpreter
+    tiles, and the CUDA path's sizing and autotuned tiles): empty batches
+    give empty outputs and zero parameter gradients."""
+    if path == 'tuned':
+        request.getfixturevalue('tuned_on_cpu')(winner=2)
+    check_against_reference(shape, kernel, torch.float32, 1e-5)
 
 
 @pytest.mark.parametrize(

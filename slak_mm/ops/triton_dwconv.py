@@ -420,6 +420,8 @@ def conv_weight_grad_nhwc(
     interpret = _use_interpreter(x)
     _, weight_grad = _kernels(interpret)
     batch, height, width, channels = x.shape
+    if x.numel() == 0:  # An empty batch: nothing to sum, and no launch.
+        return x.new_zeros(channels, 1, kh, kw, dtype=torch.float32)
     padded = padded_channels(channels)
     if interpret:
         candidates = [INTERPRETER_BLOCKS]
