@@ -20,6 +20,7 @@ from slak_mm.ops.triton_dwconv import (
 )
 
 from .conftest import REQUIRES_TRITON_CUDA, randomize_batch_norms
+from .hopper_compile import compile_for_hopper
 
 needs_triton = pytest.mark.skipif(
     triton_dwconv.triton is None, reason='Triton is not installed'
@@ -345,39 +346,6 @@ def test_import_needs_neither_triton_nor_the_toolkits():
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
-def compile_for_hopper(kernel, dtype, constexprs, num_warps=4):
-    """Compiles ``kernel`` for sm_90 (H100/H200) without a GPU: Triton's
-    code generation and its bundled ptxas. Pointers and ``CP`` are
-    declared 16-byte aligned/divisible, as Triton specialises them for
-    real (aligned) tensors. Returns the compiled kernel's ``asm`` dict."""
-    import inspect
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    params = inspect.signature(kernel).parameters
-    signature, aligned = {}, {}
-    for index, name in enumerate(params):
-        if name in constexprs:
-            signature[name] = 'constexpr'
-        elif name.endswith('_ptr'):
-            is_map = name in ('x_ptr', 'out_ptr', 'grad_ptr')
-            signature[name] = f'*{dtype}' if is_map else '*fp32'
-            aligned[(index,)] = [['tt.divisibility', 16]]
-        else:
-            signature[name] = 'i32'
-            if name == 'CP':
-                aligned[(index,)] = [['tt.divisibility', 16]]
-    source = ASTSource(triton.jit(kernel), signature, constexprs, aligned)
-    compiled = triton.compile(
-        source,
-        target=GPUTarget('cuda', 90, 32),
-        options=dict(num_warps=num_warps),
-    )
-    return compiled.asm
-
-
 @needs_triton
 @pytest.mark.parametrize(
     'name,dtype,constexprs',
@@ -413,6 +381,64 @@ def test_kernels_compile_for_hopper_with_128_bit_loads(
     assert asm['cubin']
     loads = set(re.findall(r'ld\.global[.a-z0-9]*', asm['ptx']))
     assert loads == {'ld.global.v4.b32'}
+
+
+# Run in a fresh interpreter: Triton is imported with or without
+# TRITON_INTERPRET=1, then both kernels are compiled for sm_90 and the
+# weight gradient (the kernel with the sum over positions) is interpreted.
+_BOTH_MODES_SCRIPT = """
+import os, sys
+if sys.argv[1] == 'interpreter':
+    os.environ['TRITON_INTERPRET'] = '1'
+import triton
+os.environ.pop('TRITON_INTERPRET', None)
+import torch
+from slak_mm.ops import _triton_dwconv_kernels as kernels, triton_dwconv
+from tests.hopper_compile import compile_for_hopper
+triton_dwconv._kernels(False)  # builds the CUDA path's compiled kernels
+blocks = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32)
+compile_for_hopper(
+    kernels.dwconv_forward_kernel, 'bf16',
+    dict(HAS_SECOND=True, HAS_BIAS=True, **blocks),
+)
+compile_for_hopper(kernels.dwconv_weight_grad_kernel, 'bf16', blocks)
+os.environ['TRITON_INTERPRET'] = '1'
+x, grad_out = torch.randn(2, 2, 5, 7, 3).unbind(0)
+grad = triton_dwconv.conv_weight_grad_nhwc(x, grad_out, 3, 5)
+expected = torch.nn.grad.conv2d_weight(
+    x.permute(0, 3, 1, 2), (3, 1, 3, 5), grad_out.permute(0, 3, 1, 2),
+    padding=(1, 2), groups=3,
+)
+assert torch.allclose(grad, expected, atol=1e-5), (grad - expected).abs().max()
+"""
+
+
+@needs_triton
+@pytest.mark.parametrize('first_import', ['interpreter', 'compiled'])
+def test_kernels_compile_and_interpret_whatever_triton_was_imported_as(
+    tmp_path, first_import
+):
+    """No ``@triton.jit`` helper of Triton's library (compiled or
+    interpreted as chosen at Triton's first import) is called: the kernels
+    compile for sm_90 and run under the interpreter in one process,
+    whichever mode Triton was first imported in."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    # An empty cache: really compile (a cached binary skips the compiler).
+    env.update(PYTHONPATH=repo, TRITON_CACHE_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, '-c', _BOTH_MODES_SCRIPT, first_import],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @needs_triton

@@ -18,21 +18,23 @@ accumulated in fp32, whatever the input dtype. A tile's positions past
 the map's edge are the only masked loads, with a mask fixed for the
 whole tap loop.
 
-Only long-standing Triton builtins are used (``program_id``, ``arange``,
-``full``, masked ``load``/``store``, ``reduce``, ``range`` loops), so that
-the kernels compile with Triton 3.6 as well as with the newest releases.
-None of the ``@triton.jit`` helpers of ``triton.language.standard``
-(``cdiv``, ``zeros``, ``sum``) is called: those are compiled or
-interpreted as decided when Triton was first imported, and a compiled
-helper cannot run inside an interpreted kernel, so the kernels would fail
-under the interpreter whenever Triton was imported before
-``TRITON_INTERPRET=1`` was set (as in a test session). The sum over
-positions is ``tl.reduce`` with ``tl.standard._sum_combine``, the combine
-function of ``tl.sum`` itself, which the interpreter recognises and
-evaluates with numpy without calling it.
+Only public Triton builtins are used (``program_id``, ``arange``,
+``full``, masked ``load``/``store``, ``permute``, ``reshape``, ``split``,
+``range`` and ``static_range`` loops), so that the kernels compile with
+Triton 3.6 as well as with the newest releases. None of the
+``@triton.jit`` helpers of ``triton.language.standard`` (``cdiv``,
+``zeros``, ``sum``, or the combine functions that ``tl.reduce`` needs) is
+called: those are compiled or interpreted as decided when Triton was
+first imported, so a kernel calling one fails to compile when Triton was
+first imported with ``TRITON_INTERPRET=1``, and to interpret in the
+opposite order. The weight gradient's sum over positions is therefore a
+halving tree of ``reshape``/``split`` and additions.
 """
 
 import triton.language as tl
+
+# Tiles have at most 2**10 positions (the halving tree's levels).
+_MAX_LOG2_POSITIONS = tl.constexpr(10)
 
 
 def dwconv_forward_kernel(
@@ -206,7 +208,17 @@ def dwconv_weight_grad_kernel(
                     )
                     xv = tl.load(x_at + n * x_image, mask=mask, other=0.0)
                     acc += grad.to(tl.float32) * xv.to(tl.float32)
+            # The sum over positions, by halving: BLOCK_H * BLOCK_W is a
+            # power of two, and the levels unroll at compile time.
+            total = tl.permute(acc, (1, 0))
+            for level in tl.static_range(_MAX_LOG2_POSITIONS):
+                if (BLOCK_H * BLOCK_W) >> level > 1:
+                    halves = tl.reshape(
+                        total,
+                        (BLOCK_C, (BLOCK_H * BLOCK_W) >> (level + 1), 2),
+                    )
+                    left, right = tl.split(halves)
+                    total = left + right
             tl.store(
-                partial + (a * KW + b) * CP,
-                tl.reduce(acc, 0, tl.standard._sum_combine),
+                partial + (a * KW + b) * CP, tl.reshape(total, (BLOCK_C,))
             )

@@ -38,6 +38,7 @@ This module imports without Triton; :func:`available` is then ``False``.
 
 import contextlib
 import functools
+import importlib
 import os
 from typing import List, Optional, Sequence, Union
 
@@ -146,6 +147,24 @@ def _autotune_configs(configs):
     ]
 
 
+def _import_code_generator() -> None:
+    """Imports Triton's code generator so that kernels can compile after
+    Triton was first imported under ``TRITON_INTERPRET=1``.
+
+    Triton's library helpers (``tl.sum``, ...) are then interpreted
+    functions, and Triton 3.8's code generator imports its ``gluon``
+    package, which wraps them and asserts that they are compiled ones
+    unless the interpreter is on. Imported with the interpreter on, it
+    wraps them without asserting; the kernels here call none of them.
+    """
+    from triton.runtime.jit import JITFunction
+
+    if isinstance(triton.language.standard.sum, JITFunction):
+        return  # Triton was first imported for compiling: nothing to do.
+    with _interpret_env(True):
+        importlib.import_module('triton.compiler.code_generator')
+
+
 @functools.cache
 def _kernels(interpret: bool):
     """Returns ``(forward, weight_grad)``, built on first use.
@@ -162,6 +181,7 @@ def _kernels(interpret: bool):
                 triton.jit(kernels.dwconv_forward_kernel),
                 triton.jit(kernels.dwconv_weight_grad_kernel),
             )
+        _import_code_generator()
         # Shapes vary per stage and input size: do not compile one variant
         # per divisibility of every integer argument. CP stays specialised
         # (always a multiple of 16): it tells Triton that channel rows are
