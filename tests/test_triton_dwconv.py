@@ -90,10 +90,26 @@ def test_half_precisions_match_conv2d(interpreter, dtype, tol):
     check_against_reference((1, 5, 7, 9), (13, 5), dtype, tol)
 
 
-def test_batch_and_weight_grad_splits(interpreter, monkeypatch):
-    """Several images, weight-gradient runs of 2 images over 3 (the last
-    one short), several tiles per map."""
-    monkeypatch.setattr(triton_dwconv, '_INTERPRETER_IMAGES_PER_SPLIT', 2)
+@pytest.mark.parametrize('cap_rows', [2, 8, 1000])
+def test_batch_and_weight_grad_splits(interpreter, monkeypatch, cap_rows):
+    """Several images and tiles per weight-gradient program when the cap
+    on the partial buffer says so: 3 images, 4 tiles (4 x 8) per map,
+    rows of 15 taps x 64 channels. 2 rows: 2 programs of 2 tiles, one
+    run of 3 images; 8 rows: 4 programs, runs of 2 images (the last one
+    short); no cap: one tile and one image per program."""
+    monkeypatch.setattr(
+        triton_dwconv, '_MAX_PARTIAL_BYTES', cap_rows * 15 * 64 * 4
+    )
+    plan = triton_dwconv.plan_weight_grad(
+        (3, 5, 9, 3),
+        5,
+        3,
+        [triton_dwconv.INTERPRETER_BLOCKS],
+        triton_dwconv._INTERPRETER_PROGRAMS,
+    )
+    expected = {2: (2, 3, 1), 8: (4, 2, 2), 1000: (4, 1, 3)}[cap_rows]
+    assert (plan.tile_programs, plan.images_per_split, plan.runs) == expected
+    assert plan.partial_bytes <= triton_dwconv._MAX_PARTIAL_BYTES
     check_against_reference((3, 3, 5, 9), (5, 3), torch.float32, 1e-5)
 
 
@@ -180,6 +196,85 @@ def test_weight_grad_right_on_the_autotuners_first_call(tuned_on_cpu, winner):
         assert relative_error(grad, expected) < 1e-5, call
     # The first call timed every candidate, the second reused the winner.
     assert len(launched) == len(triton_dwconv._WEIGHT_GRAD_CONFIGS)
+
+
+def test_capped_plan_on_the_tuned_path(tuned_on_cpu, monkeypatch):
+    """The CUDA path under a cap of 2 partial rows: 2 programs over the
+    4 tiles of 16 x 16 (the 8 x 8 candidates loop over 4 or 5 tiles
+    each), every image in one run; right on the autotuner's first call
+    and after."""
+    plans = []
+    plan_weight_grad = triton_dwconv.plan_weight_grad
+
+    def spy(*args, **kwargs):
+        plans.append(plan_weight_grad(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(triton_dwconv, 'plan_weight_grad', spy)
+    monkeypatch.setattr(triton_dwconv, '_MAX_PARTIAL_BYTES', 2 * 15 * 64 * 4)
+    tuned_on_cpu(winner=0)
+    x, grad_out = torch.randn(2, 3, 20, 20, 5).unbind(0)
+    expected = expected_weight_grad(x, grad_out, (5, 3))
+    for call in range(2):
+        grad = triton_dwconv.conv_weight_grad_nhwc(x, grad_out, 5, 3)
+        assert relative_error(grad, expected) < 1e-5, call
+    assert plans[0] == triton_dwconv.WeightGradPlan(2, 3, 1, 2 * 15 * 64 * 4)
+
+
+# SLaK-T's stages at 512^2 x16: (channels, map side, large kernel).
+SLAK_T_STAGES_512 = [
+    (124, 128, 51),
+    (249, 64, 49),
+    (499, 32, 47),
+    (998, 16, 13),
+]
+
+
+@pytest.mark.parametrize('channels,side,large', SLAK_T_STAGES_512)
+def test_planned_bytes_at_slak_t_stages(channels, side, large):
+    """Every conv of a large-kernel module (``K x 5``, ``5 x K``, ``5 x
+    5``) in bf16: the padded copies and results as laid out by the calls,
+    and the weight gradient's partial buffer within the cap (it grew with
+    the map before: 33 MB for 51 x 5 at 128^2 with 8 x 8 tiles)."""
+    padded = triton_dwconv.padded_channels(channels)
+    for kh, kw in ((large, 5), (5, large), (5, 5)):
+        plans = triton_dwconv.plan_bytes((16, channels, side, side), (kh, kw))
+        padded_input = 16 * (side + kh - 1) * (side + kw - 1) * padded * 2
+        output = 16 * side * side * channels * 2
+        for call in ('forward', 'input_grad'):
+            assert plans[call] == dict(
+                padded_input=padded_input,
+                weights=4 * kh * kw * padded,
+                output=output,
+                total=padded_input + 4 * kh * kw * padded + output,
+            )
+        weight_grad = plans['weight_grad']
+        assert weight_grad['padded_input'] == padded_input
+        assert weight_grad['padded_grad'] == 16 * side * side * padded * 2
+        row = 4 * kh * kw * padded
+        assert weight_grad['partial'] % row == 0
+        assert weight_grad['partial'] <= triton_dwconv._MAX_PARTIAL_BYTES
+    stage_0_strip = triton_dwconv.plan_bytes((16, 124, 128, 128), (51, 5))
+    assert stage_0_strip['weight_grad']['partial'] == 25_067_520
+
+
+@pytest.mark.parametrize('side', [128, 512])
+def test_planned_partial_of_a_51x51_kernel_is_capped(side):
+    """``decompose=False`` at stage 0 of a 512^2 input and on a 512^2 map:
+    the partial buffer stays within 128 MiB (5.45 GB on 512^2 before)."""
+    plans = triton_dwconv.plan_bytes((16, 124, side, side), (51, 51))
+    partial = plans['weight_grad']['partial']
+    assert partial <= triton_dwconv._MAX_PARTIAL_BYTES
+    assert partial == {128: 85_229_568, 512: 133_171_200}[side]
+
+
+def test_plan_of_an_empty_batch_allocates_nothing():
+    plan = triton_dwconv.plan_weight_grad(
+        (0, 16, 16, 8), 5, 5, [triton_dwconv.INTERPRETER_BLOCKS], 64
+    )
+    assert plan == triton_dwconv.WeightGradPlan(0, 0, 0, 0)
+    plans = triton_dwconv.plan_bytes((0, 8, 16, 16), (5, 5))
+    assert plans['weight_grad'] == dict(weight_grad=4 * 25 * 8, total=800)
 
 
 @pytest.mark.parametrize('path', ['interpreter', 'tuned'])

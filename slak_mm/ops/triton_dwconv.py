@@ -37,10 +37,11 @@ This module imports without Triton; :func:`available` is then ``False``.
 """
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -86,15 +87,21 @@ _WEIGHT_GRAD_KEY = [
 # Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
 CHANNEL_ALIGN = 64
 
-# The weight gradient is reduced in two steps: one program per tile of
-# positions, run of images and channel block writes per-tap partial sums,
-# which torch then adds up. Runs of images are made short enough to give
-# every SM a few programs, within a bound on the partial buffer.
+# The weight gradient is reduced in two steps: one program per run of
+# images, group of tiles of positions and channel block writes per-tap
+# partial sums, which torch then adds up. Runs are made short enough to
+# give every SM a few programs, within a cap on the partial buffer: it
+# holds at most _MAX_PARTIAL_BYTES, or one row (one program's taps x CP
+# fp32 sums) when a single row is larger.
 _PROGRAMS_PER_SM = 4
-_NOMINAL_BLOCK = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32)
+_NOMINAL_BLOCK_C = 32
 _MAX_PARTIAL_BYTES = 128 * 2**20
-# Images per split under the interpreter (several splits in the tests).
-_INTERPRETER_IMAGES_PER_SPLIT = 1
+# Multiprocessors assumed by plan_bytes when none is named (H100 and H200
+# SXM both have 132).
+_DEFAULT_MULTIPROCESSORS = 132
+# Programs wanted under the interpreter (tests): enough for one image per
+# run and one tile per program unless the cap groups them.
+_INTERPRETER_PROGRAMS = 2**20
 
 
 def interpreter_enabled() -> bool:
@@ -401,26 +408,147 @@ def _multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _tiles(height: int, width: int, blocks: dict) -> int:
-    return triton.cdiv(height, blocks['BLOCK_H']) * triton.cdiv(
-        width, blocks['BLOCK_W']
-    )
+    return _cdiv(height, blocks['BLOCK_H']) * _cdiv(width, blocks['BLOCK_W'])
 
 
-def _images_per_split(
-    device: torch.device, shape, taps: int, padded: int, tile_programs: int
-) -> int:
-    """Images per weight-gradient program (see the constants above)."""
+def _tile_candidates(configs) -> List[dict]:
+    return [
+        {k: v for k, v in cfg.items() if k.startswith('BLOCK_')}
+        for cfg in configs
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGradPlan:
+    """How a weight-gradient call splits its work (grid axis 0: ``runs x
+    tile_programs`` programs, each writing one row of the partial buffer).
+
+    Attributes:
+        tile_programs (int): Programs per run of images; the tiles of
+            positions are dealt round-robin to them.
+        images_per_split (int): Images per run (the last may be short).
+        runs (int): Runs of images, ``cdiv(N, images_per_split)``.
+        partial_bytes (int): The fp32 partial buffer, ``runs x
+            tile_programs x kh x kw x CP x 4``.
+    """
+
+    tile_programs: int
+    images_per_split: int
+    runs: int
+    partial_bytes: int
+
+
+def plan_weight_grad(
+    shape: Sequence[int],
+    kh: int,
+    kw: int,
+    candidates: Sequence[dict],
+    target_programs: int,
+    max_partial_bytes: Optional[int] = None,
+) -> WeightGradPlan:
+    """Splits a weight-gradient call into programs within the buffer cap.
+
+    One program per tile of the coarsest candidate tiling at most (finer
+    tilings give each program several tiles, so that every candidate
+    writes the same rows), fewer when the cap allows fewer rows; then as
+    many runs of images as it takes to give ``target_programs`` programs
+    (with ``cdiv(C, 32)`` channel blocks), within the cap and the batch.
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, H, W, C)``.
+        kh (int): Kernel height.
+        kw (int): Kernel width.
+        candidates (Sequence[dict]): Candidate tiles (``BLOCK_H``,
+            ``BLOCK_W`` keys).
+        target_programs (int): Programs wanted in all (a few per SM).
+        max_partial_bytes (int, optional): The cap on the partial buffer
+            (default :data:`_MAX_PARTIAL_BYTES`); one row is always
+            allowed.
+
+    Returns:
+        WeightGradPlan: All zeros for an empty input (nothing launched).
+    """
+    if max_partial_bytes is None:
+        max_partial_bytes = _MAX_PARTIAL_BYTES
     batch, height, width, channels = shape
-    index = device.index if device.index is not None else 0
-    programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
-    per_run = _tiles(height, width, _NOMINAL_BLOCK) * triton.cdiv(
-        channels, _NOMINAL_BLOCK['BLOCK_C']
+    if batch * height * width * channels == 0:
+        return WeightGradPlan(0, 0, 0, 0)
+    row_bytes = 4 * kh * kw * padded_channels(channels)
+    max_rows = max(1, max_partial_bytes // row_bytes)
+    coarsest = min(_tiles(height, width, blocks) for blocks in candidates)
+    tile_programs = min(coarsest, max_rows)
+    rows_wanted = _cdiv(target_programs, _cdiv(channels, _NOMINAL_BLOCK_C))
+    runs = min(
+        batch, max_rows // tile_programs, _cdiv(rows_wanted, tile_programs)
     )
-    runs = max(1, min(batch, triton.cdiv(programs, per_run)))
-    row_bytes = 4 * taps * padded * tile_programs
-    runs = max(1, min(runs, _MAX_PARTIAL_BYTES // row_bytes))
-    return triton.cdiv(batch, runs)
+    images_per_split = _cdiv(batch, runs)
+    runs = _cdiv(batch, images_per_split)
+    return WeightGradPlan(
+        tile_programs, images_per_split, runs, tile_programs * runs * row_bytes
+    )
+
+
+def plan_bytes(
+    shape: Sequence[int],
+    kernel: Sequence[int],
+    dtype: torch.dtype = torch.bfloat16,
+    multiprocessors: int = _DEFAULT_MULTIPROCESSORS,
+) -> Dict[str, Dict[str, int]]:
+    """Bytes that each kernel call of one conv allocates on the CUDA path.
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, C, H, W)``.
+        kernel (Sequence[int]): ``(kh, kw)``, before cropping to the map.
+        dtype (torch.dtype): The maps' dtype (bf16 under autocast).
+        multiprocessors (int): SMs of the GPU (sizes the weight-gradient
+            split).
+
+    Returns:
+        dict: For ``'forward'``, ``'input_grad'`` and ``'weight_grad'``,
+        a dict from allocation to bytes: the padded map copies, the
+        taps-last weights (fp32), the partial buffer and the results
+        (``'output'``: the conv's output or the input gradient, in
+        ``dtype``; ``'weight_grad'``: fp32 sums), and ``'total'``.
+    """
+    batch, channels, height, width = shape
+    crop = reachable_taps(torch.empty(0, 1, *kernel), height, width)
+    kh, kw = crop.shape[2:]
+    padded = padded_channels(channels)
+    item = torch.empty(0, dtype=dtype).element_size()
+    padded_input = batch * (height + kh - 1) * (width + kw - 1) * padded * item
+    taps = 4 * kh * kw * padded
+    output = batch * height * width * channels * item
+    plans = dict(
+        forward=dict(padded_input=padded_input, weights=taps, output=output),
+        input_grad=dict(
+            padded_input=padded_input, weights=taps, output=output
+        ),
+    )
+    if batch * height * width * channels == 0:
+        plans['weight_grad'] = dict(weight_grad=4 * kh * kw * channels)
+    else:
+        plan = plan_weight_grad(
+            (batch, height, width, channels),
+            kh,
+            kw,
+            _tile_candidates(_WEIGHT_GRAD_CONFIGS),
+            _PROGRAMS_PER_SM * multiprocessors,
+        )
+        padded_grad = batch * height * width * padded * item
+        plans['weight_grad'] = dict(
+            padded_input=padded_input,
+            padded_grad=padded_grad if padded != channels else 0,
+            partial=plan.partial_bytes,
+            weight_grad=4 * kh * kw * channels,
+        )
+    for plan in plans.values():
+        plan['total'] = sum(plan.values())
+    return plans
 
 
 def conv_weight_grad_nhwc(
@@ -443,25 +571,18 @@ def conv_weight_grad_nhwc(
     if x.numel() == 0:  # An empty batch: nothing to sum, and no launch.
         return x.new_zeros(channels, 1, kh, kw, dtype=torch.float32)
     padded = padded_channels(channels)
+    # The tiling is the autotuner's choice, and the autotuner runs every
+    # candidate on the same buffer before the winner: the plan (grid and
+    # rows written) does not depend on it.
     if interpret:
         candidates = [INTERPRETER_BLOCKS]
+        target_programs = _INTERPRETER_PROGRAMS
     else:
-        candidates = [
-            {k: v for k, v in cfg.items() if k != 'num_warps'}
-            for cfg in _WEIGHT_GRAD_CONFIGS
-        ]
-    # The tiling is the autotuner's choice, and the autotuner runs every
-    # candidate on the same buffer before the winner: the grid, and so
-    # the rows written, must not depend on it. One program per tile of
-    # the coarsest candidate; finer tilings give each program several.
-    tile_programs = min(_tiles(height, width, blocks) for blocks in candidates)
-    if interpret:
-        images_per_split = _INTERPRETER_IMAGES_PER_SPLIT
-    else:
-        images_per_split = _images_per_split(
-            x.device, x.shape, kh * kw, padded, tile_programs
-        )
-    runs = triton.cdiv(batch, images_per_split)
+        candidates = _tile_candidates(_WEIGHT_GRAD_CONFIGS)
+        index = x.device.index if x.device.index is not None else 0
+        target_programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
+    plan = plan_weight_grad(x.shape, kh, kw, candidates, target_programs)
+    tile_programs, runs = plan.tile_programs, plan.runs
     extra = padded - channels
     x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
     grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
@@ -485,7 +606,7 @@ def conv_weight_grad_nhwc(
         kh,
         kw,
         tile_programs,
-        images_per_split,
+        plan.images_per_split,
     )
 
     def grid(meta):
