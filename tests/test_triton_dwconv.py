@@ -8,6 +8,8 @@ shapes are small: a few tiles per map, a few channels. Tests marked
 ``cuda`` compare the compiled kernels with cuDNN and skip without a GPU.
 """
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,9 +19,11 @@ from slak_mm.ops.triton_dwconv import (
     available,
     depthwise_conv_pair_same_triton,
     depthwise_conv_same_triton,
+    reachable_taps,
+    tuning_key,
 )
 
-from .conftest import REQUIRES_TRITON_CUDA, randomize_batch_norms
+from .conftest import REPO, REQUIRES_TRITON_CUDA, randomize_batch_norms
 from .hopper_compile import compile_for_hopper
 
 needs_triton = pytest.mark.skipif(
@@ -690,3 +694,133 @@ def test_cuda_slak_t_under_bf16_autocast():
             continue
         similarity = F.cosine_similarity(grad, triton_grad, dim=0)
         assert similarity > 0.99
+
+
+# ------------------------------------------------- tuning keys per epoch
+
+DETECTION_3X = 'configs/detection/cascade_mask_rcnn_slak_t_fpn_3x_coco.py'
+# COCO train2017 with at least one annotation; its images have a long
+# side of 640 (COCO's convention).
+COCO_TRAIN_IMAGES = 117_266
+
+
+def resized_shape(pipeline, size, rng):
+    """``(h, w)`` of an image of ``size`` ``(h, w)`` after the
+    shape-changing steps of a training pipeline (``RandomChoice``,
+    ``RandomChoiceResize`` with kept ratio, ``RandomCrop`` of an absolute
+    range), drawing as those transforms do."""
+    from mmcv import rescale_size
+
+    h, w = size
+    for step in pipeline:
+        kind = step['type']
+        if kind == 'RandomChoice':
+            branch = rng.choice(step['transforms'])
+            h, w = resized_shape(branch, (h, w), rng)
+        elif kind == 'RandomChoiceResize':
+            assert step['keep_ratio']
+            scale = tuple(rng.choice(step['scales']))
+            w, h = rescale_size((w, h), scale)
+        elif kind == 'RandomCrop':
+            assert step['crop_type'] == 'absolute_range'
+            low, high = step['crop_size']
+            h = rng.randint(min(h, low), min(h, high))
+            w = rng.randint(min(w, low), min(w, high))
+        else:
+            assert kind in ('LoadImageFromFile', 'LoadAnnotations',
+                            'RandomFlip', 'PackDetInputs'), kind  # fmt: skip
+    return h, w
+
+
+def epoch_tuning_keys(image_sizes, seed=0):
+    """Distinct autotuning keys of the large-kernel convs of SLaK-T in one
+    training epoch of the 3x detection config, with the keys of the
+    original code (exact batch, map and channels) and the current ones.
+
+    Args:
+        image_sizes (Callable): ``rng -> (h, w)`` of the next image.
+
+    Returns:
+        dict: ``{'before': n, 'after': n, 'batch_shapes': n}``.
+    """
+    import random
+
+    from mmengine.config import Config
+
+    config = Config.fromfile(os.path.join(REPO, DETECTION_3X))
+    pipeline = config.train_pipeline
+    batch = config.train_dataloader.batch_size
+    divisor = config.model.data_preprocessor.pad_size_divisor
+    backbone = config.model.backbone
+    assert backbone.arch == 'tiny' and backbone.width_factor == 1.3
+    stages = list(zip((124, 249, 499, 998), backbone.kernel_sizes))
+    small = backbone.small_kernel
+    rng = random.Random(seed)
+    batch_shapes = set()
+    for _ in range(COCO_TRAIN_IMAGES // batch):
+        shapes = [
+            resized_shape(pipeline, image_sizes(rng), rng)
+            for _ in range(batch)
+        ]
+        # Padded to the batch's largest sides, then to the divisor.
+        batch_shapes.add(
+            tuple(-(-max(s[i] for s in shapes) // divisor) * divisor
+                  for i in (0, 1))
+        )  # fmt: skip
+    old_forward = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
+    old_weight_grad = ['N', 'H', 'W', 'CP', 'KH', 'KW']
+    keys = dict(before=set(), after=set())
+    for height, width in batch_shapes:
+        for stage, (channels, large) in enumerate(stages):
+            side_h, side_w = height >> (2 + stage), width >> (2 + stage)
+            shape = (batch, side_h, side_w, channels)
+            for kernel in ((large, small), (small, large), (small, small)):
+                weight = torch.empty(0, 1, *kernel)
+                kh, kw = reachable_taps(weight, side_h, side_w).shape[2:]
+                forward = triton_dwconv.forward_scalars(shape, [(kh, kw)])
+                plan = triton_dwconv.plan_weight_grad(
+                    shape, kh, kw, [dict(BLOCK_H=16, BLOCK_W=16)], 528
+                )
+                weight_grad = triton_dwconv.weight_grad_scalars(
+                    shape, kh, kw, plan
+                )
+                for name, scalars, old, new in (
+                    ('forward', forward, old_forward,
+                     triton_dwconv._FORWARD_KEY),
+                    ('weight_grad', weight_grad, old_weight_grad,
+                     triton_dwconv._WEIGHT_GRAD_KEY),
+                ):  # fmt: skip
+                    keys['before'].add((name, tuning_key(scalars, old)))
+                    keys['after'].add((name, tuning_key(scalars, new)))
+    return dict(
+        before=len(keys['before']),
+        after=len(keys['after']),
+        batch_shapes=len(batch_shapes),
+    )
+
+
+def test_multi_scale_detection_tunes_per_shape_class():
+    """One epoch of the 3x detection config's training shapes (its
+    pipeline's random resizes and crops, batches padded to 32): the
+    forward and weight-gradient kernels are tuned per size class, a few
+    dozen keys, instead of per batch shape. Image sizes: COCO's are not
+    here; every image 640 x 480 (the commonest COCO size, the least
+    varied case), and long side 640 with short side uniform in 360-640,
+    either orientation."""
+    pytest.importorskip('mmdet')  # the config's bases
+
+    def commonest(rng):
+        return (480, 640)
+
+    def varied(rng):
+        short = rng.randint(360, 640)
+        return (short, 640) if rng.random() < 0.5 else (640, short)
+
+    # 24 keys per batch shape before (4 stages x 3 kernels x 2 kernel
+    # functions), at most 216 after (and 168 reached).
+    assert epoch_tuning_keys(commonest) == dict(
+        before=8976, after=168, batch_shapes=374
+    )
+    assert epoch_tuning_keys(varied) == dict(
+        before=15000, after=168, batch_shapes=625
+    )

@@ -54,6 +54,8 @@ def dwconv_forward_kernel(
     KW1,
     KH2,
     KW2,
+    TUNE_H,
+    TUNE_W,
     HAS_SECOND: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -70,6 +72,10 @@ def dwconv_forward_kernel(
     accumulates in fp32 registers. The second kernel (the other folded
     strip in eval) reuses the same input tile, so both strips and the bias
     cost one pass over the output.
+
+    ``TUNE_H`` and ``TUNE_W`` (the map's size class, see
+    :func:`.triton_dwconv.size_class`) are not used here: they are
+    arguments only so that the autotuner can key on them.
 
     Grid: ``(N * cdiv(H, BLOCK_H) * cdiv(W, BLOCK_W), cdiv(C, BLOCK_C))``.
     """
@@ -137,6 +143,8 @@ def dwconv_weight_grad_kernel(
     KW,
     TILE_PROGRAMS,
     IMAGES_PER_SPLIT,
+    TUNE_H,
+    TUNE_W,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -160,6 +168,8 @@ def dwconv_weight_grad_kernel(
     has no tile), whatever the tile size: the rows written are fixed by
     the grid, not by the tiling, so rerunning the kernel with another
     tiling on the same buffer (as autotuning does) leaves no stale rows.
+    ``TUNE_H`` and ``TUNE_W`` only key the autotuner, as in
+    :func:`dwconv_forward_kernel`.
 
     Grid: ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
     BLOCK_C))`` (``BLOCK_C`` dividing ``CP``); ``partial`` is fp32 of shape

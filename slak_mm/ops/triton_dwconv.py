@@ -18,10 +18,12 @@ their centre ``2L - 1`` taps first: the other taps only ever multiply zero
 padding (the rule of the CPU path). Gradients of the cropped-off taps are
 zero, as autograd gives them through the crop.
 
-On CUDA tensors the compiled kernels run, with tile sizes autotuned per
-shape (map, channels, kernel, dtype) on first use. On CPU tensors they run
-under Triton's interpreter, which only tests use: set
-``TRITON_INTERPRET=1`` in the environment (a CPU call without it raises).
+On CUDA tensors the compiled kernels run, with tile sizes autotuned on
+first use per shape class: kernel sizes, padded channels, dtypes and the
+map's size class (:func:`size_class`), not per exact shape or batch. On
+CPU tensors they run under Triton's interpreter, which only tests use:
+set ``TRITON_INTERPRET=1`` in the environment (a CPU call without it
+raises).
 
 Entry points, all on NCHW-logical tensors (channels-last memory avoids a
 layout copy):
@@ -73,17 +75,13 @@ _WEIGHT_GRAD_CONFIGS = (
     dict(BLOCK_H=16, BLOCK_W=16, BLOCK_C=16, num_warps=8),
     dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
 )
-_FORWARD_KEY = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
-_WEIGHT_GRAD_KEY = [
-    'N',
-    'H',
-    'W',
-    'CP',
-    'KH',
-    'KW',
-    'TILE_PROGRAMS',
-    'IMAGES_PER_SPLIT',
-]
+# Tuned once per shape class, not per shape: kernel sizes, padded
+# channels and the map's size class (H and W rounded up to powers of two;
+# the batch is left out), plus the tensors' dtypes that Triton adds.
+# Multi-scale detection resizes nearly every batch to a new shape, and
+# timing every candidate takes seconds per key.
+_FORWARD_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH1', 'KW1', 'KH2', 'KW2']
+_WEIGHT_GRAD_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
 # Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
 CHANNEL_ALIGN = 64
 
@@ -206,6 +204,8 @@ def _kernels(interpret: bool):
                 'KW1',
                 'KH2',
                 'KW2',
+                'TUNE_H',
+                'TUNE_W',
             ],
         )
         weight_grad = triton.jit(
@@ -218,6 +218,8 @@ def _kernels(interpret: bool):
                 'KW',
                 'TILE_PROGRAMS',
                 'IMAGES_PER_SPLIT',
+                'TUNE_H',
+                'TUNE_W',
             ],
         )
     forward = triton.autotune(
@@ -358,9 +360,8 @@ def conv_forward_nhwc(
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
-    padded = padded_channels(channels)
-    pad_h = max(w.shape[2] for w in weights) // 2
-    pad_w = max(w.shape[3] for w in weights) // 2
+    scalars = forward_scalars(x.shape, [w.shape[2:] for w in weights])
+    padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
     # The "same" zero padding and the channel padding, in one copy.
     x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
     first = _taps_last(weights[0], padded)
@@ -373,17 +374,7 @@ def conv_forward_nhwc(
         second,
         bias if bias is not None else first,
         out,
-        batch,
-        height,
-        width,
-        channels,
-        padded,
-        pad_h,
-        pad_w,
-        first.shape[0],
-        first.shape[1],
-        second.shape[0],
-        second.shape[1],
+        *scalars.values(),
     )
     flags = dict(HAS_SECOND=len(weights) > 1, HAS_BIAS=bias is not None)
 
@@ -406,6 +397,71 @@ def conv_forward_nhwc(
 @functools.cache
 def _multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def size_class(length: int) -> int:
+    """The autotuning class of a map side: ``length`` rounded up to a
+    power of two (tile choices differ with the map's scale, not with its
+    exact size)."""
+    return 1 << max(0, length - 1).bit_length()
+
+
+def forward_scalars(
+    shape: Sequence[int], kernels: Sequence[Sequence[int]]
+) -> Dict[str, int]:
+    """The integer arguments of :func:`dwconv_forward_kernel`, by name.
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, H, W, C)``.
+        kernels (Sequence[Sequence[int]]): One or two ``(kh, kw)``,
+            already cropped (a single kernel stands in for both).
+
+    Returns:
+        dict: ``N`` ... ``TUNE_W`` in the kernel's order.
+    """
+    batch, height, width, channels = shape
+    first, second = kernels[0], kernels[-1]
+    return dict(
+        N=batch,
+        H=height,
+        W=width,
+        C=channels,
+        CP=padded_channels(channels),
+        PH=max(kh for kh, _ in kernels) // 2,
+        PW=max(kw for _, kw in kernels) // 2,
+        KH1=first[0],
+        KW1=first[1],
+        KH2=second[0],
+        KW2=second[1],
+        TUNE_H=size_class(height),
+        TUNE_W=size_class(width),
+    )
+
+
+def weight_grad_scalars(
+    shape: Sequence[int], kh: int, kw: int, plan: 'WeightGradPlan'
+) -> Dict[str, int]:
+    """The integer arguments of :func:`dwconv_weight_grad_kernel`, by
+    name, in the kernel's order (``shape``: the input's ``(N, H, W,
+    C)``)."""
+    batch, height, width, channels = shape
+    return dict(
+        N=batch,
+        H=height,
+        W=width,
+        CP=padded_channels(channels),
+        KH=kh,
+        KW=kw,
+        TILE_PROGRAMS=plan.tile_programs,
+        IMAGES_PER_SPLIT=plan.images_per_split,
+        TUNE_H=size_class(height),
+        TUNE_W=size_class(width),
+    )
+
+
+def tuning_key(scalars: Dict[str, int], names: Sequence[str]) -> tuple:
+    """The autotuner's key of a call (less the dtypes Triton appends)."""
+    return tuple(scalars[name] for name in names)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -599,14 +655,7 @@ def conv_weight_grad_nhwc(
         x_padded,
         grad_padded,
         partial,
-        batch,
-        height,
-        width,
-        padded,
-        kh,
-        kw,
-        tile_programs,
-        plan.images_per_split,
+        *weight_grad_scalars(x.shape, kh, kw, plan).values(),
     )
 
     def grid(meta):
