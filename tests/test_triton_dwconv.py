@@ -24,7 +24,7 @@ from slak_mm.ops.triton_dwconv import (
 )
 
 from .conftest import REPO, REQUIRES_TRITON_CUDA, randomize_batch_norms
-from .hopper_compile import compile_for_hopper
+from .hopper_compile import compile_for_hopper, inner_loop_mix, ptxas_usage
 
 needs_triton = pytest.mark.skipif(
     triton_dwconv.triton is None, reason='Triton is not installed'
@@ -480,6 +480,59 @@ def test_kernels_compile_for_hopper_with_128_bit_loads(
     assert asm['cubin']
     loads = set(re.findall(r'ld\.global[.a-z0-9]*', asm['ptx']))
     assert loads == {'ld.global.v4.b32'}
+
+
+def _compile_configs(name, dtype):
+    """(tile, asm) of every autotuning candidate of kernel ``name``
+    (``'forward'``, one conv, or ``'weight_grad'``) compiled for sm_90."""
+    from slak_mm.ops import _triton_dwconv_kernels as kernels
+
+    if name == 'forward':
+        kernel = kernels.dwconv_forward_kernel
+        configs = triton_dwconv._FORWARD_CONFIGS
+        flags = dict(HAS_SECOND=False, HAS_BIAS=False)
+    else:
+        kernel = kernels.dwconv_weight_grad_kernel
+        configs, flags = triton_dwconv._WEIGHT_GRAD_CONFIGS, {}
+    for config in configs:
+        blocks = {k: v for k, v in config.items() if k != 'num_warps'}
+        asm = compile_for_hopper(
+            kernel, dtype, {**flags, **blocks}, config['num_warps']
+        )
+        yield blocks, asm
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', ['bf16', 'fp32'])
+def test_bound_model_mix_is_the_compiled_inner_loops(monkeypatch, dtype):
+    """The instructions per FFMA that the CUDA benchmark's bound assumes
+    are those of the 8 x 8 x 32 tiles' inner loops in the sm_90 code of
+    Triton 3.8 (other versions compile other loops)."""
+    import triton
+
+    from slak_mm.analysis.cuda_benchmark import INSTRUCTIONS_PER_FFMA
+
+    if not triton.__version__.startswith('3.8'):
+        pytest.skip(f'counted with Triton 3.8, not {triton.__version__}')
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    for name in ('forward', 'weight_grad'):
+        for blocks, asm in _compile_configs(name, dtype):
+            if blocks == dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32):
+                instructions, ffmas = inner_loop_mix(asm['cubin'])
+                expected = INSTRUCTIONS_PER_FFMA[dtype][name]
+                assert instructions / ffmas == pytest.approx(expected), name
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', ['bf16', 'fp32'])
+def test_no_spills_in_any_tile_config(monkeypatch, dtype):
+    """Every autotuning candidate of both kernels fits its registers on
+    sm_90 (``ptxas -v``: no spill stores or loads)."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    for name in ('forward', 'weight_grad'):
+        for blocks, asm in _compile_configs(name, dtype):
+            registers, spilled = ptxas_usage(asm['ptx'])
+            assert spilled == 0, (name, blocks, registers)
 
 
 # Run in a fresh interpreter: Triton is imported with or without
