@@ -49,15 +49,18 @@ SMALL_KERNEL = 5
 DEFAULT_PEAK_TFLOPS = 67.0
 DEFAULT_BANDWIDTH_TBS = 4.8
 # Instructions the Triton kernels issue per FFMA in their inner loops,
-# read from the compiled sm_90 code (Triton 3.8, 8 x 8 x 32 tiles, one
-# kernel per conv; tests/test_triton_dwconv.py recounts them). Each SM
+# read from the compiled sm_90 code (Triton 3.8; tests/test_triton_dwconv.py
+# recounts them): the tap-loop forward (8 x 8 x 32 tiles; short kernels and
+# the eval pair pass), the sliding-window forward of long kernels (32 x 64
+# tiles, 4 warps; its window adds (K + 7) / K multiply-adds, counted in
+# triton_bound_ms) and the weight gradient (8 x 8 x 32). Each SM
 # sub-partition issues one warp instruction per clock and the fp32 peak
 # is one FFMA per lane per clock, so a loop issuing k instructions per
 # FFMA reaches at most 1/k of that peak: the rest of the mix (loads,
 # bf16 conversions, address arithmetic) shares the issue slots.
 INSTRUCTIONS_PER_FFMA = dict(
-    bf16=dict(forward=63 / 16, weight_grad=99 / 16),
-    fp32=dict(forward=49 / 16, weight_grad=73 / 16),
+    bf16=dict(forward=63 / 16, strip_forward=194 / 128, weight_grad=99 / 16),
+    fp32=dict(forward=49 / 16, strip_forward=173 / 128, weight_grad=73 / 16),
 )
 
 __all__ = [
@@ -165,14 +168,15 @@ def triton_bound_ms(
     """Lower bound on the Triton kernels' time for one module call.
 
     Each kernel launch takes at least the longer of its issue time (its
-    multiply-adds at ``peak_tflops`` divided by the instructions it issues
-    per FFMA: the attainable rate of its instruction mix) and its HBM
-    time (the maps it must read and write at ``bandwidth_tbs``); the
-    launches' bounds add up. Eval: one pass of the two folded strips
-    (reads the map, writes the output). Train: three branch convs, each a
-    forward, an input-gradient (the forward kernel) and a weight-gradient
-    kernel, each moving two maps. Not counted: the padded copies the
-    calls make, batch norms, elementwise work.
+    multiply-adds at ``peak_tflops`` times the instructions it issues per
+    FFMA: the attainable rate of its instruction mix) and its HBM time
+    (the maps it must read and write at ``bandwidth_tbs``); the launches'
+    bounds add up. Eval: one tap-loop pass of the two folded strips (reads
+    the map, writes the output). Train: three branch convs, each a
+    forward, an input-gradient (a forward with the flipped kernel) and a
+    weight-gradient kernel, each moving two maps; long strips run the
+    sliding-window forward, the small kernel the tap loop. Not counted:
+    the padded copies the calls make, batch norms, elementwise work.
 
     Args:
         batch, side, channels, kernel (int): The module's input ``(batch,
@@ -183,12 +187,14 @@ def triton_bound_ms(
         peak_tflops (float): fp32 FMA peak of the CUDA cores.
         bandwidth_tbs (float): Memory bandwidth.
         instructions_per_ffma (dict, optional): Per precision, the
-            instructions per FFMA of ``'forward'`` and ``'weight_grad'``
-            (default :data:`INSTRUCTIONS_PER_FFMA`).
+            instructions per FFMA of ``'forward'``, ``'strip_forward'``
+            and ``'weight_grad'`` (default :data:`INSTRUCTIONS_PER_FFMA`).
 
     Returns:
         float: Milliseconds.
     """
+    from ..ops.triton_dwconv import uses_strip_kernel
+
     per_ffma = (instructions_per_ffma or INSTRUCTIONS_PER_FFMA)[precision]
     positions = batch * side * side * channels
     map_bytes = positions * (2 if precision == 'bf16' else 4)
@@ -200,13 +206,24 @@ def triton_bound_ms(
             2 * map_bytes / (bandwidth_tbs * 1e12),
         )
 
-    vertical, horizontal, small = reachable_taps(kernel, side)
+    def forward(shape):
+        """A single conv's forward: the sliding window for long kernels
+        (its window's zero taps included), the tap loop otherwise."""
+        taps = shape[0] * shape[1]
+        if uses_strip_kernel([shape]):
+            along = max(shape)
+            return launch(taps * (along + 7) / along, 'strip_forward')
+        return launch(taps, 'forward')
+
+    reach = 2 * side - 1
+    large, small = min(kernel, reach), min(SMALL_KERNEL, reach)
+    shapes = ((large, small), (small, large), (small, small))
     if mode == 'eval':
-        seconds = launch(vertical + horizontal, 'forward')
+        seconds = launch(2 * large * small, 'forward')
     else:
         seconds = sum(
-            2 * launch(taps, 'forward') + launch(taps, 'weight_grad')
-            for taps in (vertical, horizontal, small)
+            2 * forward(shape) + launch(shape[0] * shape[1], 'weight_grad')
+            for shape in shapes
         )
     return seconds * 1e3
 

@@ -131,6 +131,160 @@ def dwconv_forward_kernel(
     )
 
 
+def dwconv_strip_forward_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    out_ptr,
+    N,
+    H,
+    W,
+    C,
+    CP,
+    PH,
+    PW,
+    KH,
+    KW,
+    TUNE_H,
+    TUNE_W,
+    ALONG_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """``out = conv(x, w) [+ bias]`` for a kernel long along one axis.
+
+    A sliding window along the kernel's long axis (H, or W when
+    ``ALONG_W``): one program computes 8 consecutive outputs along it, for
+    ``BLOCK_X`` positions across it and ``BLOCK_C`` channels, in 8 named
+    accumulators. For every tap across (``b``) it walks the ``K + 7``
+    input lines of its window: each line is loaded and widened to fp32
+    once and added into all 8 outputs, with the taps ``t, t - 1, ...,
+    t - 7`` held in 8 registers that shift by one per line (one weight
+    load per line). Taps outside ``[0, K)`` at the window's ends are zero
+    (about ``7 / (K + 7)`` of the multiply-adds). Layouts as in
+    :func:`dwconv_forward_kernel` (``x`` padded by ``PH``, ``PW``).
+
+    Grid: ``(N * cdiv(L_along, 8) * cdiv(L_across, BLOCK_X), cdiv(C,
+    BLOCK_C))``, tiles numbered along-major.
+    """
+    pid_tile = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    WP = W + 2 * PW
+    # Strides (elements) of the padded map, the weights and the output
+    # along and across the long axis, and the extents.
+    if ALONG_W:
+        length, across = W, H
+        x_along, x_across = CP, WP * CP
+        w_along, w_across = CP, KW * CP
+        out_along, out_across = C, W * C
+        taps, taps_across = KW, KH
+        padded_length = W + 2 * PW
+        first_along = PW - KW // 2
+        first_across = PH - KH // 2
+    else:
+        length, across = H, W
+        x_along, x_across = WP * CP, CP
+        w_along, w_across = KW * CP, CP
+        out_along, out_across = W * C, C
+        taps, taps_across = KH, KW
+        padded_length = H + 2 * PH
+        first_along = PH - KH // 2
+        first_across = PW - KW // 2
+    tiles_along = (length + 7) // 8
+    tiles_across = (across + BLOCK_X - 1) // BLOCK_X
+    tiles_per_image = tiles_along * tiles_across
+    n = pid_tile // tiles_per_image
+    tile = pid_tile % tiles_per_image
+    start = (tile // tiles_across) * 8
+    offs_x = (tile % tiles_across) * BLOCK_X + tl.arange(0, BLOCK_X)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    inside = (offs_x < across)[:, None]
+    # Line t of the window (padded position start + first_along + t along)
+    # at across-tap b, for the tile's positions across.
+    x_lines = (
+        x_ptr
+        + n.to(tl.int64) * (H + 2 * PH) * WP * CP
+        + (start + first_along) * x_along
+        + ((offs_x + first_across) * x_across)[:, None]
+        + offs_c[None, :]
+    )
+    zeros = tl.full((BLOCK_X, BLOCK_C), 0.0, tl.float32)
+    acc0, acc1, acc2, acc3 = zeros, zeros, zeros, zeros
+    acc4, acc5, acc6, acc7 = zeros, zeros, zeros, zeros
+    for b in range(0, taps_across):
+        x_line = x_lines + b * x_across
+        w_line = w_ptr + b * w_across + offs_c
+        # w0 holds tap t, w1 tap t - 1, ... w7 tap t - 7 (zero outside).
+        no_tap = tl.full((BLOCK_C,), 0.0, tl.float32)
+        w0, w1, w2, w3 = no_tap, no_tap, no_tap, no_tap
+        w4, w5, w6, w7 = no_tap, no_tap, no_tap, no_tap
+        for t in range(0, taps + 7):
+            xv = tl.load(
+                x_line + t * x_along,
+                mask=inside & (start + first_along + t < padded_length),
+                other=0.0,
+            ).to(tl.float32)
+            w7, w6, w5, w4 = w6, w5, w4, w3
+            w3, w2, w1 = w2, w1, w0
+            w0 = tl.load(
+                w_line + t * w_along,
+                mask=(offs_c < CP) & (t < taps),
+                other=0.0,
+            ).to(tl.float32)
+            acc0 += xv * w0[None, :]
+            acc1 += xv * w1[None, :]
+            acc2 += xv * w2[None, :]
+            acc3 += xv * w3[None, :]
+            acc4 += xv * w4[None, :]
+            acc5 += xv * w5[None, :]
+            acc6 += xv * w6[None, :]
+            acc7 += xv * w7[None, :]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c).to(tl.float32)[None, :]
+        acc0, acc1, acc2, acc3 = (
+            acc0 + bias,
+            acc1 + bias,
+            acc2 + bias,
+            acc3 + bias,
+        )
+        acc4, acc5, acc6, acc7 = (
+            acc4 + bias,
+            acc5 + bias,
+            acc6 + bias,
+            acc7 + bias,
+        )
+    out = (
+        out_ptr
+        + n.to(tl.int64) * H * W * C
+        + start * out_along
+        + (offs_x * out_across)[:, None]
+        + offs_c[None, :]
+    )
+    mask = inside & (offs_c < C)[None, :]
+    dtype = out_ptr.dtype.element_ty
+    tl.store(out, acc0.to(dtype), mask=mask & (start < length))
+    tl.store(out + out_along, acc1.to(dtype), mask=mask & (start + 1 < length))
+    tl.store(
+        out + 2 * out_along, acc2.to(dtype), mask=mask & (start + 2 < length)
+    )
+    tl.store(
+        out + 3 * out_along, acc3.to(dtype), mask=mask & (start + 3 < length)
+    )
+    tl.store(
+        out + 4 * out_along, acc4.to(dtype), mask=mask & (start + 4 < length)
+    )
+    tl.store(
+        out + 5 * out_along, acc5.to(dtype), mask=mask & (start + 5 < length)
+    )
+    tl.store(
+        out + 6 * out_along, acc6.to(dtype), mask=mask & (start + 6 < length)
+    )
+    tl.store(
+        out + 7 * out_along, acc7.to(dtype), mask=mask & (start + 7 < length)
+    )
+
+
 def dwconv_weight_grad_kernel(
     x_ptr,
     grad_ptr,

@@ -7,8 +7,11 @@ first use. They cover every kernel shape SLaK uses (``K x s``, ``s x K``,
 "same" padding ``(kh // 2, kw // 2)``, on channels-last maps, in fp32,
 bf16 and fp16 with fp32 accumulation:
 
-- forward, optionally summing two kernels and a bias in one pass (the two
-  BN-folded strips of an eval-mode large-kernel module);
+- forward: one kernel at least :data:`STRIP_MIN_TAPS` long on an axis
+  runs a sliding window along that axis (each input line loaded once for
+  8 outputs); shorter kernels, and two kernels summed with a bias in one
+  pass (the two BN-folded strips of an eval-mode large-kernel module),
+  run a loop over the taps;
 - input gradient: the forward kernel with the flipped weights (for stride
   1 and symmetric padding the transposed convolution is a forward one);
 - weight gradient: a reduction over the batch and the map, per tap.
@@ -84,6 +87,21 @@ _FORWARD_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH1', 'KW1', 'KH2', 'KW2']
 _WEIGHT_GRAD_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
 # Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
 CHANNEL_ALIGN = 64
+
+# Single convs at least this long along one axis take the sliding-window
+# kernel (dwconv_strip_forward_kernel): 8 outputs along that axis per
+# program, each input line loaded and widened once for all 8. Its window
+# wastes 7 / (K + 7) of its multiply-adds on zero taps, so short kernels
+# (SLaK's 5 x 5) stay on the tap-loop kernel.
+STRIP_MIN_TAPS = 9
+INTERPRETER_STRIP_BLOCKS = dict(BLOCK_X=8, BLOCK_C=8)
+_STRIP_CONFIGS = (
+    dict(BLOCK_X=16, BLOCK_C=64, num_warps=2),
+    dict(BLOCK_X=16, BLOCK_C=64, num_warps=4),
+    dict(BLOCK_X=32, BLOCK_C=64, num_warps=4),
+    dict(BLOCK_X=16, BLOCK_C=32, num_warps=4),
+)
+_STRIP_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
 
 # The weight gradient is reduced in two steps: one program per run of
 # images, group of tiles of positions and channel block writes per-tap
@@ -172,7 +190,8 @@ def _import_code_generator() -> None:
 
 @functools.cache
 def _kernels(interpret: bool):
-    """Returns ``(forward, weight_grad)``, built on first use.
+    """Returns ``(forward, weight_grad, strip_forward)``, built on first
+    use.
 
     Built lazily so that importing this module never decides between the
     compiled and the interpreted kernels: CUDA tensors get compiled,
@@ -185,6 +204,7 @@ def _kernels(interpret: bool):
             return (
                 triton.jit(kernels.dwconv_forward_kernel),
                 triton.jit(kernels.dwconv_weight_grad_kernel),
+                triton.jit(kernels.dwconv_strip_forward_kernel),
             )
         _import_code_generator()
         # Shapes vary per stage and input size: do not compile one variant
@@ -222,13 +242,22 @@ def _kernels(interpret: bool):
                 'TUNE_W',
             ],
         )
+        strip_forward = triton.jit(
+            kernels.dwconv_strip_forward_kernel,
+            do_not_specialize=[
+                'N', 'H', 'W', 'C', 'PH', 'PW', 'KH', 'KW', 'TUNE_H', 'TUNE_W'
+            ],
+        )  # fmt: skip
     forward = triton.autotune(
         configs=_autotune_configs(_FORWARD_CONFIGS), key=_FORWARD_KEY
     )(forward)
     weight_grad = triton.autotune(
         configs=_autotune_configs(_WEIGHT_GRAD_CONFIGS), key=_WEIGHT_GRAD_KEY
     )(weight_grad)
-    return forward, weight_grad
+    strip_forward = triton.autotune(
+        configs=_autotune_configs(_STRIP_CONFIGS), key=_STRIP_KEY
+    )(strip_forward)
+    return forward, weight_grad, strip_forward
 
 
 def _use_interpreter(x: torch.Tensor) -> bool:
@@ -355,11 +384,13 @@ def conv_forward_nhwc(
         Tensor: ``(N, H, W, C)`` contiguous, dtype of ``x``.
     """
     interpret = _use_interpreter(x)
-    forward, _ = _kernels(interpret)
+    forward, _, strip_forward = _kernels(interpret)
     batch, height, width, channels = x.shape
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
+    if uses_strip_kernel([w.shape[2:] for w in weights]):
+        return _strip_forward(strip_forward, interpret, x, weights[0], bias)
     scalars = forward_scalars(x.shape, [w.shape[2:] for w in weights])
     padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
     # The "same" zero padding and the channel padding, in one copy.
@@ -391,6 +422,64 @@ def conv_forward_nhwc(
             )
         else:
             forward[grid](*args, **flags)
+    return out
+
+
+def uses_strip_kernel(kernels: Sequence[Sequence[int]]) -> bool:
+    """Whether a forward call with these (cropped) ``(kh, kw)`` kernels
+    runs the sliding-window kernel: one kernel, at least
+    :data:`STRIP_MIN_TAPS` long along an axis."""
+    return len(kernels) == 1 and max(kernels[0]) >= STRIP_MIN_TAPS
+
+
+def strip_scalars(
+    shape: Sequence[int], kernel: Sequence[int]
+) -> Dict[str, int]:
+    """The integer arguments of :func:`dwconv_strip_forward_kernel`, by
+    name, in the kernel's order (``shape``: the input's ``(N, H, W, C)``,
+    ``kernel``: the cropped ``(kh, kw)``)."""
+    scalars = forward_scalars(shape, [kernel])
+    for name in ('KH2', 'KW2'):
+        del scalars[name]
+    scalars['KH'], scalars['KW'] = scalars.pop('KH1'), scalars.pop('KW1')
+    return {name: scalars[name] for name in (
+        'N', 'H', 'W', 'C', 'CP', 'PH', 'PW', 'KH', 'KW', 'TUNE_H', 'TUNE_W'
+    )}  # fmt: skip
+
+
+def _strip_forward(
+    kernel,
+    interpret: bool,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """:func:`conv_forward_nhwc` of one long kernel on the sliding-window
+    kernel (same arguments, ``x`` non-empty)."""
+    batch, height, width, channels = x.shape
+    kh, kw = weight.shape[2:]
+    scalars = strip_scalars(x.shape, (kh, kw))
+    padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
+    x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
+    taps = _taps_last(weight, padded)
+    if bias is not None:
+        bias = F.pad(bias, (0, padded - channels))
+    out = torch.empty_like(x)
+    along_w = kw > kh
+    length, across = (width, height) if along_w else (height, width)
+    args = (x_padded, taps, bias if bias is not None else taps, out)
+    flags = dict(ALONG_W=along_w, HAS_BIAS=bias is not None)
+
+    def grid(meta):
+        tiles = triton.cdiv(length, 8) * triton.cdiv(across, meta['BLOCK_X'])
+        return (batch * tiles, triton.cdiv(channels, meta['BLOCK_C']))
+
+    with _device_guard(x):
+        if interpret:
+            blocks = INTERPRETER_STRIP_BLOCKS
+            kernel[grid(blocks)](*args, *scalars.values(), **flags, **blocks)
+        else:
+            kernel[grid](*args, *scalars.values(), **flags)
     return out
 
 
@@ -622,7 +711,7 @@ def conv_weight_grad_nhwc(
         Tensor: ``(C, 1, kh, kw)`` in fp32.
     """
     interpret = _use_interpreter(x)
-    _, weight_grad = _kernels(interpret)
+    _, weight_grad, _ = _kernels(interpret)
     batch, height, width, channels = x.shape
     if x.numel() == 0:  # An empty batch: nothing to sum, and no launch.
         return x.new_zeros(channels, 1, kh, kw, dtype=torch.float32)
