@@ -75,19 +75,61 @@ def test_component_dry_run(interpreter):
 
 
 def test_triton_bound():
-    # Eval at 2 taps' worth of 1 TFLOP/s and 1 TB/s: whichever is slower.
-    bound = cuda_benchmark.triton_bound_ms(
-        batch=1,
-        side=1,
-        channels=1000,
-        kernel=13,
-        mode='eval',
-        element_bytes=4,
-        peak_tflops=1.0,
-        bandwidth_tbs=1.0,
+    """Per launch, the longer of its issue time (multiply-adds at the
+    peak over the instructions per FFMA) and its HBM time (two maps);
+    the launches add up."""
+    mix = dict(fp32=dict(forward=2.0, strip_forward=1.0, weight_grad=3.0))
+
+    def bound(mode):
+        return cuda_benchmark.triton_bound_ms(
+            batch=1,
+            side=1,
+            channels=1000,
+            kernel=13,
+            mode=mode,
+            precision='fp32',
+            peak_tflops=1.0,
+            bandwidth_tbs=2.0,
+            instructions_per_ffma=mix,
+        )
+
+    # 1x1 map: every kernel cropped to one tap (so no sliding window);
+    # maps of 4 kB, 4 ns per
+    # launch at 2 TB/s. Eval: one launch of 2 taps, 2 x 1000 x 2 x 2 flop
+    # slots = 8 ns.
+    assert bound('eval') == pytest.approx(8e-9 * 1e3)
+    # Train: per conv (one tap) two forward launches (issue 4 ns, HBM 4 ns)
+    # and a weight gradient (issue 6 ns), three convs.
+    assert bound('train') == pytest.approx(3 * (2 * 4e-9 + 6e-9) * 1e3)
+
+
+def test_triton_bound_issue_mix_is_not_the_flop_peak():
+    """At SLaK-T's stage 0 (512^2 x16, bf16) the bound is set by the
+    kernels' instruction mix, several times the FLOPs-over-peak time."""
+    kwargs = dict(
+        batch=16, side=128, channels=124, kernel=51, mode='train',
+        peak_tflops=67.0, bandwidth_tbs=4.8,
+    )  # fmt: skip
+    flat = dict(bf16=dict(forward=1.0, strip_forward=1.0, weight_grad=1.0))
+    mixed = cuda_benchmark.triton_bound_ms(precision='bf16', **kwargs)
+    peak = cuda_benchmark.triton_bound_ms(
+        precision='bf16', instructions_per_ffma=flat, **kwargs
     )
-    # 1x1 map: every kernel cropped to one tap; 2 taps, 2 maps of 4 kB.
-    assert bound == pytest.approx(max(2 * 1000 * 2, 2 * 1000 * 4) / 1e9)
+    assert mixed > 2.5 * peak
+
+
+def test_triton_bound_counts_the_sliding_windows_zero_taps():
+    """Long strips run the sliding-window forward: (K + 7) / K of their
+    multiply-adds at its mix; the small kernel the tap loop."""
+    mix = dict(fp32=dict(forward=0.0, strip_forward=1.0, weight_grad=0.0))
+    bound = cuda_benchmark.triton_bound_ms(
+        batch=1, side=64, channels=1, kernel=51, mode='train',
+        precision='fp32', peak_tflops=1.0, bandwidth_tbs=1e9,
+        instructions_per_ffma=mix,
+    )  # fmt: skip
+    # Two strips (51 x 5 and 5 x 51), forward and input gradient each.
+    multiply_adds = 64 * 64 * 51 * 5 * (51 + 7) / 51
+    assert bound == pytest.approx(2 * 2 * 2 * multiply_adds / 1e12 * 1e3)
 
 
 def test_backbone_dry_run(interpreter):

@@ -1,11 +1,14 @@
-"""The GPU check's test list: complete, and collectable on a machine
+"""The GPU check: its test list complete and collectable on a machine
 without mmcv / mmdet / mmseg / mmpretrain (only torch, Triton, timm and
-the wheels of ``tools/misc/download_gpu_wheels.sh``)."""
+the wheels of ``tools/misc/download_gpu_wheels.sh``), its environment
+report, and a CPU dry run of its Triton kernel check."""
 
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from .tool_utils import tool_path
 
@@ -86,3 +89,69 @@ def test_cuda_tests_collect_without_the_toolkits():
         assert node in collected, node
     # The CPU emulation is not a cuda test.
     assert not any('[cpu-fp16]' in line for line in collected)
+
+
+def test_gpu_check_prints_versions_and_the_launcher_toolchain(tmp_path):
+    """Versions, the C compiler and Python.h (Triton builds its launcher
+    with them) come before the CUDA device check; here, without one, the
+    script stops there."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA device is visible: the check would run')
+    result = subprocess.run(
+        ['bash', tool_path('gpu_check.sh'), str(tmp_path / 'wheels'),
+         str(tmp_path / 'out')],
+        cwd=REPO,
+        env=dict(os.environ, PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert 'no CUDA device visible' in result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith('python ') for line in lines)
+    assert any(line.startswith('C compiler ') for line in lines)
+    assert any(line.startswith('Python.h /') for line in lines)
+
+
+def test_gpu_check_runs_the_kernel_check_with_tuning_printed():
+    with open(tool_path('gpu_check.sh')) as f:
+        script = f.read()
+    tuning = script.index('export TRITON_PRINT_AUTOTUNING=1')
+    check = script.index('-m slak_mm.analysis.triton_check')
+    assert tuning < check < script.index('-m pytest')
+    assert '"$KERNELS" -ne 0' in script  # its failure fails the check
+
+
+def test_kernel_check_dry_run(interpreter):
+    """The kernel check's code on CPU (interpreted kernels, tiny narrow
+    stages): both weight-gradient calls match conv2d_weight, every stage
+    times the three Triton kernels and cuDNN's, no memory figure on CPU."""
+    import torch
+
+    from slak_mm.analysis import triton_check
+
+    report = triton_check.run(
+        torch.device('cpu'),
+        torch.float32,
+        batch=1,
+        size=32,
+        warmup=0,
+        repeats=1,
+        max_channels=4,
+    )
+    calls = report['weight_grad_calls']['calls']
+    assert len(calls) == 2
+    assert all(call['max_rel_error'] < 1e-5 for call in calls)
+    assert [stage['shape'] for stage in report['stages']] == [
+        (1, 4, 8, 8), (1, 4, 4, 4), (1, 4, 2, 2), (1, 4, 1, 1)
+    ]  # fmt: skip
+    for stage in report['stages']:
+        assert set(stage['ms']) == {
+            f'{path}_{part}'
+            for path in ('triton', 'cudnn')
+            for part in ('forward', 'input_grad', 'weight_grad')
+        }
+    assert report['module_peak_mib'] == dict(triton=None, native=None)

@@ -10,9 +10,11 @@ kernels), medians reported:
   kernels) and ``release`` (``backend='reference'``, NCHW, one
   ``nn.Conv2d`` + BN per branch); eval forward and train forward +
   backward, with each path's peak memory and, for the Triton kernels, a
-  lower bound on their time from nominal peak rates (FLOPs over the
-  CUDA-core rate, bytes over the memory bandwidth; the kernels compute on
-  CUDA cores in fp32);
+  lower bound on their time: per kernel launch, the longer of its
+  multiply-adds at the rate its instruction mix can issue (the fp32 FMA
+  peak over the instructions per FFMA of its compiled inner loop, see
+  :data:`INSTRUCTIONS_PER_FFMA`) and the maps it moves at the memory
+  bandwidth;
 - backbones: SLaK-T through each of the three paths against timm's
   ConvNeXt-T (channels-last, same precision), eval forward and a full
   train step (forward, backward, AdamW), peak train memory from
@@ -46,6 +48,20 @@ SMALL_KERNEL = 5
 # Nominal H200 rates (datasheet): fp32 on CUDA cores, HBM3e bandwidth.
 DEFAULT_PEAK_TFLOPS = 67.0
 DEFAULT_BANDWIDTH_TBS = 4.8
+# Instructions the Triton kernels issue per FFMA in their inner loops,
+# read from the compiled sm_90 code (Triton 3.8; tests/test_triton_dwconv.py
+# recounts them): the tap-loop forward (8 x 8 x 32 tiles; short kernels and
+# the eval pair pass), the sliding-window forward of long kernels (32 x 64
+# tiles, 4 warps; its window adds (K + 7) / K multiply-adds, counted in
+# triton_bound_ms) and the weight gradient (8 x 8 x 32). Each SM
+# sub-partition issues one warp instruction per clock and the fp32 peak
+# is one FFMA per lane per clock, so a loop issuing k instructions per
+# FFMA reaches at most 1/k of that peak: the rest of the mix (loads,
+# bf16 conversions, address arithmetic) shares the issue slots.
+INSTRUCTIONS_PER_FFMA = dict(
+    bf16=dict(forward=63 / 16, strip_forward=194 / 128, weight_grad=99 / 16),
+    fp32=dict(forward=49 / 16, strip_forward=173 / 128, weight_grad=73 / 16),
+)
 
 __all__ = [
     'BACKBONES',
@@ -144,26 +160,71 @@ def triton_bound_ms(
     channels: int,
     kernel: int,
     mode: str,
-    element_bytes: int,
+    precision: str,
     peak_tflops: float,
     bandwidth_tbs: float,
+    instructions_per_ffma: Optional[Dict[str, Dict[str, float]]] = None,
 ) -> float:
     """Lower bound on the Triton kernels' time for one module call.
 
-    Eval: one pass of the two folded strips (read the map, write the
-    output). Train: three branch convs, each a forward, an input-gradient
-    and a weight-gradient kernel (each reading two maps or reading one and
-    writing one). Batch-norm and elementwise work is not counted.
+    Each kernel launch takes at least the longer of its issue time (its
+    multiply-adds at ``peak_tflops`` times the instructions it issues per
+    FFMA: the attainable rate of its instruction mix) and its HBM time
+    (the maps it must read and write at ``bandwidth_tbs``); the launches'
+    bounds add up. Eval: one tap-loop pass of the two folded strips (reads
+    the map, writes the output). Train: three branch convs, each a
+    forward, an input-gradient (a forward with the flipped kernel) and a
+    weight-gradient kernel, each moving two maps; long strips run the
+    sliding-window forward, the small kernel the tap loop. Not counted:
+    the padded copies the calls make, batch norms, elementwise work.
+
+    Args:
+        batch, side, channels, kernel (int): The module's input ``(batch,
+            channels, side, side)`` and large kernel K (small kernel 5).
+        mode (str): ``'eval'`` or ``'train'``.
+        precision (str): ``'bf16'`` or ``'fp32'`` (maps' element size and
+            instruction mix).
+        peak_tflops (float): fp32 FMA peak of the CUDA cores.
+        bandwidth_tbs (float): Memory bandwidth.
+        instructions_per_ffma (dict, optional): Per precision, the
+            instructions per FFMA of ``'forward'``, ``'strip_forward'``
+            and ``'weight_grad'`` (default :data:`INSTRUCTIONS_PER_FFMA`).
+
+    Returns:
+        float: Milliseconds.
     """
-    vertical, horizontal, small = reachable_taps(kernel, side)
+    from ..ops.triton_dwconv import uses_strip_kernel
+
+    per_ffma = (instructions_per_ffma or INSTRUCTIONS_PER_FFMA)[precision]
     positions = batch * side * side * channels
+    map_bytes = positions * (2 if precision == 'bf16' else 4)
+
+    def launch(taps, kernel_kind):
+        issue = 2.0 * positions * taps * per_ffma[kernel_kind]
+        return max(
+            issue / (peak_tflops * 1e12),
+            2 * map_bytes / (bandwidth_tbs * 1e12),
+        )
+
+    def forward(shape):
+        """A single conv's forward: the sliding window for long kernels
+        (its window's zero taps included), the tap loop otherwise."""
+        taps = shape[0] * shape[1]
+        if uses_strip_kernel([shape]):
+            along = max(shape)
+            return launch(taps * (along + 7) / along, 'strip_forward')
+        return launch(taps, 'forward')
+
+    reach = 2 * side - 1
+    large, small = min(kernel, reach), min(SMALL_KERNEL, reach)
+    shapes = ((large, small), (small, large), (small, small))
     if mode == 'eval':
-        taps, maps = vertical + horizontal, 2
+        seconds = launch(2 * large * small, 'forward')
     else:
-        taps, maps = 3 * (vertical + horizontal + small), 18
-    flops = 2.0 * positions * taps
-    moved = float(maps * positions * element_bytes)
-    seconds = max(flops / (peak_tflops * 1e12), moved / (bandwidth_tbs * 1e12))
+        seconds = sum(
+            2 * forward(shape) + launch(shape[0] * shape[1], 'weight_grad')
+            for shape in shapes
+        )
     return seconds * 1e3
 
 
@@ -225,7 +286,6 @@ def run_component_benchmark(
     for where, x in stage_inputs(sizes, batches, dev, stages):
         kernel, channels = where['kernel'], where['channels']
         for precision in precisions:
-            element_bytes = 2 if precision == 'bf16' else 4
             bounds = {
                 f'bound_{mode}_ms': triton_bound_ms(
                     where['batch'],
@@ -233,7 +293,7 @@ def run_component_benchmark(
                     channels,
                     kernel,
                     mode,
-                    element_bytes,
+                    precision,
                     peak_tflops,
                     bandwidth_tbs,
                 )
@@ -346,9 +406,10 @@ def _mib(value: Optional[float]) -> str:
 def format_component_table(results: List[dict]) -> str:
     """Markdown: one row per (input, stage, precision, mode), the three
     paths' milliseconds side by side, the Triton kernels' bound, cuDNN's
-    time over that bound (below 1.5: cuDNN is already near what the Triton
-    kernels could reach), Triton's speed-up over cuDNN and the release
-    path, and each path's peak train memory."""
+    time over that bound (below 3: Triton cannot be 3x faster than cuDNN
+    on that shape even at its bound; below 1.5: cuDNN is already near
+    what the Triton kernels could reach), Triton's speed-up over cuDNN
+    and the release path, and each path's peak train memory."""
     rows = {}
     for r in results:
         key = (r['size'], r['batch'], r['stage'], r['precision'])

@@ -18,21 +18,23 @@ accumulated in fp32, whatever the input dtype. A tile's positions past
 the map's edge are the only masked loads, with a mask fixed for the
 whole tap loop.
 
-Only long-standing Triton builtins are used (``program_id``, ``arange``,
-``full``, masked ``load``/``store``, ``reduce``, ``range`` loops), so that
-the kernels compile with Triton 3.6 as well as with the newest releases.
-None of the ``@triton.jit`` helpers of ``triton.language.standard``
-(``cdiv``, ``zeros``, ``sum``) is called: those are compiled or
-interpreted as decided when Triton was first imported, and a compiled
-helper cannot run inside an interpreted kernel, so the kernels would fail
-under the interpreter whenever Triton was imported before
-``TRITON_INTERPRET=1`` was set (as in a test session). The sum over
-positions is ``tl.reduce`` with ``tl.standard._sum_combine``, the combine
-function of ``tl.sum`` itself, which the interpreter recognises and
-evaluates with numpy without calling it.
+Only public Triton builtins are used (``program_id``, ``arange``,
+``full``, masked ``load``/``store``, ``permute``, ``reshape``, ``split``,
+``range`` and ``static_range`` loops), so that the kernels compile with
+Triton 3.6 as well as with the newest releases. None of the
+``@triton.jit`` helpers of ``triton.language.standard`` (``cdiv``,
+``zeros``, ``sum``, or the combine functions that ``tl.reduce`` needs) is
+called: those are compiled or interpreted as decided when Triton was
+first imported, so a kernel calling one fails to compile when Triton was
+first imported with ``TRITON_INTERPRET=1``, and to interpret in the
+opposite order. The weight gradient's sum over positions is therefore a
+halving tree of ``reshape``/``split`` and additions.
 """
 
 import triton.language as tl
+
+# Tiles have at most 2**10 positions (the halving tree's levels).
+_MAX_LOG2_POSITIONS = tl.constexpr(10)
 
 
 def dwconv_forward_kernel(
@@ -52,6 +54,8 @@ def dwconv_forward_kernel(
     KW1,
     KH2,
     KW2,
+    TUNE_H,
+    TUNE_W,
     HAS_SECOND: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -68,6 +72,10 @@ def dwconv_forward_kernel(
     accumulates in fp32 registers. The second kernel (the other folded
     strip in eval) reuses the same input tile, so both strips and the bias
     cost one pass over the output.
+
+    ``TUNE_H`` and ``TUNE_W`` (the map's size class, see
+    :func:`.triton_dwconv.size_class`) are not used here: they are
+    arguments only so that the autotuner can key on them.
 
     Grid: ``(N * cdiv(H, BLOCK_H) * cdiv(W, BLOCK_W), cdiv(C, BLOCK_C))``.
     """
@@ -123,6 +131,160 @@ def dwconv_forward_kernel(
     )
 
 
+def dwconv_strip_forward_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    out_ptr,
+    N,
+    H,
+    W,
+    C,
+    CP,
+    PH,
+    PW,
+    KH,
+    KW,
+    TUNE_H,
+    TUNE_W,
+    ALONG_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """``out = conv(x, w) [+ bias]`` for a kernel long along one axis.
+
+    A sliding window along the kernel's long axis (H, or W when
+    ``ALONG_W``): one program computes 8 consecutive outputs along it, for
+    ``BLOCK_X`` positions across it and ``BLOCK_C`` channels, in 8 named
+    accumulators. For every tap across (``b``) it walks the ``K + 7``
+    input lines of its window: each line is loaded and widened to fp32
+    once and added into all 8 outputs, with the taps ``t, t - 1, ...,
+    t - 7`` held in 8 registers that shift by one per line (one weight
+    load per line). Taps outside ``[0, K)`` at the window's ends are zero
+    (about ``7 / (K + 7)`` of the multiply-adds). Layouts as in
+    :func:`dwconv_forward_kernel` (``x`` padded by ``PH``, ``PW``).
+
+    Grid: ``(N * cdiv(L_along, 8) * cdiv(L_across, BLOCK_X), cdiv(C,
+    BLOCK_C))``, tiles numbered along-major.
+    """
+    pid_tile = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    WP = W + 2 * PW
+    # Strides (elements) of the padded map, the weights and the output
+    # along and across the long axis, and the extents.
+    if ALONG_W:
+        length, across = W, H
+        x_along, x_across = CP, WP * CP
+        w_along, w_across = CP, KW * CP
+        out_along, out_across = C, W * C
+        taps, taps_across = KW, KH
+        padded_length = W + 2 * PW
+        first_along = PW - KW // 2
+        first_across = PH - KH // 2
+    else:
+        length, across = H, W
+        x_along, x_across = WP * CP, CP
+        w_along, w_across = KW * CP, CP
+        out_along, out_across = W * C, C
+        taps, taps_across = KH, KW
+        padded_length = H + 2 * PH
+        first_along = PH - KH // 2
+        first_across = PW - KW // 2
+    tiles_along = (length + 7) // 8
+    tiles_across = (across + BLOCK_X - 1) // BLOCK_X
+    tiles_per_image = tiles_along * tiles_across
+    n = pid_tile // tiles_per_image
+    tile = pid_tile % tiles_per_image
+    start = (tile // tiles_across) * 8
+    offs_x = (tile % tiles_across) * BLOCK_X + tl.arange(0, BLOCK_X)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    inside = (offs_x < across)[:, None]
+    # Line t of the window (padded position start + first_along + t along)
+    # at across-tap b, for the tile's positions across.
+    x_lines = (
+        x_ptr
+        + n.to(tl.int64) * (H + 2 * PH) * WP * CP
+        + (start + first_along) * x_along
+        + ((offs_x + first_across) * x_across)[:, None]
+        + offs_c[None, :]
+    )
+    zeros = tl.full((BLOCK_X, BLOCK_C), 0.0, tl.float32)
+    acc0, acc1, acc2, acc3 = zeros, zeros, zeros, zeros
+    acc4, acc5, acc6, acc7 = zeros, zeros, zeros, zeros
+    for b in range(0, taps_across):
+        x_line = x_lines + b * x_across
+        w_line = w_ptr + b * w_across + offs_c
+        # w0 holds tap t, w1 tap t - 1, ... w7 tap t - 7 (zero outside).
+        no_tap = tl.full((BLOCK_C,), 0.0, tl.float32)
+        w0, w1, w2, w3 = no_tap, no_tap, no_tap, no_tap
+        w4, w5, w6, w7 = no_tap, no_tap, no_tap, no_tap
+        for t in range(0, taps + 7):
+            xv = tl.load(
+                x_line + t * x_along,
+                mask=inside & (start + first_along + t < padded_length),
+                other=0.0,
+            ).to(tl.float32)
+            w7, w6, w5, w4 = w6, w5, w4, w3
+            w3, w2, w1 = w2, w1, w0
+            w0 = tl.load(
+                w_line + t * w_along,
+                mask=(offs_c < CP) & (t < taps),
+                other=0.0,
+            ).to(tl.float32)
+            acc0 += xv * w0[None, :]
+            acc1 += xv * w1[None, :]
+            acc2 += xv * w2[None, :]
+            acc3 += xv * w3[None, :]
+            acc4 += xv * w4[None, :]
+            acc5 += xv * w5[None, :]
+            acc6 += xv * w6[None, :]
+            acc7 += xv * w7[None, :]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c).to(tl.float32)[None, :]
+        acc0, acc1, acc2, acc3 = (
+            acc0 + bias,
+            acc1 + bias,
+            acc2 + bias,
+            acc3 + bias,
+        )
+        acc4, acc5, acc6, acc7 = (
+            acc4 + bias,
+            acc5 + bias,
+            acc6 + bias,
+            acc7 + bias,
+        )
+    out = (
+        out_ptr
+        + n.to(tl.int64) * H * W * C
+        + start * out_along
+        + (offs_x * out_across)[:, None]
+        + offs_c[None, :]
+    )
+    mask = inside & (offs_c < C)[None, :]
+    dtype = out_ptr.dtype.element_ty
+    tl.store(out, acc0.to(dtype), mask=mask & (start < length))
+    tl.store(out + out_along, acc1.to(dtype), mask=mask & (start + 1 < length))
+    tl.store(
+        out + 2 * out_along, acc2.to(dtype), mask=mask & (start + 2 < length)
+    )
+    tl.store(
+        out + 3 * out_along, acc3.to(dtype), mask=mask & (start + 3 < length)
+    )
+    tl.store(
+        out + 4 * out_along, acc4.to(dtype), mask=mask & (start + 4 < length)
+    )
+    tl.store(
+        out + 5 * out_along, acc5.to(dtype), mask=mask & (start + 5 < length)
+    )
+    tl.store(
+        out + 6 * out_along, acc6.to(dtype), mask=mask & (start + 6 < length)
+    )
+    tl.store(
+        out + 7 * out_along, acc7.to(dtype), mask=mask & (start + 7 < length)
+    )
+
+
 def dwconv_weight_grad_kernel(
     x_ptr,
     grad_ptr,
@@ -133,7 +295,10 @@ def dwconv_weight_grad_kernel(
     CP,
     KH,
     KW,
+    TILE_PROGRAMS,
     IMAGES_PER_SPLIT,
+    TUNE_H,
+    TUNE_W,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -141,58 +306,83 @@ def dwconv_weight_grad_kernel(
     """Partial weight gradients of a "same" depthwise conv.
 
     ``x`` is padded by ``KH // 2`` rows and ``KW // 2`` columns, ``grad``
-    (the output gradient) only along channels, ``(N, H, W, CP)``. Program
-    ``p`` takes one ``BLOCK_H x BLOCK_W`` tile of positions (tile
-    ``p % tiles_per_image``, as in :func:`dwconv_forward_kernel`) in a run
-    of ``IMAGES_PER_SPLIT`` images (run ``p // tiles_per_image``) and
-    writes ``partial[p, a * KW + b, c] = sum grad[n, h, w, c] *
-    x[n, h + a - KH // 2, w + b - KW // 2, c]`` over them; the caller sums
-    over ``p``. The tile's offsets and mask are computed once; each tap
-    then moves both pointers by scalars, image after image, accumulating
-    elementwise in fp32 registers, with one reduction over positions per
-    tap. Every element is written once, so the result does not depend on
-    scheduling (and autotuning may rerun the kernel freely).
+    (the output gradient) only along channels, ``(N, H, W, CP)``. The
+    ``BLOCK_H x BLOCK_W`` tiles of positions (numbered as in
+    :func:`dwconv_forward_kernel`) are dealt to ``TILE_PROGRAMS`` programs
+    per run of ``IMAGES_PER_SPLIT`` images: program ``p`` takes run ``p //
+    TILE_PROGRAMS`` and tiles ``p % TILE_PROGRAMS``, ``p % TILE_PROGRAMS +
+    TILE_PROGRAMS``, ... and writes ``partial[p, a * KW + b, c] = sum
+    grad[n, h, w, c] * x[n, h + a - KH // 2, w + b - KW // 2, c]`` over
+    them; the caller sums over ``p``. Per tap, both pointers move by
+    scalars from tile to tile and image to image, products accumulate
+    elementwise in fp32 registers, and one reduction over positions
+    follows.
 
-    Grid: ``(tiles_per_image * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
+    Every launched program writes all its elements once (zeros when it
+    has no tile), whatever the tile size: the rows written are fixed by
+    the grid, not by the tiling, so rerunning the kernel with another
+    tiling on the same buffer (as autotuning does) leaves no stale rows.
+    ``TUNE_H`` and ``TUNE_W`` only key the autotuner, as in
+    :func:`dwconv_forward_kernel`.
+
+    Grid: ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
     BLOCK_C))`` (``BLOCK_C`` dividing ``CP``); ``partial`` is fp32 of shape
-    ``(rows, KH * KW, CP)`` with at least as many rows as programs along
-    the first axis, zero where no program writes.
+    ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), KH * KW, CP)``.
     """
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     tiles_h = (H + BLOCK_H - 1) // BLOCK_H
     tiles_w = (W + BLOCK_W - 1) // BLOCK_W
     tiles_per_image = tiles_h * tiles_w
-    tile = pid % tiles_per_image
-    first_image = (pid // tiles_per_image) * IMAGES_PER_SPLIT
+    first_tile = pid % TILE_PROGRAMS
+    first_image = (pid // TILE_PROGRAMS) * IMAGES_PER_SPLIT
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
-    oh = (tile // tiles_w) * BLOCK_H + offs_p // BLOCK_W
-    ow = (tile % tiles_w) * BLOCK_W + offs_p % BLOCK_W
+    row_in_tile = offs_p // BLOCK_W
+    col_in_tile = offs_p % BLOCK_W
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = ((oh < H) & (ow < W))[:, None]
     WP = W + 2 * (KW // 2)
     # Image strides in int64 (the loop's image index is a plain int under
     # the interpreter).
     grad_image = (H * W * CP).to(tl.int64)
     x_image = ((H + 2 * (KH // 2)) * WP * CP).to(tl.int64)
-    grad_tile = grad_ptr + (oh * W + ow)[:, None] * CP + offs_c[None, :]
+    # Offsets within a tile whose top-left position is (0, 0); a tile at
+    # (top, left) adds one scalar.
+    grad_tile = grad_ptr + (row_in_tile * W + col_in_tile)[:, None] * CP
+    grad_tile += offs_c[None, :]
     # Tap (a, b) of output (oh, ow) reads padded (oh + a, ow + b).
-    x_tile = x_ptr + (oh * WP + ow)[:, None] * CP + offs_c[None, :]
+    x_tile = x_ptr + (row_in_tile * WP + col_in_tile)[:, None] * CP
+    x_tile += offs_c[None, :]
     partial = partial_ptr + pid.to(tl.int64) * KH * KW * CP + offs_c
     for a in range(0, KH):
         for b in range(0, KW):
             shift = (a * WP + b) * CP
             acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
-            for n in range(first_image, last_image):
-                grad = tl.load(
-                    grad_tile + n * grad_image, mask=mask, other=0.0
-                )
-                xv = tl.load(
-                    x_tile + n * x_image + shift, mask=mask, other=0.0
-                )
-                acc += grad.to(tl.float32) * xv.to(tl.float32)
+            for tile in range(first_tile, tiles_per_image, TILE_PROGRAMS):
+                top = (tile // tiles_w) * BLOCK_H
+                left = (tile % tiles_w) * BLOCK_W
+                mask = ((top + row_in_tile < H) & (left + col_in_tile < W))[
+                    :, None
+                ]
+                grad_at = grad_tile + (top * W + left) * CP
+                x_at = x_tile + (top * WP + left) * CP + shift
+                for n in range(first_image, last_image):
+                    grad = tl.load(
+                        grad_at + n * grad_image, mask=mask, other=0.0
+                    )
+                    xv = tl.load(x_at + n * x_image, mask=mask, other=0.0)
+                    acc += grad.to(tl.float32) * xv.to(tl.float32)
+            # The sum over positions, by halving: BLOCK_H * BLOCK_W is a
+            # power of two, and the levels unroll at compile time.
+            total = tl.permute(acc, (1, 0))
+            for level in tl.static_range(_MAX_LOG2_POSITIONS):
+                if (BLOCK_H * BLOCK_W) >> level > 1:
+                    halves = tl.reshape(
+                        total,
+                        (BLOCK_C, (BLOCK_H * BLOCK_W) >> (level + 1), 2),
+                    )
+                    left, right = tl.split(halves)
+                    total = left + right
             tl.store(
-                partial + (a * KW + b) * CP,
-                tl.reduce(acc, 0, tl.standard._sum_combine),
+                partial + (a * KW + b) * CP, tl.reshape(total, (BLOCK_C,))
             )

@@ -7,8 +7,11 @@ first use. They cover every kernel shape SLaK uses (``K x s``, ``s x K``,
 "same" padding ``(kh // 2, kw // 2)``, on channels-last maps, in fp32,
 bf16 and fp16 with fp32 accumulation:
 
-- forward, optionally summing two kernels and a bias in one pass (the two
-  BN-folded strips of an eval-mode large-kernel module);
+- forward: one kernel at least :data:`STRIP_MIN_TAPS` long on an axis
+  runs a sliding window along that axis (each input line loaded once for
+  8 outputs); shorter kernels, and two kernels summed with a bias in one
+  pass (the two BN-folded strips of an eval-mode large-kernel module),
+  run a loop over the taps;
 - input gradient: the forward kernel with the flipped weights (for stride
   1 and symmetric padding the transposed convolution is a forward one);
 - weight gradient: a reduction over the batch and the map, per tap.
@@ -18,10 +21,12 @@ their centre ``2L - 1`` taps first: the other taps only ever multiply zero
 padding (the rule of the CPU path). Gradients of the cropped-off taps are
 zero, as autograd gives them through the crop.
 
-On CUDA tensors the compiled kernels run, with tile sizes autotuned per
-shape (map, channels, kernel, dtype) on first use. On CPU tensors they run
-under Triton's interpreter, which only tests use: set
-``TRITON_INTERPRET=1`` in the environment (a CPU call without it raises).
+On CUDA tensors the compiled kernels run, with tile sizes autotuned on
+first use per shape class: kernel sizes, padded channels, dtypes and the
+map's size class (:func:`size_class`), not per exact shape or batch. On
+CPU tensors they run under Triton's interpreter, which only tests use:
+set ``TRITON_INTERPRET=1`` in the environment (a CPU call without it
+raises).
 
 Entry points, all on NCHW-logical tensors (channels-last memory avoids a
 layout copy):
@@ -37,9 +42,11 @@ This module imports without Triton; :func:`available` is then ``False``.
 """
 
 import contextlib
+import dataclasses
 import functools
+import importlib
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -71,20 +78,46 @@ _WEIGHT_GRAD_CONFIGS = (
     dict(BLOCK_H=16, BLOCK_W=16, BLOCK_C=16, num_warps=8),
     dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
 )
-_FORWARD_KEY = ['N', 'H', 'W', 'C', 'KH1', 'KW1', 'KH2', 'KW2']
-_WEIGHT_GRAD_KEY = ['N', 'H', 'W', 'CP', 'KH', 'KW', 'IMAGES_PER_SPLIT']
+# Tuned once per shape class, not per shape: kernel sizes, padded
+# channels and the map's size class (H and W rounded up to powers of two;
+# the batch is left out), plus the tensors' dtypes that Triton adds.
+# Multi-scale detection resizes nearly every batch to a new shape, and
+# timing every candidate takes seconds per key.
+_FORWARD_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH1', 'KW1', 'KH2', 'KW2']
+_WEIGHT_GRAD_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
 # Channels are zero-padded to a multiple of this (every BLOCK_C divides it).
 CHANNEL_ALIGN = 64
 
-# The weight gradient is reduced in two steps: one program per tile of
-# positions, run of images and channel block writes per-tap partial sums,
-# which torch then adds up. Runs of images are made short enough to give
-# every SM a few programs, within a bound on the partial buffer.
+# Single convs at least this long along one axis take the sliding-window
+# kernel (dwconv_strip_forward_kernel): 8 outputs along that axis per
+# program, each input line loaded and widened once for all 8. Its window
+# wastes 7 / (K + 7) of its multiply-adds on zero taps, so short kernels
+# (SLaK's 5 x 5) stay on the tap-loop kernel.
+STRIP_MIN_TAPS = 9
+INTERPRETER_STRIP_BLOCKS = dict(BLOCK_X=8, BLOCK_C=8)
+_STRIP_CONFIGS = (
+    dict(BLOCK_X=16, BLOCK_C=64, num_warps=2),
+    dict(BLOCK_X=16, BLOCK_C=64, num_warps=4),
+    dict(BLOCK_X=32, BLOCK_C=64, num_warps=4),
+    dict(BLOCK_X=16, BLOCK_C=32, num_warps=4),
+)
+_STRIP_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
+
+# The weight gradient is reduced in two steps: one program per run of
+# images, group of tiles of positions and channel block writes per-tap
+# partial sums, which torch then adds up. Runs are made short enough to
+# give every SM a few programs, within a cap on the partial buffer: it
+# holds at most _MAX_PARTIAL_BYTES, or one row (one program's taps x CP
+# fp32 sums) when a single row is larger.
 _PROGRAMS_PER_SM = 4
-_NOMINAL_BLOCK = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32)
+_NOMINAL_BLOCK_C = 32
 _MAX_PARTIAL_BYTES = 128 * 2**20
-# Images per split under the interpreter (several splits in the tests).
-_INTERPRETER_IMAGES_PER_SPLIT = 1
+# Multiprocessors assumed by plan_bytes when none is named (H100 and H200
+# SXM both have 132).
+_DEFAULT_MULTIPROCESSORS = 132
+# Programs wanted under the interpreter (tests): enough for one image per
+# run and one tile per program unless the cap groups them.
+_INTERPRETER_PROGRAMS = 2**20
 
 
 def interpreter_enabled() -> bool:
@@ -137,9 +170,28 @@ def _autotune_configs(configs):
     ]
 
 
+def _import_code_generator() -> None:
+    """Imports Triton's code generator so that kernels can compile after
+    Triton was first imported under ``TRITON_INTERPRET=1``.
+
+    Triton's library helpers (``tl.sum``, ...) are then interpreted
+    functions, and Triton 3.8's code generator imports its ``gluon``
+    package, which wraps them and asserts that they are compiled ones
+    unless the interpreter is on. Imported with the interpreter on, it
+    wraps them without asserting; the kernels here call none of them.
+    """
+    from triton.runtime.jit import JITFunction
+
+    if isinstance(triton.language.standard.sum, JITFunction):
+        return  # Triton was first imported for compiling: nothing to do.
+    with _interpret_env(True):
+        importlib.import_module('triton.compiler.code_generator')
+
+
 @functools.cache
 def _kernels(interpret: bool):
-    """Returns ``(forward, weight_grad)``, built on first use.
+    """Returns ``(forward, weight_grad, strip_forward)``, built on first
+    use.
 
     Built lazily so that importing this module never decides between the
     compiled and the interpreted kernels: CUDA tensors get compiled,
@@ -152,7 +204,9 @@ def _kernels(interpret: bool):
             return (
                 triton.jit(kernels.dwconv_forward_kernel),
                 triton.jit(kernels.dwconv_weight_grad_kernel),
+                triton.jit(kernels.dwconv_strip_forward_kernel),
             )
+        _import_code_generator()
         # Shapes vary per stage and input size: do not compile one variant
         # per divisibility of every integer argument. CP stays specialised
         # (always a multiple of 16): it tells Triton that channel rows are
@@ -170,19 +224,40 @@ def _kernels(interpret: bool):
                 'KW1',
                 'KH2',
                 'KW2',
+                'TUNE_H',
+                'TUNE_W',
             ],
         )
         weight_grad = triton.jit(
             kernels.dwconv_weight_grad_kernel,
-            do_not_specialize=['N', 'H', 'W', 'KH', 'KW', 'IMAGES_PER_SPLIT'],
+            do_not_specialize=[
+                'N',
+                'H',
+                'W',
+                'KH',
+                'KW',
+                'TILE_PROGRAMS',
+                'IMAGES_PER_SPLIT',
+                'TUNE_H',
+                'TUNE_W',
+            ],
         )
+        strip_forward = triton.jit(
+            kernels.dwconv_strip_forward_kernel,
+            do_not_specialize=[
+                'N', 'H', 'W', 'C', 'PH', 'PW', 'KH', 'KW', 'TUNE_H', 'TUNE_W'
+            ],
+        )  # fmt: skip
     forward = triton.autotune(
         configs=_autotune_configs(_FORWARD_CONFIGS), key=_FORWARD_KEY
     )(forward)
     weight_grad = triton.autotune(
         configs=_autotune_configs(_WEIGHT_GRAD_CONFIGS), key=_WEIGHT_GRAD_KEY
     )(weight_grad)
-    return forward, weight_grad
+    strip_forward = triton.autotune(
+        configs=_autotune_configs(_STRIP_CONFIGS), key=_STRIP_KEY
+    )(strip_forward)
+    return forward, weight_grad, strip_forward
 
 
 def _use_interpreter(x: torch.Tensor) -> bool:
@@ -309,14 +384,15 @@ def conv_forward_nhwc(
         Tensor: ``(N, H, W, C)`` contiguous, dtype of ``x``.
     """
     interpret = _use_interpreter(x)
-    forward, _ = _kernels(interpret)
+    forward, _, strip_forward = _kernels(interpret)
     batch, height, width, channels = x.shape
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
-    padded = padded_channels(channels)
-    pad_h = max(w.shape[2] for w in weights) // 2
-    pad_w = max(w.shape[3] for w in weights) // 2
+    if uses_strip_kernel([w.shape[2:] for w in weights]):
+        return _strip_forward(strip_forward, interpret, x, weights[0], bias)
+    scalars = forward_scalars(x.shape, [w.shape[2:] for w in weights])
+    padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
     # The "same" zero padding and the channel padding, in one copy.
     x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
     first = _taps_last(weights[0], padded)
@@ -329,17 +405,7 @@ def conv_forward_nhwc(
         second,
         bias if bias is not None else first,
         out,
-        batch,
-        height,
-        width,
-        channels,
-        padded,
-        pad_h,
-        pad_w,
-        first.shape[0],
-        first.shape[1],
-        second.shape[0],
-        second.shape[1],
+        *scalars.values(),
     )
     flags = dict(HAS_SECOND=len(weights) > 1, HAS_BIAS=bias is not None)
 
@@ -359,31 +425,275 @@ def conv_forward_nhwc(
     return out
 
 
+def uses_strip_kernel(kernels: Sequence[Sequence[int]]) -> bool:
+    """Whether a forward call with these (cropped) ``(kh, kw)`` kernels
+    runs the sliding-window kernel: one kernel, at least
+    :data:`STRIP_MIN_TAPS` long along an axis."""
+    return len(kernels) == 1 and max(kernels[0]) >= STRIP_MIN_TAPS
+
+
+def strip_scalars(
+    shape: Sequence[int], kernel: Sequence[int]
+) -> Dict[str, int]:
+    """The integer arguments of :func:`dwconv_strip_forward_kernel`, by
+    name, in the kernel's order (``shape``: the input's ``(N, H, W, C)``,
+    ``kernel``: the cropped ``(kh, kw)``)."""
+    scalars = forward_scalars(shape, [kernel])
+    for name in ('KH2', 'KW2'):
+        del scalars[name]
+    scalars['KH'], scalars['KW'] = scalars.pop('KH1'), scalars.pop('KW1')
+    return {name: scalars[name] for name in (
+        'N', 'H', 'W', 'C', 'CP', 'PH', 'PW', 'KH', 'KW', 'TUNE_H', 'TUNE_W'
+    )}  # fmt: skip
+
+
+def _strip_forward(
+    kernel,
+    interpret: bool,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """:func:`conv_forward_nhwc` of one long kernel on the sliding-window
+    kernel (same arguments, ``x`` non-empty)."""
+    batch, height, width, channels = x.shape
+    kh, kw = weight.shape[2:]
+    scalars = strip_scalars(x.shape, (kh, kw))
+    padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
+    x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
+    taps = _taps_last(weight, padded)
+    if bias is not None:
+        bias = F.pad(bias, (0, padded - channels))
+    out = torch.empty_like(x)
+    along_w = kw > kh
+    length, across = (width, height) if along_w else (height, width)
+    args = (x_padded, taps, bias if bias is not None else taps, out)
+    flags = dict(ALONG_W=along_w, HAS_BIAS=bias is not None)
+
+    def grid(meta):
+        tiles = triton.cdiv(length, 8) * triton.cdiv(across, meta['BLOCK_X'])
+        return (batch * tiles, triton.cdiv(channels, meta['BLOCK_C']))
+
+    with _device_guard(x):
+        if interpret:
+            blocks = INTERPRETER_STRIP_BLOCKS
+            kernel[grid(blocks)](*args, *scalars.values(), **flags, **blocks)
+        else:
+            kernel[grid](*args, *scalars.values(), **flags)
+    return out
+
+
 @functools.cache
 def _multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _tiles(height: int, width: int, blocks: dict) -> int:
-    return triton.cdiv(height, blocks['BLOCK_H']) * triton.cdiv(
-        width, blocks['BLOCK_W']
-    )
+def size_class(length: int) -> int:
+    """The autotuning class of a map side: ``length`` rounded up to a
+    power of two (tile choices differ with the map's scale, not with its
+    exact size)."""
+    return 1 << max(0, length - 1).bit_length()
 
 
-def _images_per_split(
-    device: torch.device, shape, taps: int, padded: int, max_tiles: int
-) -> int:
-    """Images per weight-gradient program (see the constants above)."""
+def forward_scalars(
+    shape: Sequence[int], kernels: Sequence[Sequence[int]]
+) -> Dict[str, int]:
+    """The integer arguments of :func:`dwconv_forward_kernel`, by name.
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, H, W, C)``.
+        kernels (Sequence[Sequence[int]]): One or two ``(kh, kw)``,
+            already cropped (a single kernel stands in for both).
+
+    Returns:
+        dict: ``N`` ... ``TUNE_W`` in the kernel's order.
+    """
     batch, height, width, channels = shape
-    index = device.index if device.index is not None else 0
-    programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
-    per_run = _tiles(height, width, _NOMINAL_BLOCK) * triton.cdiv(
-        channels, _NOMINAL_BLOCK['BLOCK_C']
+    first, second = kernels[0], kernels[-1]
+    return dict(
+        N=batch,
+        H=height,
+        W=width,
+        C=channels,
+        CP=padded_channels(channels),
+        PH=max(kh for kh, _ in kernels) // 2,
+        PW=max(kw for _, kw in kernels) // 2,
+        KH1=first[0],
+        KW1=first[1],
+        KH2=second[0],
+        KW2=second[1],
+        TUNE_H=size_class(height),
+        TUNE_W=size_class(width),
     )
-    runs = max(1, min(batch, triton.cdiv(programs, per_run)))
-    row_bytes = 4 * taps * padded * max_tiles
-    runs = max(1, min(runs, _MAX_PARTIAL_BYTES // row_bytes))
-    return triton.cdiv(batch, runs)
+
+
+def weight_grad_scalars(
+    shape: Sequence[int], kh: int, kw: int, plan: 'WeightGradPlan'
+) -> Dict[str, int]:
+    """The integer arguments of :func:`dwconv_weight_grad_kernel`, by
+    name, in the kernel's order (``shape``: the input's ``(N, H, W,
+    C)``)."""
+    batch, height, width, channels = shape
+    return dict(
+        N=batch,
+        H=height,
+        W=width,
+        CP=padded_channels(channels),
+        KH=kh,
+        KW=kw,
+        TILE_PROGRAMS=plan.tile_programs,
+        IMAGES_PER_SPLIT=plan.images_per_split,
+        TUNE_H=size_class(height),
+        TUNE_W=size_class(width),
+    )
+
+
+def tuning_key(scalars: Dict[str, int], names: Sequence[str]) -> tuple:
+    """The autotuner's key of a call (less the dtypes Triton appends)."""
+    return tuple(scalars[name] for name in names)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _tiles(height: int, width: int, blocks: dict) -> int:
+    return _cdiv(height, blocks['BLOCK_H']) * _cdiv(width, blocks['BLOCK_W'])
+
+
+def _tile_candidates(configs) -> List[dict]:
+    return [
+        {k: v for k, v in cfg.items() if k.startswith('BLOCK_')}
+        for cfg in configs
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGradPlan:
+    """How a weight-gradient call splits its work (grid axis 0: ``runs x
+    tile_programs`` programs, each writing one row of the partial buffer).
+
+    Attributes:
+        tile_programs (int): Programs per run of images; the tiles of
+            positions are dealt round-robin to them.
+        images_per_split (int): Images per run (the last may be short).
+        runs (int): Runs of images, ``cdiv(N, images_per_split)``.
+        partial_bytes (int): The fp32 partial buffer, ``runs x
+            tile_programs x kh x kw x CP x 4``.
+    """
+
+    tile_programs: int
+    images_per_split: int
+    runs: int
+    partial_bytes: int
+
+
+def plan_weight_grad(
+    shape: Sequence[int],
+    kh: int,
+    kw: int,
+    candidates: Sequence[dict],
+    target_programs: int,
+    max_partial_bytes: Optional[int] = None,
+) -> WeightGradPlan:
+    """Splits a weight-gradient call into programs within the buffer cap.
+
+    One program per tile of the coarsest candidate tiling at most (finer
+    tilings give each program several tiles, so that every candidate
+    writes the same rows), fewer when the cap allows fewer rows; then as
+    many runs of images as it takes to give ``target_programs`` programs
+    (with ``cdiv(C, 32)`` channel blocks), within the cap and the batch.
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, H, W, C)``.
+        kh (int): Kernel height.
+        kw (int): Kernel width.
+        candidates (Sequence[dict]): Candidate tiles (``BLOCK_H``,
+            ``BLOCK_W`` keys).
+        target_programs (int): Programs wanted in all (a few per SM).
+        max_partial_bytes (int, optional): The cap on the partial buffer
+            (default :data:`_MAX_PARTIAL_BYTES`); one row is always
+            allowed.
+
+    Returns:
+        WeightGradPlan: All zeros for an empty input (nothing launched).
+    """
+    if max_partial_bytes is None:
+        max_partial_bytes = _MAX_PARTIAL_BYTES
+    batch, height, width, channels = shape
+    if batch * height * width * channels == 0:
+        return WeightGradPlan(0, 0, 0, 0)
+    row_bytes = 4 * kh * kw * padded_channels(channels)
+    max_rows = max(1, max_partial_bytes // row_bytes)
+    coarsest = min(_tiles(height, width, blocks) for blocks in candidates)
+    tile_programs = min(coarsest, max_rows)
+    rows_wanted = _cdiv(target_programs, _cdiv(channels, _NOMINAL_BLOCK_C))
+    runs = min(
+        batch, max_rows // tile_programs, _cdiv(rows_wanted, tile_programs)
+    )
+    images_per_split = _cdiv(batch, runs)
+    runs = _cdiv(batch, images_per_split)
+    return WeightGradPlan(
+        tile_programs, images_per_split, runs, tile_programs * runs * row_bytes
+    )
+
+
+def plan_bytes(
+    shape: Sequence[int],
+    kernel: Sequence[int],
+    dtype: torch.dtype = torch.bfloat16,
+    multiprocessors: int = _DEFAULT_MULTIPROCESSORS,
+) -> Dict[str, Dict[str, int]]:
+    """Bytes that each kernel call of one conv allocates on the CUDA path.
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, C, H, W)``.
+        kernel (Sequence[int]): ``(kh, kw)``, before cropping to the map.
+        dtype (torch.dtype): The maps' dtype (bf16 under autocast).
+        multiprocessors (int): SMs of the GPU (sizes the weight-gradient
+            split).
+
+    Returns:
+        dict: For ``'forward'``, ``'input_grad'`` and ``'weight_grad'``,
+        a dict from allocation to bytes: the padded map copies, the
+        taps-last weights (fp32), the partial buffer and the results
+        (``'output'``: the conv's output or the input gradient, in
+        ``dtype``; ``'weight_grad'``: fp32 sums), and ``'total'``.
+    """
+    batch, channels, height, width = shape
+    crop = reachable_taps(torch.empty(0, 1, *kernel), height, width)
+    kh, kw = crop.shape[2:]
+    padded = padded_channels(channels)
+    item = torch.empty(0, dtype=dtype).element_size()
+    padded_input = batch * (height + kh - 1) * (width + kw - 1) * padded * item
+    taps = 4 * kh * kw * padded
+    output = batch * height * width * channels * item
+    plans = dict(
+        forward=dict(padded_input=padded_input, weights=taps, output=output),
+        input_grad=dict(
+            padded_input=padded_input, weights=taps, output=output
+        ),
+    )
+    if batch * height * width * channels == 0:
+        plans['weight_grad'] = dict(weight_grad=4 * kh * kw * channels)
+    else:
+        plan = plan_weight_grad(
+            (batch, height, width, channels),
+            kh,
+            kw,
+            _tile_candidates(_WEIGHT_GRAD_CONFIGS),
+            _PROGRAMS_PER_SM * multiprocessors,
+        )
+        padded_grad = batch * height * width * padded * item
+        plans['weight_grad'] = dict(
+            padded_input=padded_input,
+            padded_grad=padded_grad if padded != channels else 0,
+            partial=plan.partial_bytes,
+            weight_grad=4 * kh * kw * channels,
+        )
+    for plan in plans.values():
+        plan['total'] = sum(plan.values())
+    return plans
 
 
 def conv_weight_grad_nhwc(
@@ -401,32 +711,30 @@ def conv_weight_grad_nhwc(
         Tensor: ``(C, 1, kh, kw)`` in fp32.
     """
     interpret = _use_interpreter(x)
-    _, weight_grad = _kernels(interpret)
+    _, weight_grad, _ = _kernels(interpret)
     batch, height, width, channels = x.shape
+    if x.numel() == 0:  # An empty batch: nothing to sum, and no launch.
+        return x.new_zeros(channels, 1, kh, kw, dtype=torch.float32)
     padded = padded_channels(channels)
+    # The tiling is the autotuner's choice, and the autotuner runs every
+    # candidate on the same buffer before the winner: the plan (grid and
+    # rows written) does not depend on it.
     if interpret:
         candidates = [INTERPRETER_BLOCKS]
+        target_programs = _INTERPRETER_PROGRAMS
     else:
-        candidates = [
-            {k: v for k, v in cfg.items() if k != 'num_warps'}
-            for cfg in _WEIGHT_GRAD_CONFIGS
-        ]
-    # The tiling is the autotuner's choice: room for the finest one.
-    max_tiles = max(_tiles(height, width, blocks) for blocks in candidates)
-    if interpret:
-        images_per_split = _INTERPRETER_IMAGES_PER_SPLIT
-    else:
-        images_per_split = _images_per_split(
-            x.device, x.shape, kh * kw, padded, max_tiles
-        )
-    runs = triton.cdiv(batch, images_per_split)
+        candidates = _tile_candidates(_WEIGHT_GRAD_CONFIGS)
+        index = x.device.index if x.device.index is not None else 0
+        target_programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
+    plan = plan_weight_grad(x.shape, kh, kw, candidates, target_programs)
+    tile_programs, runs = plan.tile_programs, plan.runs
     extra = padded - channels
     x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
     grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
-    # Zeros: rows of programs that a coarser tiling does not launch, and
-    # channels past the grid's last block, stay zero.
-    partial = torch.zeros(
-        max_tiles * runs,
+    # Every launched program writes all of its row; channels past the
+    # grid's last block are left unwritten and not read.
+    partial = torch.empty(
+        tile_programs * runs,
         kh * kw,
         padded,
         device=x.device,
@@ -436,20 +744,11 @@ def conv_weight_grad_nhwc(
         x_padded,
         grad_padded,
         partial,
-        batch,
-        height,
-        width,
-        padded,
-        kh,
-        kw,
-        images_per_split,
+        *weight_grad_scalars(x.shape, kh, kw, plan).values(),
     )
 
     def grid(meta):
-        return (
-            _tiles(height, width, meta) * runs,
-            triton.cdiv(channels, meta['BLOCK_C']),
-        )
+        return (tile_programs * runs, triton.cdiv(channels, meta['BLOCK_C']))
 
     with _device_guard(x):
         if interpret:

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a fresh CUDA machine without internet:
-# installs the wheels of tools/misc/download_gpu_wheels.sh into a private folder
-# (the machine's own packages stay as they are), runs the CUDA tests
+# prints the versions and checks for a C compiler and Python.h (Triton
+# builds its launcher with them), installs the wheels of
+# tools/misc/download_gpu_wheels.sh into a private folder (the machine's
+# own packages stay as they are), runs the Triton kernel check
+# (slak_mm/analysis/triton_check.py: first and second weight-gradient
+# call of a new shape against torch.nn.grad.conv2d_weight, the kernels
+# timed against channels-last cuDNN, a module train step's peak memory;
+# TRITON_PRINT_AUTOTUNING=1 logs every tuning), runs the CUDA tests
 # (`pytest -m cuda` on the files in CUDA_TESTS below: Triton kernels
 # against cuDNN, SLaK forward/backward through the 'triton' backend
 # against 'reference', sparse training under AmpOptimWrapper in fp16 and
@@ -46,8 +52,14 @@ SITE=${GPU_CHECK_SITE:-$OUT/site-packages}
 START=$SECONDS
 
 echo "== environment"
+# Triton compiles a small C launcher on first use: it needs a C compiler
+# and Python's headers.
 "$PYTHON" - <<'PY' || exit 1
+import os
+import shutil
+import subprocess
 import sys
+import sysconfig
 import torch
 print('python', sys.version.split()[0], '| torch', torch.__version__,
       '| CUDA build', torch.version.cuda)
@@ -56,6 +68,16 @@ try:
     print('triton', triton.__version__)
 except ImportError:
     print('triton: not installed')
+compiler = os.environ.get('CC') or shutil.which('gcc') or shutil.which('cc')
+if compiler:
+    version = subprocess.run([compiler, '--version'], capture_output=True,
+                             text=True).stdout.splitlines()
+    print('C compiler', compiler, '|', version[0] if version else '?')
+header = os.path.join(sysconfig.get_paths()['include'], 'Python.h')
+print('Python.h', header if os.path.exists(header) else 'missing')
+if not compiler or not os.path.exists(header):
+    sys.exit('Triton needs a C compiler (gcc) and Python.h to build its '
+             'launcher: install them (e.g. gcc and python3-dev)')
 if not torch.cuda.is_available():
     sys.exit('no CUDA device visible to torch: nothing to check here')
 print('GPU', torch.cuda.get_device_name(0))
@@ -77,6 +99,14 @@ export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 sys.exit(0 if t.available("cuda") else "Triton kernels unavailable")' \
   || exit 1
 echo "installed in $((SECONDS - START)) s"
+# Every autotuning (key, timings, winner) in the logs.
+export TRITON_PRINT_AUTOTUNING=1
+
+echo "== Triton kernels: first and second weight-gradient call, vs cuDNN, memory"
+"$PYTHON" -m slak_mm.analysis.triton_check --out "$OUT/triton_check.json" \
+  2>&1 | tee "$OUT/triton_check.log"
+KERNELS=${PIPESTATUS[0]}
+echo "kernel check: exit $KERNELS after $((SECONDS - START)) s"
 
 echo "== pytest -m cuda"
 "$PYTHON" -m pytest -q -rs -m cuda -p no:cacheprovider "${CUDA_TESTS[@]}" \
@@ -92,6 +122,6 @@ echo "== benchmark"
 BENCH=${PIPESTATUS[0]}
 echo "benchmark: exit $BENCH after $((SECONDS - START)) s"
 
-if [ "$TESTS" -ne 0 ] || [ "$BENCH" -ne 0 ]; then
+if [ "$KERNELS" -ne 0 ] || [ "$TESTS" -ne 0 ] || [ "$BENCH" -ne 0 ]; then
   exit 1
 fi
