@@ -3,7 +3,7 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: env test lint demo demo-quick
+.PHONY: env test test-avx2 lint demo demo-quick
 
 env:
 	SLAK_VENV=$(VENV) bash tools/misc/setup_env.sh
@@ -14,6 +14,14 @@ lint: env
 
 test: lint
 	$(PYTHON) -m pytest -q tests
+
+# The CPU-capability tests (marker cpu_capability) as an AVX2-only CPU runs
+# them: oneDNN without bf16/fp16 kernels, ATen without AVX-512, on any newer
+# CPU. The caps must be set before torch starts, hence their own process.
+# Not -q: pytest's header names the capabilities seen; -rs the skip reasons.
+AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+test-avx2: env
+	$(AVX2_CAPS) $(PYTHON) -m pytest -rs -m cpu_capability tests
 
 # Trains SLaK, a 7x7 baseline and SLaK with frozen large kernels on data that
 # needs long-range context; fails unless SLaK wins by 10 mIoU points.

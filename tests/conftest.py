@@ -18,6 +18,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from slak_mm.ops import triton_dwconv
 
+# What `make test-avx2` sets to run the cpu_capability tests as an AVX2-only
+# CPU would: oneDNN and ATen both stop below AVX-512 (no bf16/fp16 kernels).
+AVX2_CAPS = {'ONEDNN_MAX_CPU_ISA': 'AVX2', 'ATEN_CPU_CAPABILITY': 'avx2'}
+
+
+def pytest_report_header(config):
+    """The capabilities the cpu_capability tests see (capped or not)."""
+    from slak_mm.models.backends import ops
+
+    return (
+        f'CPU capability: ATen {torch.backends.cpu.get_cpu_capability()}, '
+        f'oneDNN bf16 {ops.onednn_supports(torch.bfloat16)}, '
+        f'oneDNN fp16 {ops.onednn_supports(torch.float16)}'
+    )
+
+
 # A narrow SLaK with real large kernels, fast enough for CPU tests.
 TINY_ARCH = dict(depths=[1, 1, 2, 1], channels=[8, 16, 24, 32])
 

@@ -49,7 +49,10 @@ requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA GPU'
 )
 SETTINGS = [
-    pytest.param('cpu', 'float16', id='cpu-fp16'),
+    # fp16 on oneDNN's kernels (AVX512-FP16) or on standard ops, per CPU.
+    pytest.param(
+        'cpu', 'float16', id='cpu-fp16', marks=pytest.mark.cpu_capability
+    ),
     pytest.param(
         'cuda',
         'float16',

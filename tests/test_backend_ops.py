@@ -6,13 +6,17 @@ fails here (or skips, when the op is gone and the backends that need it say
 they are unavailable), not in a model's forward.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from slak_mm.models.backends import FastCPUBackend, ops
 
-from .conftest import relative_close
+from .conftest import AVX2_CAPS, relative_close
 
 
 def needs(name):
@@ -33,6 +37,8 @@ def test_fast_backend_available_iff_its_ops_are():
     assert FastCPUBackend.available() == expected
 
 
+# oneDNN picks its convolution and GEMM kernels per instruction set.
+@pytest.mark.cpu_capability
 @needs('conv_add')
 @pytest.mark.parametrize('groups', [1, 6])
 def test_conv_add_is_sum_plus_conv(groups):
@@ -53,6 +59,7 @@ def test_conv_add_is_sum_plus_conv(groups):
     )
 
 
+@pytest.mark.cpu_capability
 @needs('linear')
 @pytest.mark.parametrize('approximate', [None, 'none', 'tanh'])
 def test_linear_is_linear_then_gelu(approximate):
@@ -82,10 +89,14 @@ def test_gelu_backward_matches_autograd(approximate):
     torch.testing.assert_close(actual, expected)
 
 
+@pytest.mark.cpu_capability
 @needs('bf16_supported')
 def test_bf16_kernels_where_onednn_reports_them():
     if not ops.onednn_supports(torch.bfloat16):
-        pytest.skip('oneDNN reports no bf16 support on this CPU')
+        pytest.skip(
+            'oneDNN reports no bf16 support on this CPU '
+            '(no AVX512-BF16 or AMX)'
+        )
     x = torch.randn(8, 16)
     weight = torch.randn(4, 16)
     out = ops.linear(x.bfloat16(), weight.bfloat16())
@@ -99,3 +110,45 @@ def test_onednn_supports_only_floating_types_it_knows():
     )
     assert not ops.onednn_supports(torch.float64)
     assert not ops.onednn_supports(torch.int8)
+
+
+def capabilities_seen(caps):
+    """ATen's CPU capability and oneDNN's bf16 / fp16 support as a fresh
+    process sees them with ``caps`` in its environment (and no other
+    caps: an uncapped view even inside ``make test-avx2``)."""
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_CAPS}
+    env.update(caps)
+    # ops.py alone (it imports only torch): slak_mm's __init__ would
+    # import the toolkits, seconds per process.
+    probe = (
+        'import importlib.util, sys, torch\n'
+        'spec = importlib.util.spec_from_file_location("ops", sys.argv[1])\n'
+        'ops = importlib.util.module_from_spec(spec)\n'
+        'spec.loader.exec_module(ops)\n'
+        'print(torch.backends.cpu.get_cpu_capability(),'
+        ' ops.onednn_supports(torch.bfloat16),'
+        ' ops.onednn_supports(torch.float16))'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', probe, ops.__file__],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    aten, bf16, fp16 = result.stdout.split()
+    return aten, bf16 == 'True', fp16 == 'True'
+
+
+@pytest.mark.cpu_capability
+def test_avx2_caps_take_away_avx512_and_onednn_bf16():
+    """The caps of `make test-avx2` really give the AVX2-only view."""
+    uncapped_aten, uncapped_bf16, _ = capabilities_seen({})
+    capped_aten, capped_bf16, capped_fp16 = capabilities_seen(AVX2_CAPS)
+    # 'AVX2' (or 'DEFAULT' on a CPU below AVX2), never an AVX-512 level.
+    assert capped_aten in ('AVX2', 'DEFAULT'), capped_aten
+    assert not capped_fp16  # AVX512-FP16 / AVX-NE-CONVERT capped away too
+    if not uncapped_bf16:
+        pytest.skip(
+            'oneDNN reports no bf16 on this CPU even uncapped (no '
+            f'AVX512-BF16 or AMX; ATen {uncapped_aten}): the caps have '
+            'nothing to take away'
+        )
+    assert not capped_bf16

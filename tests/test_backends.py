@@ -53,6 +53,9 @@ STAGE_SHAPES = [
 ]
 
 
+# oneDNN's depthwise convs against ATen's, each picking kernels per
+# instruction set (AVX2, AVX-512).
+@pytest.mark.cpu_capability
 @pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
 @pytest.mark.parametrize('kernel_size', ['strip', 'small'])
 def test_depthwise_conv_matches_conv2d(kernel, height, width, kernel_size):
@@ -89,6 +92,7 @@ def test_depthwise_conv_matches_conv2d(kernel, height, width, kernel_size):
             assert fast_w.grad.shape == weight.shape
 
 
+@pytest.mark.cpu_capability
 @pytest.mark.parametrize('kernel, height, width', STAGE_SHAPES)
 def test_conv_sum_and_accumulate_match_conv2d(kernel, height, width):
     """The eval path sums the two strips (on 'fast' inside oneDNN's conv,
@@ -169,6 +173,7 @@ def test_deploy_and_not_decomposed_match_reference(decompose):
         relative_close(fast(x), expected)
 
 
+@pytest.mark.cpu_capability
 def test_backbone_outputs_and_gradients_match_reference():
     """A narrow SLaK with SLaK-T kernels: all blocks, stem and downsamples."""
     torch.manual_seed(3)

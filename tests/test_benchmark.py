@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from slak_mm.analysis.benchmark import (
     MODEL_NAMES,
@@ -85,7 +86,19 @@ def test_sizes_and_batches_must_pair(capsys):
         run_benchmark(sizes=[64, 64], batches=[1], models=['slak_t'])
 
 
+def bf16_gemm_note(report):
+    return 'No bf16 rows: oneDNN runs no native bf16 product' in (
+        report.get('rate_table', '')
+    )
+
+
+@pytest.mark.cpu_capability
 def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):
+    """bf16 rows on every CPU; the bf16 GEMM reference only where oneDNN
+    runs a native bf16 product (AVX512-BF16 or AMX)."""
+    from slak_mm.models.backends import ops
+
+    native_bf16 = ops.onednn_supports(torch.bfloat16)
     out = tmp_path / 'bench.json'
     load_tool('benchmark').main(
         [
@@ -127,12 +140,16 @@ def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):
     assert report['dtype_table'] in printed
     assert '| slak_t | 64² x1 | 1' not in report['dtype_table']
 
-    # The GEMM reference ran once per dtype in the same rounds, and the
-    # rate table puts each model's eval GFLOP/s against it.
-    assert [(g['dtype'], g['side']) for g in report['gemm']] == [
-        ('fp32', 2048),
-        ('bf16', 2048),
-    ]
+    # The GEMM reference ran once per natively supported dtype in the
+    # same rounds, and the rate table puts each model's eval GFLOP/s
+    # against it; a bf16 without one is named below the table.
+    referenced = ['fp32', 'bf16'] if native_bf16 else ['fp32']
+    assert [g['dtype'] for g in report['gemm']] == referenced
+    assert all(g['side'] == 2048 for g in report['gemm'])
+    assert report['gemm_unsupported_dtypes'] == (
+        [] if native_bf16 else ['bf16']
+    )
+    assert bf16_gemm_note(report) == (not native_bf16)
     gemm = {g['dtype']: g['gflops'] for g in report['gemm']}
     assert all(rate > 1 for rate in gemm.values())
     slak = build_model('slak_t')
@@ -143,11 +160,49 @@ def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):
     assert report['rate_table'] in printed
     for entry, dtype in ((slak_fp32, 'fp32'), (slak_bf16, 'bf16')):
         rate = entry['gflop_per_image'] * entry['eval_images_per_s']
+        row_start = f'| slak_t | 64² x1 | {dtype} |'
+        if dtype not in gemm:
+            assert row_start not in report['rate_table']
+            continue
         row = (
-            f'| slak_t | 64² x1 | {dtype} | {entry["gflop_per_image"]:.2f} '
+            f'{row_start} {entry["gflop_per_image"]:.2f} '
             f'| {rate:.1f} | {gemm[dtype]:.1f} | {rate / gemm[dtype]:.0%} |'
         )
         assert row in report['rate_table']
+
+
+def test_bf16_rows_without_a_native_bf16_product(monkeypatch):
+    """As on an AVX2-only CPU (oneDNN reports no bf16, whatever this CPU
+    has): the bf16 rows still come out, with their output error, and
+    only the bf16 GEMM reference and its rate-table rows are left out."""
+    from slak_mm.analysis.benchmark import benchmark_report
+    from slak_mm.models.backends import ops
+
+    monkeypatch.setattr(
+        ops, 'onednn_supports', lambda dtype: dtype == torch.float32
+    )
+    logged = []
+    report = benchmark_report(
+        sizes=[64], batches=[1], models=['slak_t'], threads=1, warmup=0,
+        repeats=1, memory=False, dtypes=['fp32', 'bf16'], log=logged.append,
+    )  # fmt: skip
+    assert [(r['model'], r['dtype']) for r in report['results']] == [
+        ('slak_t', 'fp32'),
+        ('slak_t', 'bf16'),
+    ]
+    bf16 = report['results'][1]
+    assert bf16['eval_images_per_s'] > 0 and bf16['train_images_per_s'] > 0
+    assert 1e-5 < bf16['output_rel_error'] < 5e-2
+    assert '| slak_t | 64² x1 | bf16 |' in report['dtype_table']
+    assert [g['dtype'] for g in report['gemm']] == ['fp32']
+    assert report['gemm_unsupported_dtypes'] == ['bf16']
+    assert '| slak_t | 64² x1 | fp32 |' in report['rate_table']
+    assert '| slak_t | 64² x1 | bf16 |' not in report['rate_table']
+    assert bf16_gemm_note(report)
+    assert (
+        'no bf16 GEMM reference: oneDNN runs no native bf16 product on '
+        'this CPU'
+    ) in logged
 
 
 def test_benchmark_without_gemm_reference(tmp_path, capsys):

@@ -52,6 +52,8 @@ def mlp_grads(x, mlp, impl, grad_out):
     return out, grads
 
 
+# The oneDNN GEMMs against ATen's, each picking kernels per instruction set.
+@pytest.mark.cpu_capability
 @pytest.mark.parametrize('channels', WIDTHS)
 @pytest.mark.parametrize('approximate', ['none', 'tanh'])
 def test_onednn_mlp_matches_torch(channels, approximate):

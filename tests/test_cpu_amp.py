@@ -88,6 +88,8 @@ def test_amp_flag_picks_the_cpu_wrapper_without_cuda(monkeypatch):
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
 
 
+# bf16 on oneDNN's kernels or on standard ops, per CPU.
+@pytest.mark.cpu_capability
 def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
     tmp_path, amp_runner, sparse_hook
 ):
@@ -120,6 +122,7 @@ def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
         assert torch.equal(value, weights[key]), key
 
 
+@pytest.mark.cpu_capability
 def test_train_tool_amp_flag_trains_in_bf16_on_cpu(
     tmp_path, shrink_seg_config, run_command, saved_scalars
 ):

@@ -24,7 +24,8 @@ ones), and the bf16 eval outputs are compared with the fp32 ones of the
 same model on the same images (max abs difference over max abs).
 
 On CPU a square oneDNN product (``gemm_side``³, in every timed
-dtype, through the inner product the block MLPs use) is timed in the same
+dtype that oneDNN runs natively on the CPU, through the inner product the
+block MLPs use) is timed in the same
 interleaved rounds as the models, as the machine's reference compute rate:
 each model's eval rate in GFLOP/s (its dense multiply-accumulates counted
 by :func:`~.complexity.count_complexity`, two FLOPs each) is reported as
@@ -133,6 +134,16 @@ def output_error(model: nn.Module, images: torch.Tensor, dtype: str) -> float:
     return diff / max(scale, 1e-12)
 
 
+def gemm_supported(dtype: str) -> bool:
+    """Whether oneDNN runs a native ``dtype`` product on this CPU (bf16
+    needs AVX512-BF16 or AMX: not on an AVX2-only CPU), i.e. whether
+    :func:`gemm_step` can time one."""
+    from slak_mm.models.backends import ops
+
+    cast = DTYPES[dtype] or torch.float32
+    return ops.available('linear') and ops.onednn_supports(cast)
+
+
 def gemm_step(side: int, dtype: str) -> Callable[[], torch.Tensor]:
     """One ``(side, side) @ (side, side)`` product on oneDNN's inner
     product (:func:`~slak_mm.models.backends.ops.linear`, the op the
@@ -144,7 +155,7 @@ def gemm_step(side: int, dtype: str) -> Callable[[], torch.Tensor]:
     from slak_mm.models.backends import ops
 
     cast = DTYPES[dtype] or torch.float32
-    if not ops.available('linear') or not ops.onednn_supports(cast):
+    if not gemm_supported(dtype):
         raise RuntimeError(
             f'oneDNN runs no native {dtype} product on this CPU; '
             'run the benchmark without the GEMM reference (--no-gemm)'
@@ -264,6 +275,9 @@ def run_benchmark(
         gemm_side (int, optional): Side of the square oneDNN product timed
             in each dtype in the same rounds (:func:`gemm_step`), the
             reference for the models' GFLOP/s; None to skip it. CPU only.
+            A dtype oneDNN has no native product for on this CPU gets no
+            reference (listed in the report's
+            ``gemm_unsupported_dtypes``); its models are still timed.
         log (callable): Progress output.
     """
     for dtype in dtypes:
@@ -274,9 +288,19 @@ def run_benchmark(
             'the oneDNN GEMM reference runs on CPU only, '
             f'got device {device!r}'
         )
+    # A dtype oneDNN has no native product for (bf16 on an AVX2-only CPU)
+    # still times its models (autocast runs standard ops there); only its
+    # GEMM reference, and so its rows of the rate table, are left out.
+    referenced_dtypes = dtypes if gemm_side is not None else ()
+    gemm_dtypes = [d for d in referenced_dtypes if gemm_supported(d)]
+    gemm_unsupported = [d for d in referenced_dtypes if d not in gemm_dtypes]
+    for dtype in gemm_unsupported:
+        log(
+            f'no {dtype} GEMM reference: oneDNN runs no native {dtype} '
+            'product on this CPU'
+        )
     gemm_steps = {
-        f'gemm/{dtype}': gemm_step(gemm_side, dtype)
-        for dtype in (dtypes if gemm_side is not None else ())
+        f'gemm/{dtype}': gemm_step(gemm_side, dtype) for dtype in gemm_dtypes
     }
     report = dict(
         torch=torch.__version__,
@@ -292,6 +316,7 @@ def run_benchmark(
         ),
         results=[],
         gemm=[],
+        gemm_unsupported_dtypes=gemm_unsupported,
     )
     for size, batch in zip(sizes, batches):
         torch.manual_seed(0)
@@ -309,7 +334,7 @@ def run_benchmark(
         if gemm_side is not None:
             gflop = {name: model_gflop(built[name], size) for name in models}
         for dtype in dtypes:
-            if gemm_side is not None:
+            if dtype in gemm_dtypes:
                 median = statistics.median(seconds[f'gemm/{dtype}'])
                 report['gemm'].append(
                     dict(
@@ -422,7 +447,8 @@ def format_rate_table(report: dict) -> str:
     """Renders each model's eval compute rate against the oneDNN GEMM
     rate of the same dtype, timed in the same rounds at the same input
     size: GFLOP per image (dense), eval GFLOP/s (that times images/s) and
-    their fraction of the GEMM's GFLOP/s."""
+    their fraction of the GEMM's GFLOP/s. Dtypes without a reference
+    (no native oneDNN product on the CPU) are named below the table."""
     header = (
         '| model | input | dtype | GFLOP/img | eval GFLOP/s '
         '| oneDNN GEMM GFLOP/s | of GEMM |\n'
@@ -446,6 +472,14 @@ def format_rate_table(report: dict) -> str:
             f'{rate / reference:.0%}',
         ]
         lines.append(markdown_row(cells))
+    unsupported = report.get('gemm_unsupported_dtypes', [])
+    if unsupported:
+        names = ', '.join(unsupported)
+        lines += [
+            '',
+            f'No {names} rows: oneDNN runs no native {names} product on '
+            'this CPU, so there is no GEMM reference to compare with.',
+        ]
     return '\n'.join(lines)
 
 

@@ -8,7 +8,8 @@ Examples (the tables in docs/speed.md):
 
 On CPU a 2048^3 oneDNN product per dtype is timed in the same rounds as
 the models, and a last table gives each model's eval GFLOP/s as a fraction
-of it (--no-gemm skips it).
+of it (--no-gemm skips it). A dtype oneDNN has no native product for on
+the CPU (bf16 without AVX512-BF16/AMX) gets no product and no rows there.
 """
 
 import argparse
