@@ -22,6 +22,7 @@ TOOL_FOLDERS = {
     'sparsity_report': 'analysis_tools',
     'convert_release_checkpoint': 'model_converters',
     'deploy': 'model_converters',
+    'export_onnx': 'deployment',
     'demo': 'misc',
     'demo_context': 'misc',
     'make_synthetic_data': 'misc',
