@@ -296,3 +296,18 @@ def test_torch_export_of_the_deploy_form(part, trained):
     expected = list(expected) if isinstance(expected, tuple) else [expected]
     exported = list(exported) if isinstance(exported, tuple) else [exported]
     assert relative_difference(expected, exported)[1] <= 1e-6
+
+
+def test_onnx_speed_tool_times_both_runtimes(trained, capsys):
+    config, checkpoint = trained['classification']
+    report = load_tool('benchmark_onnx').main(
+        [config, '--checkpoint', checkpoint, '--shape', '64']
+        + ['--warmup', '1', '--repeats', '3', '--threads', '1']
+    )
+    assert set(report['ms']) == {'pytorch', 'onnxruntime'}
+    for name, (low, high) in report['spread'].items():
+        assert 0 < low <= report['ms'][name] <= high
+    assert report['rel_diff'] <= TOLERANCE
+    assert report['shape'] == (1, 3, 64, 64)
+    printed = capsys.readouterr().out
+    assert '| onnxruntime |' in printed and '| pytorch |' in printed

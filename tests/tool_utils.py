@@ -18,6 +18,7 @@ TOOL_FOLDERS = {
     'analyze_erf': 'analysis_tools',
     'benchmark': 'analysis_tools',
     'benchmark_cuda': 'analysis_tools',
+    'benchmark_onnx': 'analysis_tools',
     'get_flops': 'analysis_tools',
     'sparsity_report': 'analysis_tools',
     'convert_release_checkpoint': 'model_converters',
