@@ -18,6 +18,7 @@ from slak_mm.converters.onnx import (
     StaticAdaptiveAvgPool2d,
     adaptive_bins,
     build_export_model,
+    default_shape,
     export_onnx,
     export_program,
     export_to_onnx,
@@ -254,6 +255,17 @@ def test_tool_verifies_and_rejects_a_wrong_checkpoint(
     assert 'onnxruntime vs PyTorch: max abs diff' in printed
     assert out.exists()
 
+    # Without --shape: the data preprocessor's size, else 224x224.
+    assert (
+        load_tool('export_onnx')
+        .parse_args([config, checkpoint, '--out', 'm.onnx'])
+        .shape
+        is None
+    )
+    assert default_shape(Config.fromfile(config)) == (96, 96)
+    classifier_config = trained['classification'][0]
+    assert default_shape(Config.fromfile(classifier_config)) == (224, 224)
+
     # The classifier's checkpoint into the segmentor: the strict-loading
     # error, and no file.
     wrong = trained['classification'][1]
@@ -311,3 +323,27 @@ def test_onnx_speed_tool_times_both_runtimes(trained, capsys):
     assert report['shape'] == (1, 3, 64, 64)
     printed = capsys.readouterr().out
     assert '| onnxruntime |' in printed and '| pytorch |' in printed
+
+
+def test_readme_export_commands_run_as_printed(trained, tmp_path):
+    """The commands under the README's "### Export", with CONFIG,
+    CHECKPOINT and deploy.pth standing for a tiny segmentation build."""
+    config, checkpoint = trained['segmentation']
+    deployed = str(tmp_path / 'deploy.pth')
+    deploy_checkpoint(config, checkpoint, deployed, shape=(64, 64))
+    with open(osp.join(REPO, 'README.md')) as f:
+        text = f.read()
+    start = text.index('```bash\n', text.index('\n### Export\n')) + 8
+    lines = text[start : text.index('```', start)].strip().splitlines()
+    assert len(lines) == 2
+    names = dict(CONFIG=config, CHECKPOINT=checkpoint)
+    names['deploy.pth'] = deployed
+    names['model.onnx'] = str(tmp_path / 'model.onnx')
+    for line in lines:
+        words = line.split()
+        assert words[:2] == ['python', 'tools/deployment/export_onnx.py']
+        report = load_tool('export_onnx').main(
+            [names.get(word, word) for word in words[2:]]
+        )
+        assert report['form'] == 'deploy'
+    assert osp.getsize(names['model.onnx']) > 0

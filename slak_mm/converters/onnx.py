@@ -54,6 +54,7 @@ __all__ = [
     'StaticAdaptiveAvgPool2d',
     'adaptive_bins',
     'build_export_model',
+    'default_shape',
     'export_onnx',
     'export_program',
     'export_rewrites',
