@@ -70,6 +70,12 @@ def test_parse_checked_makes_a_mismatch_a_usage_error(capsys):
         ('get_flops', ['c.py', '--shape', '32'], 'shape'),
         ('deploy', ['c.py', 'a.pth', 'b.pth', '--shape', '32'], 'shape'),
         (
+            'export_onnx',
+            ['c.py', 'a.pth', '--out', 'm.onnx', '--shape', '32'],
+            'shape',
+        ),
+        ('benchmark_onnx', ['c.py', '--shape', '32'], 'shape'),
+        (
             'analyze_erf',
             ['c.py', 'images', '--input-size', '32'],
             'input_size',

@@ -6,6 +6,8 @@ the library behind ``tools/model_converters/``.
 files); :mod:`~slak_mm.converters.deploy` re-parameterizes a trained
 checkpoint into deploy form. Loading a checkpoint into a model, with its
 strict shape checks, is :mod:`slak_mm.models.checkpoint`.
+:mod:`~slak_mm.converters.onnx` exports a trained model to ONNX
+(``tools/deployment/export_onnx.py``) and with ``torch.export``.
 """
 
 from .deploy import (
@@ -14,6 +16,12 @@ from .deploy import (
     make_test_batch,
     relative_difference,
     switch_backbone_to_deploy,
+)
+from .onnx import (
+    StaticAdaptiveAvgPool2d,
+    export_onnx,
+    export_program,
+    static_adaptive_pools,
 )
 from .release import (
     convert_release_backbone,
@@ -28,8 +36,12 @@ __all__ = [
     'convert_release_classifier',
     'convert_release_downstream',
     'deploy_checkpoint',
+    'export_onnx',
+    'export_program',
     'infer_release_config',
     'make_test_batch',
     'relative_difference',
+    'static_adaptive_pools',
+    'StaticAdaptiveAvgPool2d',
     'switch_backbone_to_deploy',
 ]
