@@ -14,7 +14,8 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from ..apis.model_builder import build_model_from_config, load_model_checkpoint
+from ..apis.model_builder import build_model_from_config
+from ..utils.checkpoint import load_checkpoint_strict
 from ..converters.deploy import make_test_batch, relative_difference
 from ..converters.onnx import (
     export_to_onnx,
@@ -71,7 +72,7 @@ def run_onnx_speed(
 
     model, _ = build_model_from_config(config, cfg_options)
     if checkpoint:
-        load_model_checkpoint(model, checkpoint)
+        load_checkpoint_strict(model, checkpoint)
     else:
         model.init_weights()
     model.eval()

@@ -41,9 +41,9 @@ from ..apis.model_builder import (
     build_model_from_config,
     flatten_tensors,
     is_mmdet_detector,
-    load_model_checkpoint,
 )
 from ..models.backends import use_backend
+from ..utils.checkpoint import load_checkpoint_strict
 from .deploy import make_test_batch, relative_difference
 
 __all__ = [
@@ -302,7 +302,7 @@ def build_export_model(
             'training_form needs the training-form model; the config builds '
             'the backbone in deploy form (model.backbone.deploy=True)'
         )
-    load_model_checkpoint(model, checkpoint)
+    load_checkpoint_strict(model, checkpoint)
     model.eval()
     if not training_form and not deployed:
         if not hasattr(backbone, 'switch_to_deploy'):
