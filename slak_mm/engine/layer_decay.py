@@ -13,7 +13,7 @@ from typing import List, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 from ..models.slak import SLaK
@@ -108,3 +108,13 @@ class SLaKLearningRateDecayOptimizerConstructor(
             logger='current',
         )
         params.extend(groups.values())
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        optim_wrapper = super().__call__(model)
+        # The registry builds the optimizer from a config, which turns every
+        # param group into a ConfigDict; torch.compile (mmengine's
+        # ``compile=True`` compiles the whole train step, optimizer
+        # included) traces only plain dict param groups.
+        optimizer = optim_wrapper.optimizer
+        optimizer.param_groups[:] = [dict(g) for g in optimizer.param_groups]
+        return optim_wrapper
