@@ -9,6 +9,7 @@ from slak_mm.analysis.benchmark import (
     MODEL_NAMES,
     SLAK_T_STAGES,
     build_model,
+    format_compile_table,
     format_rate_table,
     format_table,
     gemm_step,
@@ -263,3 +264,48 @@ def test_gemm_reference_needs_native_onednn_and_cpu(monkeypatch):
         run_benchmark(
             sizes=[64], batches=[1], models=['slak_t'], device='cuda'
         )
+
+
+def test_compile_table_compares_with_eager_of_the_same_run():
+    report = dict(
+        results=[
+            dict(model='slak_t', size=8, batch=2, dtype='fp32',
+                 eval_images_per_s=4.0, train_images_per_s=1.0),
+            dict(model='slak_t+compile', size=8, batch=2, dtype='fp32',
+                 eval_images_per_s=5.0, train_images_per_s=1.5,
+                 eval_first_call_s=12.25, train_first_call_s=30.0),
+        ]
+    )  # fmt: skip
+    table = format_compile_table(report)
+    assert '| slak_t+compile | fp32 | 8² x2 | 1.25 | 12.2 | 1.50 | 30.0 |' in (
+        table
+    )
+    assert '| slak_t |' not in table
+
+
+def test_benchmark_times_compiled_models(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    load_tool('benchmark').main(
+        [
+            '--models', 'slak_t',
+            '--sizes', '64',
+            '--batches', '2',
+            '--warmup', '1',
+            '--repeats', '1',
+            '--threads', '2',
+            '--no-memory',
+            '--no-gemm',
+            '--compile',
+            '--out', str(out),
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    compiled = next(
+        r for r in report['results'] if r['model'] == 'slak_t+compile'
+    )
+    for mode in ('eval', 'train'):
+        assert compiled[f'{mode}_images_per_s'] > 0
+        assert compiled[f'{mode}_first_call_s'] > 0
+    assert report['compile_table'] in printed
+    assert '| slak_t+compile | fp32 | 64² x2 |' in printed

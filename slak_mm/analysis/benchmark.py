@@ -257,6 +257,7 @@ def run_benchmark(
     memory: bool = True,
     dtypes: Sequence[str] = ('fp32',),
     gemm_side: Optional[int] = GEMM_SIDE,
+    compile: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Measures every model at every size; returns a JSON-able dict.
@@ -278,6 +279,11 @@ def run_benchmark(
             A dtype oneDNN has no native product for on this CPU gets no
             reference (listed in the report's
             ``gemm_unsupported_dtypes``); its models are still timed.
+        compile (bool): Also time every model under ``torch.compile``
+            (default inductor, sharing the eager model's parameters) as
+            ``<name>+compile``, in the same rounds; the first call of each
+            compiled step (the compile time) is timed before the warm-up
+            and reported as ``<mode>_first_call_s``.
         log (callable): Progress output.
     """
     for dtype in dtypes:
@@ -322,12 +328,27 @@ def run_benchmark(
         torch.manual_seed(0)
         images = torch.randn(batch, 3, size, size, device=dev)
         built = {name: build_model(name).to(dev) for name in models}
+        runs = dict(built)
+        if compile:
+            torch._dynamo.reset()
+            for name in models:
+                runs[f'{name}+compile'] = torch.compile(built[name])
         steps = dict(gemm_steps)
         for dtype in dtypes:
-            for name, model in built.items():
+            for name, model in runs.items():
+                base = name.split('+')[0]
                 for mode, step in backbone_steps(model, images, dtype).items():
-                    if mode == 'eval' or name not in EVAL_ONLY:
+                    if mode == 'eval' or base not in EVAL_ONLY:
                         steps[f'{name}/{dtype}/{mode}'] = step
+        first_call = {}
+        for key, step in steps.items():
+            if '+compile/' in key:
+                log(f'compiling {key}')
+                synchronize(dev)
+                start = time.perf_counter()
+                step()
+                synchronize(dev)
+                first_call[key] = time.perf_counter() - start
         log(f'timing {size}x{size}, batch {batch}: {len(steps)} steps')
         seconds = time_interleaved(steps, dev, warmup, repeats)
         gflop = {}
@@ -345,7 +366,7 @@ def run_benchmark(
                         gflops=2 * gemm_side**3 / median / 1e9,
                     )
                 )
-            for name in models:
+            for name in runs:
                 entry = dict(model=name, size=size, batch=batch, dtype=dtype)
                 if name in gflop:
                     entry['gflop_per_image'] = gflop[name]
@@ -355,6 +376,11 @@ def run_benchmark(
                         median = statistics.median(seconds[key])
                         entry[f'{mode}_seconds'] = seconds[key]
                         entry[f'{mode}_images_per_s'] = batch / median
+                    if key in first_call:
+                        entry[f'{mode}_first_call_s'] = first_call[key]
+                if name not in built:  # compiled: timing rows only
+                    report['results'].append(entry)
+                    continue
                 if DTYPES[dtype] is not None:
                     entry['output_rel_error'] = output_error(
                         built[name], images, dtype
@@ -365,8 +391,38 @@ def run_benchmark(
                         name, size, batch, device, threads, dtype
                     )
                 report['results'].append(entry)
-        del built, steps
+        del built, runs, steps
     return report
+
+
+def format_compile_table(report: dict) -> str:
+    """Renders compiled against eager: images/s of ``<name>+compile`` over
+    those of ``<name>`` (same dtype and size, measured in the same rounds)
+    and the first call of each compiled step (compile time included)."""
+    header = (
+        '| model | dtype | input | eval x eager | eval first call s '
+        '| train x eager | train first call s |\n'
+        '|---|---|---|---:|---:|---:|---:|'
+    )
+    lines = [header]
+    by_key = {
+        (r['model'], r.get('dtype', 'fp32'), r['size']): r
+        for r in report['results']
+    }
+    for (name, dtype, size), entry in by_key.items():
+        if not name.endswith('+compile'):
+            continue
+        eager = by_key[(name[: -len('+compile')], dtype, size)]
+        cells = [name, dtype, f'{size}² x{entry["batch"]}']
+        for mode in ('eval', 'train'):
+            key = f'{mode}_images_per_s'
+            if key in entry and key in eager:
+                cells.append(f'{entry[key] / eager[key]:.2f}')
+                cells.append(f'{entry[f"{mode}_first_call_s"]:.1f}')
+            else:
+                cells += ['-', '-']
+        lines.append(markdown_row(cells))
+    return '\n'.join(lines)
 
 
 def format_table(report: dict) -> str:
@@ -436,7 +492,8 @@ def format_dtype_table(report: dict) -> str:
                 cells.append('-')
             else:
                 cells.append(f'{entry[key] / base[key]:.2f}')
-        cells.append(f'{entry["output_rel_error"]:.1e}')
+        error = entry.get('output_rel_error')
+        cells.append(f'{error:.1e}' if error is not None else '-')
         mem = entry.get('train_peak_mib')
         cells.append(f'{mem:.0f}' if mem is not None else '-')
         lines.append(markdown_row(cells))
@@ -611,6 +668,7 @@ def benchmark_report(
     memory: bool = True,
     components: bool = False,
     gemm_side: Optional[int] = GEMM_SIDE,
+    compile: bool = False,
     log: Callable[[str], None] = print,
     **timing,
 ) -> dict:
@@ -637,12 +695,16 @@ def benchmark_report(
         memory=memory,
         dtypes=dtypes,
         gemm_side=gemm_side,
+        compile=compile,
         log=log,
         **timing,
     )
     tables = []
     if 'fp32' in dtypes:
         tables.append(format_table(report))
+    if compile:
+        report['compile_table'] = format_compile_table(report)
+        tables.append(report['compile_table'])
     if any(d != 'fp32' for d in dtypes):
         report['dtype_table'] = format_dtype_table(report)
         tables.append(report['dtype_table'])

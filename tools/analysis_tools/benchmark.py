@@ -53,6 +53,13 @@ def parse_args(argv=None):
         'timed in the same rounds; default on CPU) and the GFLOP/s table',
     )
     parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='also time every model under torch.compile (inductor) in the '
+        'same rounds: a table of compiled over eager images/s and the '
+        'first-call (compile) seconds',
+    )
+    parser.add_argument(
         '--dtype',
         nargs='+',
         default=['fp32'],
@@ -70,6 +77,7 @@ def main(argv=None):
         dtypes=args.dtype,
         memory=not args.no_memory,
         components=args.components,
+        compile=args.compile,
         gemm_side=None if args.no_gemm or args.device != 'cpu' else GEMM_SIDE,
         sizes=args.sizes,
         batches=args.batches,
