@@ -32,11 +32,19 @@ Entry points, all on NCHW-logical tensors (channels-last memory avoids a
 layout copy):
 
 - :func:`depthwise_conv_same_triton` ``(x, weight, bias=None)``: one conv,
-  differentiable (:class:`TritonDepthwiseConvSame`);
+  differentiable (the custom op :func:`triton_depthwise_conv_same`,
+  ``slak_mm::triton_depthwise_conv_same``);
 - :func:`depthwise_conv_pair_same_triton` ``(x, weight1, weight2,
   bias=None)``: two convs summed (plus bias) in one kernel pass when no
-  gradient is needed, two differentiable convs otherwise;
+  gradient is needed (``slak_mm::triton_depthwise_conv_pair_same``), two
+  differentiable convs otherwise;
 - :func:`available` ``(device=None)``: whether they can run.
+
+The kernels are custom ops (``torch.library.custom_op``) with fake
+implementations and registered autograd (the backward calls the
+forward op for the input gradient and
+``slak_mm::triton_depthwise_conv_weight_grad``), so ``torch.compile``
+keeps them in its graph as opaque calls.
 
 This module imports without Triton; :func:`available` is then ``False``.
 """
@@ -50,7 +58,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 try:
     import triton
@@ -759,46 +766,116 @@ def conv_weight_grad_nhwc(
     return grad.reshape(kh, kw, channels).permute(2, 0, 1).unsqueeze(1)
 
 
-class TritonDepthwiseConvSame(torch.autograd.Function):
+# The kernels are custom ops (fake implementations, registered autograd) so
+# that torch.compile keeps them in its graph, opaque, instead of tracing
+# into Triton's launcher; their backwards call custom ops too.
+
+
+def _channels_last_like(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An empty ``(N, C, H, W)`` tensor with the strides the kernels' outputs
+    have (an ``(N, H, W, C)`` contiguous buffer viewed as NCHW)."""
+    return torch.empty_permuted(
+        x.shape, (0, 2, 3, 1), dtype=dtype, device=x.device
+    )
+
+
+@torch.library.custom_op(
+    'slak_mm::triton_depthwise_conv_same', mutates_args=()
+)
+def triton_depthwise_conv_same(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
     """A "same" depthwise conv on the Triton kernels, with its backward.
 
-    ``forward(x, weight, bias)``: ``x`` ``(N, C, H, W)`` (channels-last
-    memory avoids copies), ``weight`` ``(C, 1, kh, kw)`` already cropped to
-    the reachable window, ``bias`` ``(C,)`` or None. Returns ``(N, C, H,
-    W)`` in channels-last memory and the dtype of ``x``. Gradients come
-    back in the dtypes of their inputs, accumulated in fp32.
+    ``x`` ``(N, C, H, W)`` (channels-last memory avoids copies), ``weight``
+    ``(C, 1, kh, kw)`` already cropped to the reachable window, ``bias``
+    ``(C,)`` or None; no autocast inside (see
+    :func:`depthwise_conv_same_triton`). Returns ``(N, C, H, W)`` in
+    channels-last memory and the dtype of ``x``. Gradients come back in
+    the dtypes of their inputs, accumulated in fp32.
     """
+    out = conv_forward_nhwc(_nhwc(x), [weight], bias)
+    return out.permute(0, 3, 1, 2)
 
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        x_nhwc = _nhwc(x)
-        ctx.save_for_backward(x_nhwc, weight)
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        out = conv_forward_nhwc(x_nhwc, [weight], bias)
-        return out.permute(0, 3, 1, 2)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        x_nhwc, weight = ctx.saved_tensors
-        # Gradients arriving in another dtype (e.g. fp32 into a bf16
-        # output) are read in the input's dtype, as cuDNN would.
-        grad_nhwc = _nhwc(grad_out.to(x_nhwc.dtype))
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = conv_forward_nhwc(grad_nhwc, [weight.flip(2, 3)]).permute(
-                0, 3, 1, 2
-            )
-        if ctx.needs_input_grad[1]:
-            kh, kw = weight.shape[2:]
-            grad_weight = conv_weight_grad_nhwc(x_nhwc, grad_nhwc, kh, kw).to(
-                weight.dtype
-            )
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-            grad_bias = grad_nhwc.sum((0, 1, 2), dtype=torch.float32).to(
-                ctx.bias_dtype
-            )
-        return grad_x, grad_weight, grad_bias
+@triton_depthwise_conv_same.register_fake
+def _(x, weight, bias):
+    return _channels_last_like(x, x.dtype)
+
+
+@torch.library.custom_op(
+    'slak_mm::triton_depthwise_conv_weight_grad', mutates_args=()
+)
+def triton_depthwise_conv_weight_grad(
+    x: torch.Tensor, grad_out: torch.Tensor, kh: int, kw: int
+) -> torch.Tensor:
+    """The weight gradient of :func:`triton_depthwise_conv_same` with a
+    ``kh x kw`` kernel: ``(C, 1, kh, kw)`` contiguous, fp32 (``x`` and
+    ``grad_out`` ``(N, C, H, W)`` of one dtype)."""
+    grad = conv_weight_grad_nhwc(_nhwc(x), _nhwc(grad_out), kh, kw)
+    return grad.contiguous()
+
+
+@triton_depthwise_conv_weight_grad.register_fake
+def _(x, grad_out, kh, kw):
+    return x.new_empty(x.shape[1], 1, kh, kw, dtype=torch.float32)
+
+
+def _triton_conv_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _triton_conv_backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    # Gradients arriving in another dtype (e.g. fp32 into a bf16 output)
+    # are read in the input's dtype, as cuDNN would.
+    grad_out = grad_out.to(x.dtype)
+    grad_x = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        # For stride 1 and symmetric padding the transposed conv is the
+        # forward one with the flipped kernel.
+        grad_x = triton_depthwise_conv_same(grad_out, weight.flip(2, 3), None)
+    if ctx.needs_input_grad[1]:
+        kh, kw = weight.shape[2:]
+        grad_weight = triton_depthwise_conv_weight_grad(
+            x, grad_out, kh, kw
+        ).to(weight.dtype)
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+        grad_bias = (
+            grad_out.permute(0, 2, 3, 1)
+            .sum((0, 1, 2), dtype=torch.float32)
+            .to(ctx.bias_dtype)
+        )
+    return grad_x, grad_weight, grad_bias
+
+
+triton_depthwise_conv_same.register_autograd(
+    _triton_conv_backward, setup_context=_triton_conv_setup
+)
+
+
+@torch.library.custom_op(
+    'slak_mm::triton_depthwise_conv_pair_same', mutates_args=()
+)
+def triton_depthwise_conv_pair_same(
+    x: torch.Tensor,
+    weight1: torch.Tensor,
+    weight2: torch.Tensor,
+    bias: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """``conv(x, weight1) + conv(x, weight2) + bias`` in one kernel pass,
+    without gradients (weights already cropped, no autocast inside; see
+    :func:`depthwise_conv_pair_same_triton`). Returns ``(N, C, H, W)`` in
+    channels-last memory and the dtype of ``x``."""
+    out = conv_forward_nhwc(_nhwc(x), [weight1, weight2], bias)
+    return out.permute(0, 3, 1, 2)
+
+
+@triton_depthwise_conv_pair_same.register_fake
+def _(x, weight1, weight2, bias):
+    return _channels_last_like(x, x.dtype)
 
 
 def _autocast_input(x: torch.Tensor) -> torch.Tensor:
@@ -837,7 +914,7 @@ def depthwise_conv_same_triton(
     x = _autocast_input(x)
     check_inputs(x, [weight], bias)
     weight = reachable_taps(weight, *x.shape[2:])
-    return TritonDepthwiseConvSame.apply(x, weight, bias)
+    return triton_depthwise_conv_same(x, weight, bias)
 
 
 def depthwise_conv_pair_same_triton(
@@ -877,5 +954,4 @@ def depthwise_conv_pair_same_triton(
         reachable_taps(weight1, height, width),
         reachable_taps(weight2, height, width),
     ]
-    out = conv_forward_nhwc(_nhwc(x), weights, bias)
-    return out.permute(0, 3, 1, 2)
+    return triton_depthwise_conv_pair_same(x, *weights, bias)

@@ -13,7 +13,10 @@
   ``norm_eval``).
 - Maps stay channels-last (the kernels' layout); block MLPs, norms and
   everything else are the standard PyTorch ops of ``'native'``. While
-  tracing, exporting or compiling, the standard ops run as in ``'native'``.
+  tracing, scripting or exporting, the standard ops run as in
+  ``'native'``; ``torch.compile`` keeps the Triton kernels, which are
+  custom ops (``slak_mm::triton_depthwise_conv_same`` and
+  ``slak_mm::triton_depthwise_conv_pair_same``, opaque to inductor).
 
 ``'auto'`` picks it on CUDA when Triton imports (it ships with the CUDA
 builds of PyTorch); ``'native'`` (cuDNN) otherwise. On CPU tensors it runs
@@ -29,7 +32,10 @@ device, the compute dtype and the kernel (``'conv'``, ``'pair'`` or
 The first failure of each cause issues one :class:`TritonFallbackWarning`;
 the results are those of ``'native'`` for that case. A failure in a
 backward pass is caught the same way until that device and dtype have run
-one Triton backward. ``backend='triton'`` raises instead (a RuntimeError
+one Triton backward (in eager mode: while ``torch.compile`` traces, that
+guard is left out of the graph, and a failure in compiled code
+propagates; cases that fell back before run the standard conv there
+too). ``backend='triton'`` raises instead (a RuntimeError
 naming the cause, chained to Triton's error). Other errors (bad shapes,
 devices, out of memory) propagate as they are in both modes.
 """
@@ -43,7 +49,7 @@ from torch.autograd.function import once_differentiable
 
 from slak_mm.ops import triton_dwconv
 
-from .base import compute_dtype, is_tracing, register_backend
+from .base import compute_dtype, is_exporting, register_backend
 from .native import NativeBackend
 
 # (device, compute dtype, kernel): what one fallback decision covers.
@@ -179,7 +185,7 @@ class TritonBackend(NativeBackend):
         return True  # the Triton kernels' layout
 
     def conv_same(self, x, weight, bias):
-        if is_tracing():
+        if is_exporting():
             return super().conv_same(x, weight, bias)
         dtype = compute_dtype(x)
         forward_case = (x.device, dtype, 'conv')
@@ -190,7 +196,14 @@ class TritonBackend(NativeBackend):
         ):
             return super().conv_same(x, weight, bias)
         try:
-            if needs_grad and backward_case[:2] not in self._backward_ran:
+            # The guard of the first backward (an autograd.Function holding
+            # the backend and catching errors) is not traced by
+            # torch.compile: compiled graphs call the custom op directly.
+            if (
+                needs_grad
+                and backward_case[:2] not in self._backward_ran
+                and not torch.compiler.is_compiling()
+            ):
                 return _GuardedTritonConv.apply(
                     self, backward_case, x, weight, bias
                 )
@@ -202,7 +215,7 @@ class TritonBackend(NativeBackend):
             return super().conv_same(x, weight, bias)
 
     def depthwise_conv_sum(self, x, kernels):
-        if len(kernels) != 2 or is_tracing():
+        if len(kernels) != 2 or is_exporting():
             return super().depthwise_conv_sum(x, kernels)
         (weight1, bias1), (weight2, bias2) = kernels
         if _needs_grad(x, weight1, weight2, bias1, bias2):
