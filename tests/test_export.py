@@ -27,7 +27,7 @@ from slak_mm.converters.onnx import (
     torch_outputs,
 )
 from slak_mm.models.backends import UsesBackend
-from slak_mm.models.checkpoint import CheckpointMismatchError
+from slak_mm.utils.checkpoint import CheckpointMismatchError
 
 from .conftest import randomize_batch_norms
 from .tool_utils import load_tool
