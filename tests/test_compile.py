@@ -6,7 +6,8 @@ block); on ``'fast'`` the graph holds the backend's custom ops
 (``slak_mm::depthwise_conv_same``, ``conv_add``, ``linear``, ``mlp``)
 rather than standard convs. Outputs and gradients match eager; each custom
 op passes ``torch.library.opcheck``; mmengine's ``compile=True`` trains the
-demo segmentation config with the sparse hook's masks kept.
+demo segmentation and the classification config with the sparse hook's
+masks kept.
 """
 
 import os.path as osp
@@ -16,11 +17,12 @@ import torch
 import torch._dynamo
 from mmengine.config import Config
 
-from slak_mm.datasets import generate_ade20k
+from slak_mm.datasets import generate_ade20k, generate_imagenet
 from slak_mm.models import SLaK
 from slak_mm.models.backends import fast_cpu, get_backend
 
 from .conftest import KERNELS, REPO, SMALL, relative_close
+from .tiny_configs import classification_config
 
 CPU_BACKENDS = ['fast', 'native', 'reference']
 # Two blocks per stage: blocks of one stage must share compiled code.
@@ -233,6 +235,48 @@ def test_mmengine_compile_trains_with_masks_kept(tmp_path, shrink_seg_config):
     )
     shrink_seg_config(cfg, data['data_root'], max_iters=3)
     cfg.custom_hooks[0].update_interval = 2
+    cfg.compile = True
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = next(
+        h for h in runner.hooks if type(h).__name__ == 'SparseTrainingHook'
+    )
+    state = hook.controller.mask_state
+    assert len(state) > 0
+    for name, param in state.params.items():
+        assert torch.all(param[~state.masks[name]] == 0), name
+    assert hook.controller.num_updates >= 1
+
+
+def test_mmengine_compile_trains_classification_with_masks_kept(tmp_path):
+    # mmpretrain's default constructor hands the optimizer ConfigDict param
+    # groups; the sparse hook makes them plain dicts dynamo can trace.
+    from mmengine.runner import Runner
+
+    cfg, _ = classification_config(tmp_path)
+    data = generate_imagenet(
+        tmp_path / 'train', num_train=8, num_val=4, image_size=64, seed=8
+    )
+    cfg.train_dataloader.dataset = dict(
+        data['train_dataset'],
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='RandomResizedCrop', scale=64),
+            dict(type='PackInputs'),
+        ],
+    )
+    cfg.train_dataloader.batch_size = 4
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    cfg.optim_wrapper.accumulative_counts = 1
+    cfg.train_cfg = dict(by_epoch=False, max_iters=3, val_interval=100)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
+    hook_cfg = next(
+        h for h in cfg.custom_hooks if h['type'] == 'SparseTrainingHook'
+    )
+    hook_cfg.update_interval = 2
     cfg.compile = True
     cfg.work_dir = str(tmp_path / 'work')
     runner = Runner.from_cfg(cfg)

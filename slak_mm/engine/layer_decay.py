@@ -17,6 +17,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 from ..models.slak import SLaK
+from .optim_wrapper import use_plain_param_groups
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -111,10 +112,6 @@ class SLaKLearningRateDecayOptimizerConstructor(
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         optim_wrapper = super().__call__(model)
-        # The registry builds the optimizer from a config, which turns every
-        # param group into a ConfigDict; torch.compile (mmengine's
-        # ``compile=True`` compiles the whole train step, optimizer
-        # included) traces only plain dict param groups.
-        optimizer = optim_wrapper.optimizer
-        optimizer.param_groups[:] = [dict(g) for g in optimizer.param_groups]
+        # For torch.compile (see use_plain_param_groups).
+        use_plain_param_groups(optim_wrapper.optimizer)
         return optim_wrapper

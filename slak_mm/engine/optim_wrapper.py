@@ -52,3 +52,15 @@ class CPUAmpOptimWrapper(OptimWrapper):
             torch.autocast('cpu', dtype=self.cast_dtype),
         ):
             yield
+
+
+def use_plain_param_groups(optimizer: torch.optim.Optimizer) -> None:
+    """Turns the optimizer's param groups into plain dicts, in place.
+
+    mmengine builds optimizers from configs, which makes every param group
+    built by a constructor (``paramwise_cfg``, layer-wise decay) a
+    ``ConfigDict``; ``torch.compile`` traces the optimizer step (mmengine's
+    ``compile=True`` compiles the whole train step) only over plain dict
+    param groups. Values, their order and the optimizer state are kept.
+    """
+    optimizer.param_groups[:] = [dict(g) for g in optimizer.param_groups]

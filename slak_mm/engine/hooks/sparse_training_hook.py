@@ -25,6 +25,7 @@ from slak_mm.sparse.masking import optimizer_holding, resolve_module
 from slak_mm.sparse.snip import sample_batch, snip_loss, snip_scores
 from slak_mm.utils.checkpoint import last_read_checkpoint
 
+from ..optim_wrapper import use_plain_param_groups
 from ..runner import check_checkpoint_fits_runner
 
 # What the hook shows of the controller's state before it is built.
@@ -120,6 +121,18 @@ class SparseTrainingHook(Hook):
 
     def before_train(self, runner) -> None:
         """Builds (or restores) the controller and hooks the optimizer."""
+        if runner.cfg.get('compile'):
+            # compile=True traces the optimizer step in the first train
+            # step, which follows; other constructors than ours hand it
+            # ConfigDict param groups, which dynamo cannot trace.
+            wrapper = runner.optim_wrapper
+            wrappers = (
+                wrapper.values()
+                if isinstance(wrapper, OptimWrapperDict)
+                else [wrapper]
+            )
+            for each in wrappers:
+                use_plain_param_groups(each.optimizer)
         resumed = self._resumed_state is not None
         self.controller = controller = self._build_controller(runner)
         if len(controller.mask_state) == 0:
