@@ -237,6 +237,10 @@ def test_mmengine_compile_trains_with_masks_kept(tmp_path, shrink_seg_config):
     cfg.custom_hooks[0].update_interval = 2
     cfg.compile = True
     cfg.work_dir = str(tmp_path / 'work')
+    # mmengine compiles BaseModel.train_step, one code object for every
+    # model: a compile earlier in this process would make dynamo treat
+    # the new shapes as dynamic.
+    torch._dynamo.reset()
     runner = Runner.from_cfg(cfg)
     runner.train()
     hook = next(
@@ -279,6 +283,10 @@ def test_mmengine_compile_trains_classification_with_masks_kept(tmp_path):
     hook_cfg.update_interval = 2
     cfg.compile = True
     cfg.work_dir = str(tmp_path / 'work')
+    # mmengine compiles BaseModel.train_step, one code object for every
+    # model: a compile earlier in this process would make dynamo treat
+    # the new shapes as dynamic.
+    torch._dynamo.reset()
     runner = Runner.from_cfg(cfg)
     runner.train()
     hook = next(
