@@ -320,15 +320,6 @@ def test_set_and_use_backend_switch_every_module():
         set_backend(model, 'nope')
 
 
-def test_deprecated_conv_impl_alias_warns_and_maps():
-    with pytest.warns(FutureWarning, match="conv_impl='native'.*deprecated"):
-        model = SLaK(arch=TINY_ARCH, conv_impl='native')
-    assert model.backend == 'native'
-    assert model.stages[1][0].large_kernel.backend == 'native'
-    with pytest.raises(ValueError, match='deprecated alias'):
-        SLaK(arch=TINY_ARCH, backend='fast', conv_impl='native')
-
-
 def test_outputs_do_not_depend_on_the_backend_of_construction():
     """A model built with one backend and switched equals one built with
     the other (same parameters, same state-dict keys)."""

@@ -338,11 +338,3 @@ def _group_counts(
         entry['macs'] += own
         entry['macs_sparse'] += own * density
     return groups
-
-
-def stage_table(report: ComplexityReport) -> List[List[str]]:
-    """The report as rows of strings (for CSV or markdown)."""
-    rows = [['part', *_COUNT_KEYS]]
-    for name, g in report.groups.items():
-        rows.append([name] + [f'{g[k]:.0f}' for k in _COUNT_KEYS])
-    return rows

@@ -1,5 +1,10 @@
 """Synthetic datasets in the ADE20K, COCO and ImageNet on-disk layouts.
 
+These are writers of data on disk, not OpenMMLab dataset classes: the
+toolkits' own ``ADE20KDataset``, ``CocoDataset`` and ``ImageNet`` read what
+they write, so the configs need no dataset class of ours. The package keeps
+the name because what it produces are data sets.
+
 Plain numpy/PIL/json: importing this needs none of the OpenMMLab toolkits.
 ``tools/misc/make_synthetic_data.py`` is the command-line front end.
 """

@@ -1,7 +1,6 @@
 """The SLaK backbone (Sparse Large Kernel Network)."""
 
 import math
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -281,8 +280,6 @@ class SLaK(UsesBackend, BaseModule):
             branch). Switch a built model with
             :func:`~slak_mm.models.backends.set_backend`. See
             :mod:`slak_mm.models.backends`. Defaults to ``'auto'``.
-        conv_impl (str, optional): Deprecated name of ``backend``, accepted
-            with a warning.
         init_cfg (dict | list[dict], optional): Initialization config. With
             ``dict(type='Pretrained', checkpoint=..., prefix=...)`` the
             checkpoint may be an OpenMMLab one (``state_dict``) or a released
@@ -326,9 +323,7 @@ class SLaK(UsesBackend, BaseModule):
         deploy: bool = False,
         backend: str = AUTO,
         init_cfg: Optional[Union[dict, List[dict]]] = None,
-        conv_impl: Optional[str] = None,
     ) -> None:
-        backend = _backend_from_deprecated_alias(backend, conv_impl)
         super().__init__(
             init_cfg=_default_init_cfg() if init_cfg is None else init_cfg
         )
@@ -722,27 +717,4 @@ def _default_init_cfg() -> List[dict]:
 
 
 def _is_pretrained_entry(entry) -> bool:
-    return isinstance(entry, dict) and entry.get('type') in (
-        'Pretrained',
-        'PretrainedInit',
-    )
-
-
-def _backend_from_deprecated_alias(
-    backend: str, conv_impl: Optional[str]
-) -> str:
-    """Maps the deprecated ``conv_impl`` option onto ``backend``."""
-    if conv_impl is None:
-        return backend
-    if backend != AUTO and backend != conv_impl:
-        raise ValueError(
-            f'SLaK got backend={backend!r} and its deprecated alias '
-            f'conv_impl={conv_impl!r}; give backend only'
-        )
-    warnings.warn(
-        f'SLaK(conv_impl={conv_impl!r}) is deprecated; use '
-        f'backend={conv_impl!r}',
-        FutureWarning,
-        stacklevel=3,
-    )
-    return conv_impl
+    return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
