@@ -242,20 +242,34 @@ def _linear_setup(ctx, inputs, output):
     ctx.approximate = approximate
 
 
+def _linear_grads(grad_out, x, weight, needs_grad, has_bias):
+    """Input, weight and bias gradients of ``x @ weight.T + bias`` for the
+    output gradient ``grad_out`` (``None`` where ``needs_grad``, three
+    flags, says no). The input gradient is a oneDNN product, the weight
+    gradient (a reduction over all rows) ``torch.mm``."""
+    grad_x = grad_weight = grad_bias = None
+    if needs_grad[0]:
+        grad_x = linear(grad_out, weight.t(), None, None)
+    if needs_grad[1]:
+        grad_weight = grad_out.t().mm(x)
+    if has_bias and needs_grad[2]:
+        grad_bias = grad_out.sum(0)
+    return grad_x, grad_weight, grad_bias
+
+
 def _linear_backward(ctx, grad_out):
     x, weight, bias = ctx.saved_tensors
     if ctx.approximate is not None:  # GELU recomputed, not stored
         hidden = linear(x, weight, bias, None)
         grad_out = ops.gelu_backward(grad_out, hidden, ctx.approximate)
-    grad_out = grad_out.contiguous()
-    grad_x = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_x = linear(grad_out, weight.t(), None, None)
-    if ctx.needs_input_grad[1]:
-        grad_weight = grad_out.t().mm(x)
-    if bias is not None and ctx.needs_input_grad[2]:
-        grad_bias = grad_out.sum(0)
-    return grad_x, grad_weight, grad_bias, None
+    grads = _linear_grads(
+        grad_out.contiguous(),
+        x,
+        weight,
+        ctx.needs_input_grad[:3],
+        bias is not None,
+    )
+    return (*grads, None)
 
 
 linear.register_autograd(_linear_backward, setup_context=_linear_setup)
@@ -314,22 +328,23 @@ def _mlp_backward(ctx, grad_out, _):
     x, hidden, weight1, weight2 = ctx.saved_tensors
     grad_out = grad_out.contiguous()
     activated = F.gelu(hidden, approximate=ctx.approximate)
-    grads = [None] * 6
-    if ctx.needs_input_grad[3]:
-        grads[3] = grad_out.t().mm(activated)
-    if ctx.has_bias[1] and ctx.needs_input_grad[4]:
-        grads[4] = grad_out.sum(0)
+    # fc2's weight gradients first, so that the activated map is freed
+    # before the (M, 4C) input gradient is made.
+    _, grad_weight2, grad_bias2 = _linear_grads(
+        grad_out,
+        activated,
+        weight2,
+        (False, *ctx.needs_input_grad[3:5]),
+        ctx.has_bias[1],
+    )
     del activated
     grad_hidden = ops.gelu_backward(
         linear(grad_out, weight2.t(), None, None), hidden, ctx.approximate
     )
-    if ctx.needs_input_grad[0]:
-        grads[0] = linear(grad_hidden, weight1.t(), None, None)
-    if ctx.needs_input_grad[1]:
-        grads[1] = grad_hidden.t().mm(x)
-    if ctx.has_bias[0] and ctx.needs_input_grad[2]:
-        grads[2] = grad_hidden.sum(0)
-    return tuple(grads)
+    grads1 = _linear_grads(
+        grad_hidden, x, weight1, ctx.needs_input_grad[:3], ctx.has_bias[0]
+    )
+    return (*grads1, grad_weight2, grad_bias2, None)
 
 
 mlp.register_autograd(_mlp_backward, setup_context=_mlp_setup)
