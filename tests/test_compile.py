@@ -222,19 +222,11 @@ def test_every_custom_op_is_checked():
     assert {name for name, _ in opcheck_cases()} == CUSTOM_OPS
 
 
-def test_mmengine_compile_trains_with_masks_kept(tmp_path, shrink_seg_config):
+def train_compiled_and_check_masks(cfg, tmp_path):
+    """Trains ``cfg`` with mmengine's ``compile=True``; asserts that the
+    sparse hook updated its masks and that masked weights are zero."""
     from mmengine.runner import Runner
 
-    data = generate_ade20k(
-        tmp_path / 'data', num_train=4, num_val=2, image_size=64, seed=3
-    )
-    cfg = Config.fromfile(
-        osp.join(
-            REPO, 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
-        )
-    )
-    shrink_seg_config(cfg, data['data_root'], max_iters=3)
-    cfg.custom_hooks[0].update_interval = 2
     cfg.compile = True
     cfg.work_dir = str(tmp_path / 'work')
     # mmengine compiles BaseModel.train_step, one code object for every
@@ -253,11 +245,24 @@ def test_mmengine_compile_trains_with_masks_kept(tmp_path, shrink_seg_config):
     assert hook.controller.num_updates >= 1
 
 
+def test_mmengine_compile_trains_with_masks_kept(tmp_path, shrink_seg_config):
+
+    data = generate_ade20k(
+        tmp_path / 'data', num_train=4, num_val=2, image_size=64, seed=3
+    )
+    cfg = Config.fromfile(
+        osp.join(
+            REPO, 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
+        )
+    )
+    shrink_seg_config(cfg, data['data_root'], max_iters=3)
+    cfg.custom_hooks[0].update_interval = 2
+    train_compiled_and_check_masks(cfg, tmp_path)
+
+
 def test_mmengine_compile_trains_classification_with_masks_kept(tmp_path):
     # mmpretrain's default constructor hands the optimizer ConfigDict param
     # groups; the sparse hook makes them plain dicts dynamo can trace.
-    from mmengine.runner import Runner
-
     cfg, _ = classification_config(tmp_path)
     data = generate_imagenet(
         tmp_path / 'train', num_train=8, num_val=4, image_size=64, seed=8
@@ -281,19 +286,4 @@ def test_mmengine_compile_trains_classification_with_masks_kept(tmp_path):
         h for h in cfg.custom_hooks if h['type'] == 'SparseTrainingHook'
     )
     hook_cfg.update_interval = 2
-    cfg.compile = True
-    cfg.work_dir = str(tmp_path / 'work')
-    # mmengine compiles BaseModel.train_step, one code object for every
-    # model: a compile earlier in this process would make dynamo treat
-    # the new shapes as dynamic.
-    torch._dynamo.reset()
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    hook = next(
-        h for h in runner.hooks if type(h).__name__ == 'SparseTrainingHook'
-    )
-    state = hook.controller.mask_state
-    assert len(state) > 0
-    for name, param in state.params.items():
-        assert torch.all(param[~state.masks[name]] == 0), name
-    assert hook.controller.num_updates >= 1
+    train_compiled_and_check_masks(cfg, tmp_path)
