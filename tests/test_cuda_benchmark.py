@@ -26,6 +26,9 @@ def test_arguments():
     assert args.precisions == ['bf16', 'fp32']
     assert args.device == 'cuda'
     assert args.models == list(cuda_benchmark.BACKBONES)
+    assert args.backends == ['triton', 'native', 'reference']
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--backends', 'cudnn'])
     with pytest.raises(SystemExit):
         tool.parse_args(['--sizes', '224', '--batches', '1', '2'])
     with pytest.raises(SystemExit):
@@ -61,10 +64,10 @@ def test_component_dry_run(interpreter):
         repeats=1,
         log=lambda message: None,
     )
-    assert [(r['precision'], r['path']) for r in results] == [
-        (precision, path)
+    assert [(r['precision'], r['backend']) for r in results] == [
+        (precision, backend)
         for precision in ('fp32', 'bf16')
-        for path in ('triton', 'cudnn', 'release')
+        for backend in ('triton', 'native', 'reference')
     ]
     for r in results:
         assert r['map'] == 8 and r['eval_ms'] > 0 and r['train_ms'] > 0
@@ -137,7 +140,7 @@ def test_backbone_dry_run(interpreter):
         sizes=[32],
         batches=[2],
         precisions=['fp32'],
-        models=['slak_t_triton', 'slak_t_cudnn', 'slak_t_release'],
+        models=['slak_t_triton', 'slak_t_native', 'slak_t_reference'],
         slak_kwargs=dict(
             arch=dict(depths=[1, 1, 1, 1], channels=[8, 8, 8, 8]),
             kernel_sizes=[5, 3, 3, 3],
@@ -150,8 +153,8 @@ def test_backbone_dry_run(interpreter):
     )
     assert [r['model'] for r in results] == [
         'slak_t_triton',
-        'slak_t_cudnn',
-        'slak_t_release',
+        'slak_t_native',
+        'slak_t_reference',
     ]
     table = cuda_benchmark.format_backbone_table(results)
     # Without ConvNeXt-T the ratio columns are empty, not invented.
@@ -194,21 +197,23 @@ def test_component_table_ratios():
             channels=124,
             kernel=51,
             precision='bf16',
-            path=path,
+            backend=backend,
             bound_eval_ms=0.1,
             bound_train_ms=0.5,
             eval_ms=eval_ms,
             train_ms=train_ms,
             train_peak_mib=mib,
         )
-        for path, eval_ms, train_ms, mib in (
+        for backend, eval_ms, train_ms, mib in (
             ('triton', 1.0, 3.0, 100.0),
-            ('cudnn', 2.0, 9.0, 120.0),
-            ('release', 4.0, 20.0, 200.0),
+            ('native', 2.0, 9.0, 120.0),
+            ('reference', 4.0, 20.0, 200.0),
         )
     ]
     lines = cuda_benchmark.format_component_table(results).splitlines()
-    # triton, cudnn, release ms, bound, cudnn / bound, x cudnn, x release
+    assert '| native (cuDNN) ms | reference ms |' in lines[0]
+    # triton, native, reference ms, bound, native / bound, x native,
+    # x reference
     assert lines[2].endswith(
         '| eval | 1.00 | 2.00 | 4.00 | 0.100 | 20.0 | 2.00 | 4.00 |'
     )
@@ -218,11 +223,11 @@ def test_component_table_ratios():
     assert lines[-1] == '| 224² x64 | 0 | bf16 | 100 | 120 | 200 |'
 
 
-def test_paths_run_on_their_backends():
+def test_components_and_backbones_run_on_their_backends():
     assert {
-        path: cuda_benchmark.backend_of(path)
-        for path in cuda_benchmark.LARGE_KERNEL_PATHS
-    } == dict(triton='triton', cudnn='native', release='reference')
+        backend: cuda_benchmark.backend_of(backend)
+        for backend in cuda_benchmark.LARGE_KERNEL_BACKENDS
+    } == dict(triton='triton', native='native', reference='reference')
     small = dict(
         arch=dict(depths=[1, 1, 1, 1], channels=[8, 8, 8, 8]),
         kernel_sizes=[5, 3, 3, 3],
@@ -230,14 +235,14 @@ def test_paths_run_on_their_backends():
     )
     for name, backend in (
         ('slak_t_triton', 'triton'),
-        ('slak_t_cudnn', 'native'),
-        ('slak_t_release', 'reference'),
+        ('slak_t_native', 'native'),
+        ('slak_t_reference', 'reference'),
     ):
         model = cuda_benchmark.build_backbone(name, small)
         assert {
             m.backend for m in model.modules() if hasattr(m, 'backend')
         } == {backend}
-    with pytest.raises(ValueError, match="unknown path 'cutlass'"):
+    with pytest.raises(ValueError, match="unknown backend 'cutlass'"):
         cuda_benchmark.backend_of('cutlass')
 
 

@@ -65,11 +65,8 @@ MODEL_NAMES = ('slak_t', 'slak_t_deploy', 'slak_t_reference', 'convnext_t')
 EVAL_ONLY = ('slak_t_deploy',)
 #: Side of the square oneDNN product timed as the reference compute rate.
 GEMM_SIDE = 2048
-# --dtype name -> autocast dtype (None: no autocast).
-DTYPES = PRECISIONS
 
 __all__ = [
-    'DTYPES',
     'GEMM_SIDE',
     'MODEL_NAMES',
     'SLAK_T_STAGES',
@@ -140,7 +137,7 @@ def gemm_supported(dtype: str) -> bool:
     :func:`gemm_step` can time one."""
     from slak_mm.models.backends import ops
 
-    cast = DTYPES[dtype] or torch.float32
+    cast = PRECISIONS[dtype] or torch.float32
     return ops.available('linear') and ops.onednn_supports(cast)
 
 
@@ -154,7 +151,7 @@ def gemm_step(side: int, dtype: str) -> Callable[[], torch.Tensor]:
     """
     from slak_mm.models.backends import ops
 
-    cast = DTYPES[dtype] or torch.float32
+    cast = PRECISIONS[dtype] or torch.float32
     if not gemm_supported(dtype):
         raise RuntimeError(
             f'oneDNN runs no native {dtype} product on this CPU; '
@@ -271,8 +268,9 @@ def run_benchmark(
         repeats (int): Timed rounds; medians are reported.
         device (str): ``'cpu'`` or ``'cuda'``.
         memory (bool): Also measure peak train memory.
-        dtypes (Sequence[str]): Keys of :data:`DTYPES`; every model runs
-            in each (``'bf16'``: under autocast), interleaved.
+        dtypes (Sequence[str]): Keys of :data:`~.timing.PRECISIONS`;
+            every model runs in each (``'bf16'``: under autocast),
+            interleaved.
         gemm_side (int, optional): Side of the square oneDNN product timed
             in each dtype in the same rounds (:func:`gemm_step`), the
             reference for the models' GFLOP/s; None to skip it. CPU only.
@@ -381,7 +379,7 @@ def run_benchmark(
                 if name not in built:  # compiled: timing rows only
                     report['results'].append(entry)
                     continue
-                if DTYPES[dtype] is not None:
+                if PRECISIONS[dtype] is not None:
                     entry['output_rel_error'] = output_error(
                         built[name], images, dtype
                     )

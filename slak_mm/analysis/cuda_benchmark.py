@@ -1,21 +1,21 @@
-"""CUDA benchmark: SLaK-T's large kernels on Triton, cuDNN and as released.
+"""CUDA benchmark: SLaK-T's large kernels on each backend, and the backbone.
 
 Two tables, both in bf16 (``torch.autocast``) and fp32, timed with CUDA
 events after warm-up (which also compiles and autotunes the Triton
 kernels), medians reported:
 
 - components: the large-kernel module of each SLaK-T stage on that
-  stage's map, ``triton`` (``backend='triton'``, channels-last, the
-  Triton kernels), ``cudnn`` (``backend='native'``, channels-last, cuDNN's
-  kernels) and ``release`` (``backend='reference'``, NCHW, one
-  ``nn.Conv2d`` + BN per branch); eval forward and train forward +
-  backward, with each path's peak memory and, for the Triton kernels, a
+  stage's map through each backend: ``'triton'`` (channels-last, the
+  Triton kernels), ``'native'`` (channels-last, torch's conv: cuDNN's
+  kernels) and ``'reference'`` (NCHW, one ``nn.Conv2d`` + BN per branch,
+  as released); eval forward and train forward + backward, with each
+  backend's peak memory and, for the Triton kernels, a
   lower bound on their time: per kernel launch, the longer of its
   multiply-adds at the rate its instruction mix can issue (the fp32 FMA
   peak over the instructions per FFMA of its compiled inner loop, see
   :data:`INSTRUCTIONS_PER_FFMA`) and the maps it moves at the memory
   bandwidth;
-- backbones: SLaK-T through each of the three paths against timm's
+- backbones: SLaK-T through each of the three backends against timm's
   ConvNeXt-T (channels-last, same precision), eval forward and a full
   train step (forward, backward, AdamW), peak train memory from
   ``torch.cuda.max_memory_allocated``.
@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from ..utils.cli import size_batch_pairs
 from .timing import (
+    PRECISIONS,
     SLAK_T_STAGES,
     backbone_steps,
     markdown_row,
@@ -41,9 +42,13 @@ from .timing import (
     stage_inputs,
 )
 
-PRECISIONS = ('bf16', 'fp32')
-LARGE_KERNEL_PATHS = ('triton', 'cudnn', 'release')
-BACKBONES = ('slak_t_triton', 'slak_t_cudnn', 'slak_t_release', 'convnext_t')
+#: The SLaK backends the component table compares, in its column order.
+LARGE_KERNEL_BACKENDS = ('triton', 'native', 'reference')
+#: SLaK-T through each backend (``slak_t_<backend>``) and timm's ConvNeXt-T.
+BACKBONES = (
+    *(f'slak_t_{backend}' for backend in LARGE_KERNEL_BACKENDS),
+    'convnext_t',
+)
 SMALL_KERNEL = 5
 # Nominal H200 rates (datasheet): fp32 on CUDA cores, HBM3e bandwidth.
 DEFAULT_PEAK_TFLOPS = 67.0
@@ -65,8 +70,7 @@ INSTRUCTIONS_PER_FFMA = dict(
 
 __all__ = [
     'BACKBONES',
-    'LARGE_KERNEL_PATHS',
-    'PRECISIONS',
+    'LARGE_KERNEL_BACKENDS',
     'SLAK_T_STAGES',
     'backend_of',
     'build_backbone',
@@ -119,34 +123,28 @@ def peak_memory_mib(step: Callable, device: torch.device) -> Optional[float]:
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def _layout(path: str) -> torch.memory_format:
-    if path in ('release', 'slak_t_release'):
+def backend_of(name: str) -> str:
+    """The ``backend`` option that a component (a backend name itself) or
+    a SLaK backbone (``slak_t_<backend>``) runs with.
+
+    Raises:
+        ValueError: For any other name.
+    """
+    backend = name[len('slak_t_') :] if name.startswith('slak_t_') else name
+    if backend not in LARGE_KERNEL_BACKENDS:
+        known = (*LARGE_KERNEL_BACKENDS, *BACKBONES[:-1])
+        raise ValueError(f'unknown backend {name!r}; choose from {known}')
+    return backend
+
+
+def _layout(name: str) -> torch.memory_format:
+    # The reference backend keeps NCHW maps, as released.
+    if name in ('reference', 'slak_t_reference'):
         return torch.contiguous_format
     return torch.channels_last
 
 
-# The SLaK backend of each benchmarked path.
-BACKENDS = dict(
-    triton='triton',
-    cudnn='native',
-    release='reference',
-    slak_t_triton='triton',
-    slak_t_cudnn='native',
-    slak_t_release='reference',
-)
-
-
-def backend_of(path: str) -> str:
-    """The ``backend`` option that a component path or SLaK backbone
-    name runs with (see :data:`BACKENDS`)."""
-    if path not in BACKENDS:
-        raise ValueError(
-            f'unknown path {path!r}; choose from {tuple(BACKENDS)}'
-        )
-    return BACKENDS[path]
-
-
-def reachable_taps(kernel: int, side: int) -> Tuple[int, int, int]:
+def branch_tap_counts(kernel: int, side: int) -> Tuple[int, int, int]:
     """Taps of the ``K x s``, ``s x K`` and ``s x s`` kernels after cropping
     to a ``side x side`` map (``min(k, 2 side - 1)`` per axis)."""
     reach = 2 * side - 1
@@ -229,19 +227,19 @@ def triton_bound_ms(
 
 
 def _large_kernel_steps(
-    path: str,
+    backend: str,
     kernel: int,
     channels: int,
     x: torch.Tensor,
     precision: str,
 ) -> Dict[str, Callable]:
-    """Eval and train steps of one large-kernel module on one path."""
+    """Eval and train steps of one large-kernel module on one backend."""
     from slak_mm.models.large_kernel import LargeKernelConv
 
     module = LargeKernelConv(
-        channels, kernel, SMALL_KERNEL, backend=backend_of(path)
+        channels, kernel, SMALL_KERNEL, backend=backend_of(backend)
     ).to(x.device)
-    inputs = x.contiguous(memory_format=_layout(path))
+    inputs = x.contiguous(memory_format=_layout(backend))
     train_inputs = inputs.detach().clone().requires_grad_()
     grads = {}
 
@@ -264,8 +262,8 @@ def _large_kernel_steps(
 def run_component_benchmark(
     sizes: Sequence[int] = (224, 512),
     batches: Sequence[int] = (64, 16),
-    precisions: Sequence[str] = PRECISIONS,
-    paths: Sequence[str] = LARGE_KERNEL_PATHS,
+    precisions: Sequence[str] = tuple(PRECISIONS),
+    backends: Sequence[str] = LARGE_KERNEL_BACKENDS,
     stages: Sequence[Tuple[int, int]] = SLAK_T_STAGES,
     device: str = 'cuda',
     warmup: int = 3,
@@ -274,10 +272,10 @@ def run_component_benchmark(
     bandwidth_tbs: float = DEFAULT_BANDWIDTH_TBS,
     log: Callable[[str], None] = print,
 ) -> List[dict]:
-    """Times the large-kernel module of every stage on every path.
+    """Times the large-kernel module of every stage on every backend.
 
     Returns:
-        list[dict]: One entry per (size, stage, precision, path) with
+        list[dict]: One entry per (size, stage, precision, backend) with
         ``eval_ms``, ``train_ms`` (medians), ``train_peak_mib`` and the
         Triton bound ``bound_eval_ms`` / ``bound_train_ms``.
     """
@@ -299,15 +297,17 @@ def run_component_benchmark(
                 )
                 for mode in ('eval', 'train')
             }
-            for path in paths:
+            for backend in backends:
                 log(
                     f'large kernel: {where["size"]}² x{where["batch"]}, '
-                    f'stage {where["stage"]}, {precision}, {path}'
+                    f'stage {where["stage"]}, {precision}, {backend}'
                 )
                 steps = _large_kernel_steps(
-                    path, kernel, channels, x, precision
+                    backend, kernel, channels, x, precision
                 )
-                entry = dict(where, precision=precision, path=path, **bounds)
+                entry = dict(
+                    where, precision=precision, backend=backend, **bounds
+                )
                 for mode, step in steps.items():
                     times = time_ms(step, dev, warmup, repeats)
                     entry[f'{mode}_ms'] = statistics.median(times)
@@ -350,7 +350,7 @@ def _release_memory(device: torch.device) -> None:
 def run_backbone_benchmark(
     sizes: Sequence[int] = (224, 512),
     batches: Sequence[int] = (64, 16),
-    precisions: Sequence[str] = PRECISIONS,
+    precisions: Sequence[str] = tuple(PRECISIONS),
     models: Sequence[str] = BACKBONES,
     slak_kwargs: Optional[dict] = None,
     device: str = 'cuda',
@@ -405,32 +405,34 @@ def _mib(value: Optional[float]) -> str:
 
 def format_component_table(results: List[dict]) -> str:
     """Markdown: one row per (input, stage, precision, mode), the three
-    paths' milliseconds side by side, the Triton kernels' bound, cuDNN's
-    time over that bound (below 3: Triton cannot be 3x faster than cuDNN
-    on that shape even at its bound; below 1.5: cuDNN is already near
-    what the Triton kernels could reach), Triton's speed-up over cuDNN
-    and the release path, and each path's peak train memory."""
+    backends' milliseconds side by side, the Triton kernels' bound, the
+    native backend's (cuDNN's) time over that bound (below 3: Triton
+    cannot be 3x faster than cuDNN on that shape even at its bound; below
+    1.5: cuDNN is already near what the Triton kernels could reach),
+    Triton's speed-up over the native and the reference backends, and
+    each backend's peak train memory."""
     rows = {}
     for r in results:
         key = (r['size'], r['batch'], r['stage'], r['precision'])
-        rows.setdefault(key, {})[r['path']] = r
+        rows.setdefault(key, {})[r['backend']] = r
     lines = [
         '| input | stage | map | C | K | prec. | mode | triton ms '
-        '| cudnn ms | release ms | triton bound ms | cudnn / bound '
-        '| x cudnn | x release |',
+        '| native (cuDNN) ms | reference ms | triton bound ms '
+        '| native / bound | x native | x reference |',
         '|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|',
     ]
     memory_lines = [
-        '| input | stage | prec. | triton MiB | cudnn MiB | release MiB |',
+        '| input | stage | prec. | triton MiB | native (cuDNN) MiB '
+        '| reference MiB |',
         '|---|---:|---|---:|---:|---:|',
     ]
-    for (size, batch, stage, precision), paths in rows.items():
+    for (size, batch, stage, precision), by_backend in rows.items():
         head = [f'{size}² x{batch}', str(stage)]
         for mode in ('eval', 'train'):
-            lines.append(_time_row(head, precision, mode, paths))
+            lines.append(_time_row(head, precision, mode, by_backend))
         memory = [
-            _mib(paths[p]['train_peak_mib']) if p in paths else '-'
-            for p in LARGE_KERNEL_PATHS
+            _mib(by_backend[b]['train_peak_mib']) if b in by_backend else '-'
+            for b in LARGE_KERNEL_BACKENDS
         ]
         memory_lines.append(markdown_row([*head, precision, *memory]))
     return (
@@ -441,23 +443,30 @@ def format_component_table(results: List[dict]) -> str:
 
 
 def _time_row(
-    head: List[str], precision: str, mode: str, paths: Dict[str, dict]
+    head: List[str],
+    precision: str,
+    mode: str,
+    by_backend: Dict[str, dict],
 ) -> str:
     """One (input, stage, precision, mode) row of the component table."""
     key = f'{mode}_ms'
-    first = next(iter(paths.values()))
+    first = next(iter(by_backend.values()))
     bound = first[f'bound_{mode}_ms']
 
-    def cell(path):
-        return f'{paths[path][key]:.2f}' if path in paths else '-'
+    def cell(backend):
+        if backend not in by_backend:
+            return '-'
+        return f'{by_backend[backend][key]:.2f}'
 
     def over_triton(other):
-        if 'triton' not in paths or other not in paths:
+        if 'triton' not in by_backend or other not in by_backend:
             return '-'
-        return f'{paths[other][key] / paths["triton"][key]:.2f}'
+        return f'{by_backend[other][key] / by_backend["triton"][key]:.2f}'
 
-    cudnn_over_bound = (
-        f'{paths["cudnn"][key] / bound:.1f}' if 'cudnn' in paths else '-'
+    native_over_bound = (
+        f'{by_backend["native"][key] / bound:.1f}'
+        if 'native' in by_backend
+        else '-'
     )
     cells = [
         *head,
@@ -467,12 +476,12 @@ def _time_row(
         precision,
         mode,
         cell('triton'),
-        cell('cudnn'),
-        cell('release'),
+        cell('native'),
+        cell('reference'),
         f'{bound:.3f}',
-        cudnn_over_bound,
-        over_triton('cudnn'),
-        over_triton('release'),
+        native_over_bound,
+        over_triton('native'),
+        over_triton('reference'),
     ]
     return markdown_row(cells)
 
@@ -522,7 +531,7 @@ def cuda_benchmark_report(
     device: str = 'cuda',
     components: bool = True,
     backbones: bool = True,
-    paths: Sequence[str] = LARGE_KERNEL_PATHS,
+    backends: Sequence[str] = LARGE_KERNEL_BACKENDS,
     models: Sequence[str] = BACKBONES,
     peak_tflops: float = DEFAULT_PEAK_TFLOPS,
     bandwidth_tbs: float = DEFAULT_BANDWIDTH_TBS,
@@ -535,7 +544,7 @@ def cuda_benchmark_report(
     Args:
         device (str): ``'cuda'``, or ``'cpu'`` for a dry run.
         components, backbones (bool): Which tables to measure.
-        paths, peak_tflops, bandwidth_tbs: See
+        backends, peak_tflops, bandwidth_tbs: See
             :func:`run_component_benchmark`.
         models: See :func:`run_backbone_benchmark`.
         timing: ``sizes``, ``batches``, ``precisions``, ``warmup`` and
@@ -556,7 +565,7 @@ def cuda_benchmark_report(
     log(json.dumps(report['environment']))
     if components:
         report['components'] = run_component_benchmark(
-            paths=paths,
+            backends=backends,
             peak_tflops=peak_tflops,
             bandwidth_tbs=bandwidth_tbs,
             device=device,

@@ -16,8 +16,10 @@ import torch.nn as nn
 
 from ..utils.cli import size_batch_pairs
 
-#: Precision name -> autocast dtype (None: fp32, no autocast).
-PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16}
+#: Precision name -> autocast dtype (None: fp32, no autocast); the one
+#: set of precision names of both benchmarks, in the CUDA one's default
+#: order.
+PRECISIONS = {'bf16': torch.bfloat16, 'fp32': None}
 
 #: (kernel K, channels C) of the four SLaK-T stages; maps are size / 4 / 2^i.
 SLAK_T_STAGES = ((51, 124), (49, 249), (47, 499), (13, 998))

@@ -16,8 +16,8 @@ from typing import Optional
 
 import torch
 
-from .benchmark import DTYPES, MODEL_NAMES, build_model
-from .timing import backbone_steps
+from .benchmark import MODEL_NAMES, build_model
+from .timing import PRECISIONS, backbone_steps
 
 
 def _read_status_kib(field: str) -> Optional[int]:
@@ -86,7 +86,7 @@ def main(argv=None) -> float:
     parser.add_argument('batch', type=int)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--dtype', default='fp32', choices=list(DTYPES))
+    parser.add_argument('--dtype', default='fp32', choices=list(PRECISIONS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     mib = measure_train_memory_here(

@@ -15,12 +15,12 @@ the CPU (bf16 without AVX512-BF16/AMX) gets no product and no rows there.
 import argparse
 
 from slak_mm.analysis.benchmark import (
-    DTYPES,
     GEMM_SIDE,
     MODEL_NAMES,
     benchmark_report,
     save_report,
 )
+from slak_mm.analysis.timing import PRECISIONS
 from slak_mm.utils.cli import add_benchmark_arguments, parse_checked
 
 
@@ -63,7 +63,7 @@ def parse_args(argv=None):
         '--dtype',
         nargs='+',
         default=['fp32'],
-        choices=list(DTYPES),
+        choices=list(PRECISIONS),
         help='fp32 and/or bf16 (autocast); with both, a second table gives '
         'bf16 speed over fp32 and the bf16 output error',
     )

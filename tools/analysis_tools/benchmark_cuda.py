@@ -1,5 +1,6 @@
-"""CUDA benchmark of SLaK-T's large kernels (Triton, cuDNN, release-style
-NCHW) and of the SLaK-T backbone against timm's ConvNeXt-T.
+"""CUDA benchmark of SLaK-T's large kernels on each backend ('triton',
+'native': cuDNN, 'reference': release-style NCHW) and of the SLaK-T
+backbone against timm's ConvNeXt-T.
 
 Prints two markdown tables (see slak_mm/analysis/cuda_benchmark.py for
 what is timed and how) and writes them with the raw numbers as JSON.
@@ -21,11 +22,10 @@ from slak_mm.analysis.cuda_benchmark import (
     BACKBONES,
     DEFAULT_BANDWIDTH_TBS,
     DEFAULT_PEAK_TFLOPS,
-    LARGE_KERNEL_PATHS,
-    PRECISIONS,
+    LARGE_KERNEL_BACKENDS,
     cuda_benchmark_report,
 )
-from slak_mm.analysis.timing import save_report
+from slak_mm.analysis.timing import PRECISIONS, save_report
 from slak_mm.utils.cli import add_benchmark_arguments, parse_checked
 
 
@@ -42,14 +42,17 @@ def parse_args(argv=None):
         out='work_dirs/benchmark_cuda.json',
     )
     parser.add_argument(
-        '--precisions', nargs='+', default=list(PRECISIONS), choices=PRECISIONS
+        '--precisions',
+        nargs='+',
+        default=list(PRECISIONS),
+        choices=list(PRECISIONS),
     )
     parser.add_argument(
-        '--paths',
+        '--backends',
         nargs='+',
-        default=list(LARGE_KERNEL_PATHS),
-        choices=LARGE_KERNEL_PATHS,
-        help='large-kernel paths of the component table',
+        default=list(LARGE_KERNEL_BACKENDS),
+        choices=LARGE_KERNEL_BACKENDS,
+        help='SLaK backends of the component table',
     )
     parser.add_argument(
         '--skip-components', action='store_true', help='no component table'
@@ -79,7 +82,7 @@ def main(argv=None):
             device=args.device,
             components=not args.skip_components,
             backbones=not args.skip_backbones,
-            paths=args.paths,
+            backends=args.backends,
             models=args.models,
             peak_tflops=args.peak_tflops,
             bandwidth_tbs=args.bandwidth_tbs,
