@@ -20,6 +20,7 @@ from slak_mm.analysis.erf import (
 )
 from slak_mm.analysis.sparsity import format_table, layer_densities
 from slak_mm.apis import build_model_from_config
+from slak_mm.utils.modules import SubmoduleNotFoundError, resolve_module
 
 from .conftest import KERNELS, SMALL, TINY_ARCH
 from .tool_utils import load_tool, tool_path, write_classifier_config
@@ -77,6 +78,30 @@ def test_layer_output_fn_takes_the_named_stage():
     assert features(torch.zeros(1, 1, 5, 5)).shape == (1, 2, 5, 5)
     with pytest.raises(KeyError, match='no submodule'):
         layer_output_fn(model, 'stages')
+
+
+def test_one_submodule_rule_for_layers_and_module_paths():
+    """ERF layers and sparse-training module paths resolve alike; a miss
+    is a KeyError and an AttributeError naming the path and what is
+    there, closest names first."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU()))
+    model.head = nn.Linear(2, 2)
+    assert resolve_module(model, None) is model
+    assert resolve_module(model, '') is model
+    assert resolve_module(model, '1.-1') is model[1][0]
+    assert resolve_module(model, 'head') is model.head
+    with pytest.raises(SubmoduleNotFoundError) as error:
+        resolve_module(model, 'haed', 'layer')
+    assert isinstance(error.value, KeyError)
+    assert isinstance(error.value, AttributeError)
+    assert str(error.value).startswith(
+        "layer 'haed': Sequential has no submodule 'haed' "
+        "(it has 'head', '0', '1')"
+    )
+    with pytest.raises(KeyError, match="'1.2': index 2 out of range"):
+        resolve_module(model, '1.2')
+    with pytest.raises(KeyError, match="no submodule 'weight'"):
+        resolve_module(model, '0.weight')  # a parameter, not a module
 
 
 def write_images(folder, count=2, size=40):

@@ -34,33 +34,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.modules import resolve_module
+
 #: The thresholds the paper reports.
 ERF_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def resolve_module(model: nn.Module, path: str) -> nn.Module:
-    """Finds a submodule by dotted path; integer parts may be negative.
-
-    Example: ``'backbone.stages.-1'`` is the last stage.
-    """
-    module = model
-    for part in path.split('.'):
-        if part.lstrip('-').isdigit() and isinstance(
-            module, (nn.Sequential, nn.ModuleList)
-        ):
-            index = int(part)
-            if not -len(module) <= index < len(module):
-                raise KeyError(f'{path}: index {index} out of range')
-            module = module[index]
-        elif hasattr(module, part):
-            module = getattr(module, part)
-        else:
-            raise KeyError(
-                f'{path}: {type(module).__name__} has no submodule {part!r}'
-            )
-    return module
 
 
 def layer_output_fn(
@@ -77,7 +56,7 @@ def layer_output_fn(
             default ``model.backbone`` when the path starts with
             ``backbone.``, else ``model``.
     """
-    target = resolve_module(model, layer)
+    target = resolve_module(model, layer, 'layer')
     if runner is None:
         if layer.startswith('backbone.') and hasattr(model, 'backbone'):
             runner = model.backbone

@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from slak_mm.utils.modules import resolve_module  # noqa: F401  (re-exported)
+
 from .density import (
     MASKABLE_NDIMS,  # noqa: F401  (re-exported)
     is_maskable,
@@ -22,29 +24,6 @@ from .density import (
 MOMENTUM_BUFFER_KEY = 'momentum_buffer'
 
 Patterns = Optional[Union[str, Sequence[str]]]
-
-
-def resolve_module(model: nn.Module, module_path: Optional[str]) -> nn.Module:
-    """Finds the submodule to sparsify, e.g. ``model.backbone``.
-
-    Args:
-        model (nn.Module): The (unwrapped) model.
-        module_path (str, optional): Dotted attribute path such as
-            ``'backbone'``; None or ``''`` means the whole model.
-
-    Raises:
-        AttributeError: If the path names no submodule of ``model``.
-    """
-    if not module_path:
-        return model
-    try:
-        return model.get_submodule(module_path)
-    except AttributeError as err:
-        raise AttributeError(
-            f'{type(model).__name__} has no submodule {module_path!r} to '
-            'sparsify; set module_path to the right attribute path, or to '
-            'None to mask the whole model'
-        ) from err
 
 
 def _as_patterns(patterns: Patterns) -> Optional[Sequence[str]]:

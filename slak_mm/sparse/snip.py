@@ -66,7 +66,7 @@ def snip_scores(
         scratch.zero_grad(set_to_none=True)
         compute_loss(scratch).backward()
     scratch_params = dict(
-        resolve_module(scratch, module_path).named_parameters()
+        resolve_module(scratch, module_path, 'module_path').named_parameters()
     )
     scores = OrderedDict()
     for name in names:

@@ -150,7 +150,7 @@ class SparseTrainingHook(Hook):
             if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model'):
                 ema_model = hook.ema_model.module
                 controller.track_ema(
-                    resolve_module(ema_model, self.module_path)
+                    resolve_module(ema_model, self.module_path, 'module_path')
                 )
         origin = 'restored from the checkpoint' if resumed else 'built'
         self._log(
@@ -224,7 +224,8 @@ class SparseTrainingHook(Hook):
             accumulate = getattr(wrapper, '_accumulative_counts', 1)
             settings['total_steps'] = math.ceil(runner.max_iters / accumulate)
         controller = DynamicSparsity(
-            resolve_module(model, self.module_path), **settings
+            resolve_module(model, self.module_path, 'module_path'),
+            **settings,
         )
         controller.name = self._name
         if self._resumed_state is not None:
