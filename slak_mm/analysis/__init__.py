@@ -7,20 +7,20 @@ logic of ``tools/analysis_tools/``."""
 from .complexity import (
     ComplexityReport,
     count_complexity,
-    masks_from_weights,
+    masks_from_model,
     uniform_masks,
 )
 from .erf import accumulate_erf, area_ratios, high_contribution_area
-from .sparsity import layer_densities, overall_density
+from .sparsity import density_of_rows, layer_densities
 
 __all__ = [
     'ComplexityReport',
     'accumulate_erf',
     'area_ratios',
     'count_complexity',
+    'density_of_rows',
     'high_contribution_area',
     'layer_densities',
-    'masks_from_weights',
-    'overall_density',
+    'masks_from_model',
     'uniform_masks',
 ]

@@ -28,7 +28,7 @@ from slak_mm.sparse.density import (
     mask_counts,
     stage_group,
 )
-from slak_mm.sparse.initialization import masks_from_weights as weight_masks
+from slak_mm.sparse.initialization import masks_from_weights
 
 #: mmengine FlopAnalyzer handles switched off so only MACs remain.
 _NON_MAC_OPS = (
@@ -148,13 +148,15 @@ def maskable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
     )
 
 
-def masks_from_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Masks read off a (sparse) model's zeros: ``weight != 0``.
+def masks_from_model(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Masks read off a (sparse) model's zeros: ``weight != 0`` of each of
+    its maskable weights (:func:`maskable_weights`; the rule on a mapping
+    of weights is :func:`slak_mm.sparse.masks_from_weights`).
 
     Returns:
         dict[str, Tensor]: Boolean masks for every 2-D and 4-D parameter.
     """
-    return OrderedDict(weight_masks(maskable_weights(model)))
+    return OrderedDict(masks_from_weights(maskable_weights(model)))
 
 
 def uniform_masks(

@@ -22,7 +22,7 @@ from ..utils.checkpoint import load_checkpoint_strict, safe_torch_load
 from .complexity import (
     ComplexityReport,
     count_complexity,
-    masks_from_weights,
+    masks_from_model,
     uniform_masks,
 )
 
@@ -124,7 +124,7 @@ def config_complexity(
     masks, source = None, 'dense'
     if checkpoint is not None:
         load_checkpoint_strict(model, checkpoint)
-        masks, source = masks_from_weights(model), checkpoint
+        masks, source = masks_from_model(model), checkpoint
     elif masks_file is not None:
         masks, source = load_masks(masks_file, masks_key), masks_file
     elif uniform_sparsity is not None:

@@ -71,8 +71,9 @@ def _counts(rows: Sequence[LayerDensity]) -> Dict[str, shared.Count]:
     return OrderedDict((r.name, (r.nonzero, r.numel)) for r in rows)
 
 
-def overall_density(rows: Sequence[LayerDensity]) -> float:
-    """Non-zeros over entries across all rows."""
+def density_of_rows(rows: Sequence[LayerDensity]) -> float:
+    """Non-zeros over entries across all rows (the rule on ``(kept,
+    total)`` counts is :func:`slak_mm.sparse.overall_density`)."""
     return shared.overall_density(_counts(rows))
 
 
@@ -163,7 +164,7 @@ def format_table(
     lines.append('-' * len(header))
     total = sum(r.numel for r in rows)
     lines.append(
-        f'{"total":<{width}}  {"":<18}{total:>10}{overall_density(rows):>9.4f}'
+        f'{"total":<{width}}  {"":<18}{total:>10}{density_of_rows(rows):>9.4f}'
     )
     return '\n'.join(lines)
 
@@ -186,8 +187,8 @@ def plot_densities(
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel('density (non-zero fraction)')
-    ax.axvline(overall_density(rows), color='tab:red', linestyle='--')
-    ax.set_title(title or f'overall density {overall_density(rows):.4f}')
+    ax.axvline(density_of_rows(rows), color='tab:red', linestyle='--')
+    ax.set_title(title or f'overall density {density_of_rows(rows):.4f}')
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
     fig.savefig(filename, bbox_inches='tight')
     plt.close(fig)
@@ -218,7 +219,7 @@ class CheckpointDensity:
         subset = len(self.masked) < len(self.rows)
         masked_names = {r.name for r in self.masked}
         where = self.module_path or 'the whole model'
-        density = overall_density(self.masked)
+        density = density_of_rows(self.masked)
         by_group = stage_densities(self.masked)
         lines = [
             format_table(self.rows, masked=masked_names if subset else None),
@@ -234,7 +235,7 @@ class CheckpointDensity:
                 f'{self.saved_mask_density:.4f} (what SparseTrainingHook '
                 'logs)'
             )
-        whole = overall_density(self.rows)
+        whole = density_of_rows(self.rows)
         lines.append(
             f'Whole model ({len(self.rows)} layers): density {whole:.4f} '
             f'(sparsity {1 - whole:.4f})'

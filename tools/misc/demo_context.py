@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from slak_mm.analysis.complexity import (  # noqa: E402
     count_complexity,
-    masks_from_weights,
+    masks_from_model,
 )
 from slak_mm.analysis.erf import analyze_config_erf  # noqa: E402
 from slak_mm.apis import (  # noqa: E402
@@ -194,7 +194,7 @@ def complexity(config, checkpoint):
     model, _ = build_model_from_config(config)
     load_checkpoint_strict(model, checkpoint)
     report = count_complexity(
-        model, (3, IMAGE_SIZE, IMAGE_SIZE), masks=masks_from_weights(model)
+        model, (3, IMAGE_SIZE, IMAGE_SIZE), masks=masks_from_model(model)
     )
     total = report.to_dict()['total']
     return dict(
