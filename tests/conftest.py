@@ -557,13 +557,19 @@ def interpreter(request, monkeypatch):
     """Triton kernels run under Triton's interpreter (``TRITON_INTERPRET=1``)
     on CPU tensors; skips without Triton. A test module's
     ``INTERPRETER_TEST_BLOCKS`` (a dict of tile sizes), when it has one,
-    replaces the interpreter's default tiles: fewer interpreted programs."""
+    replaces the interpreter's default tiles: fewer interpreted programs
+    (the weight gradient's columns take ``BLOCK_W`` positions)."""
     if triton_dwconv.triton is None:
         pytest.skip('Triton is not installed')
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     blocks = getattr(request.module, 'INTERPRETER_TEST_BLOCKS', None)
     if blocks is not None:
         monkeypatch.setattr(triton_dwconv, 'INTERPRETER_BLOCKS', blocks)
+        monkeypatch.setattr(
+            triton_dwconv,
+            'INTERPRETER_WEIGHT_GRAD_BLOCKS',
+            dict(BLOCK_X=blocks['BLOCK_W'], BLOCK_C=blocks['BLOCK_C']),
+        )
 
 
 @pytest.fixture

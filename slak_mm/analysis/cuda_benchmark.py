@@ -58,14 +58,15 @@ DEFAULT_BANDWIDTH_TBS = 4.8
 # recounts them): the tap-loop forward (8 x 8 x 32 tiles; short kernels and
 # the eval pair pass), the sliding-window forward of long kernels (32 x 64
 # tiles, 4 warps; its window adds (K + 7) / K multiply-adds, counted in
-# triton_bound_ms) and the weight gradient (8 x 8 x 32). Each SM
+# triton_bound_ms) and the line-walking weight gradient (16 x 64 tiles,
+# 4 warps; its blocks of 8 taps add cdiv(K, 8) * 8 / K, counted too). Each SM
 # sub-partition issues one warp instruction per clock and the fp32 peak
 # is one FFMA per lane per clock, so a loop issuing k instructions per
 # FFMA reaches at most 1/k of that peak: the rest of the mix (loads,
 # bf16 conversions, address arithmetic) shares the issue slots.
 INSTRUCTIONS_PER_FFMA = dict(
-    bf16=dict(forward=63 / 16, strip_forward=194 / 128, weight_grad=99 / 16),
-    fp32=dict(forward=49 / 16, strip_forward=173 / 128, weight_grad=73 / 16),
+    bf16=dict(forward=63 / 16, strip_forward=194 / 128, weight_grad=857 / 512),
+    fp32=dict(forward=49 / 16, strip_forward=173 / 128, weight_grad=756 / 512),
 )
 
 __all__ = [
@@ -213,6 +214,12 @@ def triton_bound_ms(
             return launch(taps * (along + 7) / along, 'strip_forward')
         return launch(taps, 'forward')
 
+    def weight_grad(shape):
+        """A weight gradient: blocks of 8 taps along its walk (the
+        longer axis, H for square kernels)."""
+        along, across = (shape[1], shape[0]) if shape[1] > shape[0] else shape
+        return launch(-(-along // 8) * 8 * across, 'weight_grad')
+
     reach = 2 * side - 1
     large, small = min(kernel, reach), min(SMALL_KERNEL, reach)
     shapes = ((large, small), (small, large), (small, small))
@@ -220,8 +227,7 @@ def triton_bound_ms(
         seconds = launch(2 * large * small, 'forward')
     else:
         seconds = sum(
-            2 * forward(shape) + launch(shape[0] * shape[1], 'weight_grad')
-            for shape in shapes
+            2 * forward(shape) + weight_grad(shape) for shape in shapes
         )
     return seconds * 1e3
 

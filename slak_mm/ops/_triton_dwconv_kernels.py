@@ -19,7 +19,8 @@ the map's edge are the only masked loads, with a mask fixed for the
 whole tap loop.
 
 Only public Triton builtins are used (``program_id``, ``arange``,
-``full``, masked ``load``/``store``, ``permute``, ``reshape``, ``split``,
+``full``, masked ``load``/``store``, ``join``, ``permute``, ``reshape``,
+``split``, ``minimum``,
 ``range`` and ``static_range`` loops), so that the kernels compile with
 Triton 3.6 as well as with the newest releases. None of the
 ``@triton.jit`` helpers of ``triton.language.standard`` (``cdiv``,
@@ -295,94 +296,167 @@ def dwconv_weight_grad_kernel(
     CP,
     KH,
     KW,
-    TILE_PROGRAMS,
+    COLUMN_PROGRAMS,
     IMAGES_PER_SPLIT,
     TUNE_H,
     TUNE_W,
-    BLOCK_H: tl.constexpr,
-    BLOCK_W: tl.constexpr,
+    ALONG_W: tl.constexpr,
+    BLOCK_X: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     """Partial weight gradients of a "same" depthwise conv.
 
-    ``x`` is padded by ``KH // 2`` rows and ``KW // 2`` columns, ``grad``
-    (the output gradient) only along channels, ``(N, H, W, CP)``. The
-    ``BLOCK_H x BLOCK_W`` tiles of positions (numbered as in
-    :func:`dwconv_forward_kernel`) are dealt to ``TILE_PROGRAMS`` programs
-    per run of ``IMAGES_PER_SPLIT`` images: program ``p`` takes run ``p //
-    TILE_PROGRAMS`` and tiles ``p % TILE_PROGRAMS``, ``p % TILE_PROGRAMS +
-    TILE_PROGRAMS``, ... and writes ``partial[p, a * KW + b, c] = sum
-    grad[n, h, w, c] * x[n, h + a - KH // 2, w + b - KW // 2, c]`` over
-    them; the caller sums over ``p``. Per tap, both pointers move by
-    scalars from tile to tile and image to image, products accumulate
-    elementwise in fp32 registers, and one reduction over positions
-    follows.
+    ``x`` is padded by ``KH // 2`` rows and ``KW // 2`` columns, ``(N, H +
+    2 (KH // 2), W + 2 (KW // 2), CP)``; ``grad`` (the output gradient)
+    only along channels, ``(N, H, W, CP)``. The "long" axis is W when
+    ``ALONG_W``, else H; a line is the map along the other axis.
 
-    Every launched program writes all its elements once (zeros when it
-    has no tile), whatever the tile size: the rows written are fixed by
-    the grid, not by the tiling, so rerunning the kernel with another
-    tiling on the same buffer (as autotuning does) leaves no stale rows.
-    ``TUNE_H`` and ``TUNE_W`` only key the autotuner, as in
-    :func:`dwconv_forward_kernel`.
+    One program sums the products of 8 consecutive taps ``t0 .. t0 + 7``
+    along the long axis and one tap ``b`` across, for ``BLOCK_C``
+    channels, over columns of ``BLOCK_X`` positions across and a run of
+    images: it walks each column line by line along the long axis,
+    loading one gradient line and one input line per step (each widened
+    to fp32 once) into 8 fp32 accumulators, one per tap. The input lines
+    ``l + t0 .. l + t0 + 7`` that gradient line ``l`` meets are held in 8
+    registers; the walk is unrolled by 8 so that their shift is a
+    renaming. Taps past the kernel's end are computed and dropped (up to
+    7 per block).
 
-    Grid: ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), cdiv(C,
-    BLOCK_C))`` (``BLOCK_C`` dividing ``CP``); ``partial`` is fp32 of shape
-    ``(TILE_PROGRAMS * cdiv(N, IMAGES_PER_SPLIT), KH * KW, CP)``.
+    The columns (``cdiv(across, BLOCK_X)``) are dealt to
+    ``COLUMN_PROGRAMS`` programs per run of ``IMAGES_PER_SPLIT`` images:
+    split ``s`` takes run ``s // COLUMN_PROGRAMS`` and columns ``s %
+    COLUMN_PROGRAMS``, ``s % COLUMN_PROGRAMS + COLUMN_PROGRAMS``, ... and
+    writes ``partial[s, a * KW + b', c] = sum grad[n, h, w, c] * x[n, h +
+    a, w + b', c]`` (padded coordinates) for its taps; the caller sums over
+    ``s``. Every launched program writes all its taps once (zeros when it
+    has no column), whatever ``BLOCK_X``: the rows written are fixed by
+    the grid, so rerunning the kernel with another tiling on the same
+    buffer (as autotuning does) leaves no stale rows. ``TUNE_H`` and
+    ``TUNE_W`` only key the autotuner, as in :func:`dwconv_forward_kernel`.
+
+    Grid: ``(splits * cdiv(K_along, 8) * K_across, cdiv(C, BLOCK_C))``,
+    the tap across fastest, then the tap block (programs reading the same
+    lines run together); ``BLOCK_C`` divides ``CP``. ``partial`` is fp32,
+    ``(splits, KH * KW, CP)``.
     """
     pid = tl.program_id(0)
     pid_c = tl.program_id(1)
-    tiles_h = (H + BLOCK_H - 1) // BLOCK_H
-    tiles_w = (W + BLOCK_W - 1) // BLOCK_W
-    tiles_per_image = tiles_h * tiles_w
-    first_tile = pid % TILE_PROGRAMS
-    first_image = (pid // TILE_PROGRAMS) * IMAGES_PER_SPLIT
-    last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
-    offs_p = tl.arange(0, BLOCK_H * BLOCK_W)
-    row_in_tile = offs_p // BLOCK_W
-    col_in_tile = offs_p % BLOCK_W
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     WP = W + 2 * (KW // 2)
+    HP = H + 2 * (KH // 2)
+    # Strides (elements) of the padded input, the gradient and a partial
+    # row's taps along and across the long axis, and the extents.
+    if ALONG_W:
+        length, across = W, H
+        last_line = WP - 1
+        x_along, x_across = CP, WP * CP
+        g_along, g_across = CP, W * CP
+        taps, taps_across = KW, KH
+        p_along, p_across = CP, KW * CP
+    else:
+        length, across = H, W
+        last_line = HP - 1
+        x_along, x_across = WP * CP, CP
+        g_along, g_across = W * CP, CP
+        taps, taps_across = KH, KW
+        p_along, p_across = KW * CP, CP
+    tap_blocks = (taps + 7) // 8
+    b = pid % taps_across
+    t0 = ((pid // taps_across) % tap_blocks) * 8
+    split = pid // (taps_across * tap_blocks)
+    first_column = split % COLUMN_PROGRAMS
+    first_image = (split // COLUMN_PROGRAMS) * IMAGES_PER_SPLIT
+    last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
+    columns = (across + BLOCK_X - 1) // BLOCK_X
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     # Image strides in int64 (the loop's image index is a plain int under
     # the interpreter).
-    grad_image = (H * W * CP).to(tl.int64)
-    x_image = ((H + 2 * (KH // 2)) * WP * CP).to(tl.int64)
-    # Offsets within a tile whose top-left position is (0, 0); a tile at
-    # (top, left) adds one scalar.
-    grad_tile = grad_ptr + (row_in_tile * W + col_in_tile)[:, None] * CP
-    grad_tile += offs_c[None, :]
-    # Tap (a, b) of output (oh, ow) reads padded (oh + a, ow + b).
-    x_tile = x_ptr + (row_in_tile * WP + col_in_tile)[:, None] * CP
-    x_tile += offs_c[None, :]
-    partial = partial_ptr + pid.to(tl.int64) * KH * KW * CP + offs_c
-    for a in range(0, KH):
-        for b in range(0, KW):
-            shift = (a * WP + b) * CP
-            acc = tl.full((BLOCK_H * BLOCK_W, BLOCK_C), 0.0, tl.float32)
-            for tile in range(first_tile, tiles_per_image, TILE_PROGRAMS):
-                top = (tile // tiles_w) * BLOCK_H
-                left = (tile % tiles_w) * BLOCK_W
-                mask = ((top + row_in_tile < H) & (left + col_in_tile < W))[
-                    :, None
-                ]
-                grad_at = grad_tile + (top * W + left) * CP
-                x_at = x_tile + (top * WP + left) * CP + shift
-                for n in range(first_image, last_image):
-                    grad = tl.load(
-                        grad_at + n * grad_image, mask=mask, other=0.0
-                    )
-                    xv = tl.load(x_at + n * x_image, mask=mask, other=0.0)
-                    acc += grad.to(tl.float32) * xv.to(tl.float32)
-            # The sum over positions, by halving: BLOCK_H * BLOCK_W is a
-            # power of two, and the levels unroll at compile time.
-            total = tl.permute(acc, (1, 0))
-            for level in tl.static_range(_MAX_LOG2_POSITIONS):
-                if (BLOCK_H * BLOCK_W) >> level > 1:
-                    halves = tl.reshape(
-                        total,
-                        (BLOCK_C, (BLOCK_H * BLOCK_W) >> (level + 1), 2),
-                    )
-                    left, right = tl.split(halves)
-                    total = left + right
-            tl.store(
-                partial + (a * KW + b) * CP, tl.reshape(total, (BLOCK_C,))
+    g_image = (H * W * CP).to(tl.int64)
+    x_image = (HP * WP * CP).to(tl.int64)
+    zeros = tl.full((BLOCK_X, BLOCK_C), 0.0, tl.float32)
+    acc0, acc1, acc2, acc3 = zeros, zeros, zeros, zeros
+    acc4, acc5, acc6, acc7 = zeros, zeros, zeros, zeros
+    for column in range(first_column, columns, COLUMN_PROGRAMS):
+        offs_x = column * BLOCK_X + tl.arange(0, BLOCK_X)
+        # Positions past the map's edge: the one mask of the input loads,
+        # fixed for the column.
+        inside = (offs_x < across)[:, None]
+        g_column = grad_ptr + (offs_x * g_across)[:, None] + offs_c[None, :]
+        # Output position l across reads padded position l + b across.
+        x_column = x_ptr + ((offs_x + b) * x_across)[:, None] + offs_c[None, :]
+        for n in range(first_image, last_image):
+            g_lines = g_column + n * g_image
+            x_lines = x_column + n * x_image
+            # Input lines past the padded map only meet dropped taps or
+            # masked gradient lines: clamped, not masked.
+            x0 = tl.load(
+                x_lines + tl.minimum(t0, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            x1 = tl.load(
+                x_lines + tl.minimum(t0 + 1, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            x2 = tl.load(
+                x_lines + tl.minimum(t0 + 2, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            x3 = tl.load(
+                x_lines + tl.minimum(t0 + 3, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            x4 = tl.load(
+                x_lines + tl.minimum(t0 + 4, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            x5 = tl.load(
+                x_lines + tl.minimum(t0 + 5, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            x6 = tl.load(
+                x_lines + tl.minimum(t0 + 6, last_line) * x_along, mask=inside
+            ).to(tl.float32)
+            for start in range(0, length, 8):
+                for step in tl.static_range(8):
+                    line = start + step
+                    # x0 .. x6 hold input lines line + t0 .. line + t0 + 6.
+                    x7 = tl.load(
+                        x_lines
+                        + tl.minimum(line + t0 + 7, last_line) * x_along,
+                        mask=inside,
+                    ).to(tl.float32)
+                    g = tl.load(
+                        g_lines + line * g_along,
+                        mask=inside & (line < length),
+                        other=0.0,
+                    ).to(tl.float32)
+                    acc0 += g * x0
+                    acc1 += g * x1
+                    acc2 += g * x2
+                    acc3 += g * x3
+                    acc4 += g * x4
+                    acc5 += g * x5
+                    acc6 += g * x6
+                    acc7 += g * x7
+                    # Unrolled: a renaming, no moves.
+                    x0, x1, x2, x3 = x1, x2, x3, x4
+                    x4, x5, x6 = x5, x6, x7
+    # The sum over positions of the 8 taps at once. Joined in bit-reversed
+    # order, so that the last axis, flattened, is the tap.
+    taps8 = tl.join(
+        tl.join(tl.join(acc0, acc4), tl.join(acc2, acc6)),
+        tl.join(tl.join(acc1, acc5), tl.join(acc3, acc7)),
+    )
+    total = tl.permute(tl.reshape(taps8, (BLOCK_X, BLOCK_C * 8)), (1, 0))
+    # By halving: BLOCK_X is a power of two, and the levels unroll at
+    # compile time.
+    for level in tl.static_range(_MAX_LOG2_POSITIONS):
+        if BLOCK_X >> level > 1:
+            halves = tl.reshape(
+                total, (BLOCK_C * 8, BLOCK_X >> (level + 1), 2)
             )
+            left, right = tl.split(halves)
+            total = left + right
+    total = tl.reshape(total, (BLOCK_C, 8))
+    tap = t0 + tl.arange(0, 8)
+    partial = (
+        partial_ptr
+        + split.to(tl.int64) * KH * KW * CP
+        + b * p_across
+        + offs_c[:, None]
+        + (tap * p_along)[None, :]
+    )
+    tl.store(partial, total, mask=(tap < taps)[None, :])

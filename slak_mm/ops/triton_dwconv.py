@@ -69,6 +69,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Tiles used under the interpreter (tests): small enough that the test
 # maps span several tiles, so tile borders are exercised.
 INTERPRETER_BLOCKS = dict(BLOCK_H=4, BLOCK_W=8, BLOCK_C=8)
+INTERPRETER_WEIGHT_GRAD_BLOCKS = dict(BLOCK_X=4, BLOCK_C=8)
 
 # Candidate tiles for the compiled kernels; ``triton.autotune`` times them
 # once per key and keeps the fastest. Few on purpose: each one is a compile.
@@ -79,11 +80,13 @@ _FORWARD_CONFIGS = (
     dict(BLOCK_H=16, BLOCK_W=16, BLOCK_C=16, num_warps=8),
     dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
 )
+# Weight gradient: BLOCK_X positions across x BLOCK_C channels, 8 per
+# thread (16 per thread spills on sm_90).
 _WEIGHT_GRAD_CONFIGS = (
-    dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32, num_warps=4),
-    dict(BLOCK_H=8, BLOCK_W=16, BLOCK_C=32, num_warps=4),
-    dict(BLOCK_H=16, BLOCK_W=16, BLOCK_C=16, num_warps=8),
-    dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64, num_warps=8),
+    dict(BLOCK_X=16, BLOCK_C=64, num_warps=4),
+    dict(BLOCK_X=32, BLOCK_C=64, num_warps=8),
+    dict(BLOCK_X=8, BLOCK_C=64, num_warps=2),
+    dict(BLOCK_X=16, BLOCK_C=32, num_warps=2),
 )
 # Tuned once per shape class, not per shape: kernel sizes, padded
 # channels and the map's size class (H and W rounded up to powers of two;
@@ -111,11 +114,11 @@ _STRIP_CONFIGS = (
 _STRIP_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
 
 # The weight gradient is reduced in two steps: one program per run of
-# images, group of tiles of positions and channel block writes per-tap
-# partial sums, which torch then adds up. Runs are made short enough to
-# give every SM a few programs, within a cap on the partial buffer: it
-# holds at most _MAX_PARTIAL_BYTES, or one row (one program's taps x CP
-# fp32 sums) when a single row is larger.
+# images, group of columns of positions, block of taps and channel block
+# writes per-tap partial sums, which torch then adds up. Runs are made
+# short enough to give every SM a few programs, within a cap on the
+# partial buffer: it holds at most _MAX_PARTIAL_BYTES, or one row (one
+# split's taps x CP fp32 sums) when a single row is larger.
 _PROGRAMS_PER_SM = 4
 _NOMINAL_BLOCK_C = 32
 _MAX_PARTIAL_BYTES = 128 * 2**20
@@ -243,7 +246,7 @@ def _kernels(interpret: bool):
                 'W',
                 'KH',
                 'KW',
-                'TILE_PROGRAMS',
+                'COLUMN_PROGRAMS',
                 'IMAGES_PER_SPLIT',
                 'TUNE_H',
                 'TUNE_W',
@@ -548,7 +551,7 @@ def weight_grad_scalars(
         CP=padded_channels(channels),
         KH=kh,
         KW=kw,
-        TILE_PROGRAMS=plan.tile_programs,
+        COLUMN_PROGRAMS=plan.column_programs,
         IMAGES_PER_SPLIT=plan.images_per_split,
         TUNE_H=size_class(height),
         TUNE_W=size_class(width),
@@ -564,8 +567,25 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _tiles(height: int, width: int, blocks: dict) -> int:
-    return _cdiv(height, blocks['BLOCK_H']) * _cdiv(width, blocks['BLOCK_W'])
+def _weight_grad_along_w(kh: int, kw: int) -> bool:
+    """Whether the weight gradient walks along W (kernels longer across
+    than down), else along H."""
+    return kw > kh
+
+
+def _weight_grad_columns(
+    height: int, width: int, kh: int, kw: int, blocks: dict
+) -> int:
+    """Columns of ``BLOCK_X`` positions across the weight gradient's walk."""
+    across = height if _weight_grad_along_w(kh, kw) else width
+    return _cdiv(across, blocks['BLOCK_X'])
+
+
+def _weight_grad_tap_programs(kh: int, kw: int) -> int:
+    """Weight-gradient programs per split and channel block: blocks of 8
+    taps along the walk x taps across."""
+    along, across = (kw, kh) if _weight_grad_along_w(kh, kw) else (kh, kw)
+    return _cdiv(along, 8) * across
 
 
 def _tile_candidates(configs) -> List[dict]:
@@ -577,19 +597,20 @@ def _tile_candidates(configs) -> List[dict]:
 
 @dataclasses.dataclass(frozen=True)
 class WeightGradPlan:
-    """How a weight-gradient call splits its work (grid axis 0: ``runs x
-    tile_programs`` programs, each writing one row of the partial buffer).
+    """How a weight-gradient call splits its work: ``runs x
+    column_programs`` splits, each owning one row of the partial buffer
+    (written by its tap blocks' and channel blocks' programs).
 
     Attributes:
-        tile_programs (int): Programs per run of images; the tiles of
+        column_programs (int): Splits per run of images; the columns of
             positions are dealt round-robin to them.
         images_per_split (int): Images per run (the last may be short).
         runs (int): Runs of images, ``cdiv(N, images_per_split)``.
         partial_bytes (int): The fp32 partial buffer, ``runs x
-            tile_programs x kh x kw x CP x 4``.
+            column_programs x kh x kw x CP x 4``.
     """
 
-    tile_programs: int
+    column_programs: int
     images_per_split: int
     runs: int
     partial_bytes: int
@@ -605,18 +626,18 @@ def plan_weight_grad(
 ) -> WeightGradPlan:
     """Splits a weight-gradient call into programs within the buffer cap.
 
-    One program per tile of the coarsest candidate tiling at most (finer
-    tilings give each program several tiles, so that every candidate
+    One split per column of the coarsest candidate tiling at most (finer
+    tilings give each split several columns, so that every candidate
     writes the same rows), fewer when the cap allows fewer rows; then as
     many runs of images as it takes to give ``target_programs`` programs
-    (with ``cdiv(C, 32)`` channel blocks), within the cap and the batch.
+    (each split has ``cdiv(K_along, 8) x K_across`` tap programs and
+    ``cdiv(C, 32)`` channel blocks), within the cap and the batch.
 
     Args:
         shape (Sequence[int]): The input's ``(N, H, W, C)``.
         kh (int): Kernel height.
         kw (int): Kernel width.
-        candidates (Sequence[dict]): Candidate tiles (``BLOCK_H``,
-            ``BLOCK_W`` keys).
+        candidates (Sequence[dict]): Candidate tiles (``BLOCK_X`` key).
         target_programs (int): Programs wanted in all (a few per SM).
         max_partial_bytes (int, optional): The cap on the partial buffer
             (default :data:`_MAX_PARTIAL_BYTES`); one row is always
@@ -632,16 +653,27 @@ def plan_weight_grad(
         return WeightGradPlan(0, 0, 0, 0)
     row_bytes = 4 * kh * kw * padded_channels(channels)
     max_rows = max(1, max_partial_bytes // row_bytes)
-    coarsest = min(_tiles(height, width, blocks) for blocks in candidates)
-    tile_programs = min(coarsest, max_rows)
-    rows_wanted = _cdiv(target_programs, _cdiv(channels, _NOMINAL_BLOCK_C))
+    coarsest = min(
+        _weight_grad_columns(height, width, kh, kw, blocks)
+        for blocks in candidates
+    )
+    column_programs = min(coarsest, max_rows)
+    rows_wanted = _cdiv(
+        target_programs,
+        _cdiv(channels, _NOMINAL_BLOCK_C) * _weight_grad_tap_programs(kh, kw),
+    )
     runs = min(
-        batch, max_rows // tile_programs, _cdiv(rows_wanted, tile_programs)
+        batch,
+        max_rows // column_programs,
+        _cdiv(rows_wanted, column_programs),
     )
     images_per_split = _cdiv(batch, runs)
     runs = _cdiv(batch, images_per_split)
     return WeightGradPlan(
-        tile_programs, images_per_split, runs, tile_programs * runs * row_bytes
+        column_programs,
+        images_per_split,
+        runs,
+        column_programs * runs * row_bytes,
     )
 
 
@@ -727,21 +759,23 @@ def conv_weight_grad_nhwc(
     # candidate on the same buffer before the winner: the plan (grid and
     # rows written) does not depend on it.
     if interpret:
-        candidates = [INTERPRETER_BLOCKS]
+        candidates = [INTERPRETER_WEIGHT_GRAD_BLOCKS]
         target_programs = _INTERPRETER_PROGRAMS
     else:
         candidates = _tile_candidates(_WEIGHT_GRAD_CONFIGS)
         index = x.device.index if x.device.index is not None else 0
         target_programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
     plan = plan_weight_grad(x.shape, kh, kw, candidates, target_programs)
-    tile_programs, runs = plan.tile_programs, plan.runs
+    splits = plan.column_programs * plan.runs
+    tap_programs = _weight_grad_tap_programs(kh, kw)
+    flags = dict(ALONG_W=_weight_grad_along_w(kh, kw))
     extra = padded - channels
     x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
     grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
     # Every launched program writes all of its row; channels past the
     # grid's last block are left unwritten and not read.
     partial = torch.empty(
-        tile_programs * runs,
+        splits,
         kh * kw,
         padded,
         device=x.device,
@@ -755,13 +789,17 @@ def conv_weight_grad_nhwc(
     )
 
     def grid(meta):
-        return (tile_programs * runs, triton.cdiv(channels, meta['BLOCK_C']))
+        return (
+            splits * tap_programs,
+            triton.cdiv(channels, meta['BLOCK_C']),
+        )
 
     with _device_guard(x):
         if interpret:
-            weight_grad[grid(INTERPRETER_BLOCKS)](*args, **INTERPRETER_BLOCKS)
+            blocks = INTERPRETER_WEIGHT_GRAD_BLOCKS
+            weight_grad[grid(blocks)](*args, **flags, **blocks)
         else:
-            weight_grad[grid](*args)
+            weight_grad[grid](*args, **flags)
     grad = partial[:, :, :channels].sum(0)
     return grad.reshape(kh, kw, channels).permute(2, 0, 1).unsqueeze(1)
 
