@@ -7,10 +7,12 @@ seconds per pass. Tests marked ``cuda`` run it on a GPU against
 ``'reference'`` and skip without one.
 """
 
+import sys
+
 import pytest
 import torch
 
-from slak_mm.models import SLaK
+from slak_mm.models import LargeKernelConv, SLaK
 from slak_mm.models.backends import base, get_backend, use_backend
 from slak_mm.ops import triton_dwconv
 
@@ -96,6 +98,88 @@ def test_train_step_matches_reference(interpreter):
     model = tiny_slak()
     # Two images: train-mode BN needs two values on the 1 x 1 last map.
     compare_train_step(model, torch.randn(2, 3, 32, 32), 1e-4)
+
+
+@pytest.fixture
+def backward_ran(monkeypatch):
+    """The ``'triton'`` backend after one Triton backward on CPU in fp32
+    and bf16: training-mode modules take the shared-padding branch convs
+    (before it, each conv runs alone under the first backward's guard)."""
+    backend = get_backend('triton', 'cpu')
+    monkeypatch.setattr(backend, 'failed_cases', {})
+    monkeypatch.setattr(
+        backend,
+        '_backward_ran',
+        {
+            (torch.device('cpu'), dtype)
+            for dtype in (torch.float32, torch.bfloat16)
+        },
+    )
+
+
+def counting_map_pads(monkeypatch):
+    """Counts the padded map copies (4-D ``F.pad`` calls) that
+    :mod:`slak_mm.ops.triton_dwconv` makes."""
+    calls = []
+    pad = torch.nn.functional.pad
+
+    def counting_pad(x, *args, **kwargs):
+        caller = sys._getframe(1).f_code.co_filename
+        if x.dim() == 4 and caller == triton_dwconv.__file__:
+            calls.append(tuple(x.shape))
+        return pad(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, 'pad', counting_pad)
+    return calls
+
+
+@pytest.mark.parametrize(
+    'channels, copies',
+    [(10, 5), (64, 4)],
+    ids=['padded channels', 'aligned channels'],
+)
+@pytest.mark.parametrize(
+    'dtype, tol',
+    [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)],
+    ids=['fp32', 'bf16 autocast'],
+)
+def test_module_step_pads_each_map_once(
+    interpreter, backward_ran, monkeypatch, channels, copies, dtype, tol
+):
+    """One training step of a large-kernel module (three branch convs with
+    batch statistics): the input is padded once for the three forwards
+    and, when its channels are not a multiple of 64, once along channels
+    for the three weight gradients; each output gradient once for its
+    input and weight gradients. (One copy per kernel call made 12.) The
+    outputs and gradients are the fp32 reference's, with kernels longer
+    than the map."""
+    torch.manual_seed(0)
+    module = LargeKernelConv(channels, 13, small_kernel=5, backend='triton')
+    for branch in module._branches():
+        branch.bn.weight.data.uniform_(0.5, 1.5)
+        branch.bn.bias.data.uniform_(-0.5, 0.5)
+    module.train()
+    x = torch.randn(2, channels, 9, 6)
+    calls = counting_map_pads(monkeypatch)
+    results = {}
+    for backend in ('reference', 'triton'):
+        module.zero_grad(set_to_none=True)
+        images = x.clone().requires_grad_(True)
+        calls.clear()
+        autocast = torch.autocast(
+            'cpu', dtype=dtype, enabled=backend == 'triton'
+        )
+        with use_backend(module, backend), autocast:
+            out = module(images)
+        linear_loss([out]).backward()
+        grads = [images.grad] + [p.grad for p in module.parameters()]
+        results[backend] = (out.detach(), grads, len(calls))
+    out, grads, _ = results['reference']
+    triton_out, triton_grads, pads = results['triton']
+    assert pads == copies
+    relative_close(triton_out, out, tol)
+    for triton_grad, grad in zip(triton_grads, grads):
+        relative_close(triton_grad, grad, tol)
 
 
 def test_eval_pair_and_deploy_match_reference(interpreter, monkeypatch):

@@ -1,12 +1,13 @@
 """The ``'triton'`` backend under ``torch.compile``: the kernels kept.
 
 The Triton kernels are custom ops (``slak_mm::triton_depthwise_conv_same``,
-``triton_depthwise_conv_pair_same``, ``triton_depthwise_conv_weight_grad``)
+``triton_depthwise_conv_pair_same``, ``triton_depthwise_conv_weight_grad``,
+``triton_depthwise_conv_branches`` and its ``_backward``)
 so that ``torch.compile`` keeps them in one graph instead of running the
 standard convs. Without a GPU they run under Triton's interpreter on CPU
 tensors: each op passes ``torch.library.opcheck``, the backbone compiles
 with ``fullgraph=True`` to one graph holding the ops (the pair op in eval,
-the single conv in training), and ``aot_eager`` outputs and gradients
+the branch convs' op in training), and ``aot_eager`` outputs and gradients
 match eager, with the backward graph on the Triton gradient ops.
 """
 
@@ -33,6 +34,8 @@ CUSTOM_OPS = {
     'triton_depthwise_conv_same',
     'triton_depthwise_conv_pair_same',
     'triton_depthwise_conv_weight_grad',
+    'triton_depthwise_conv_branches',
+    'triton_depthwise_conv_branches_backward',
 }
 
 
@@ -94,10 +97,10 @@ def test_backbone_is_one_graph_with_the_triton_ops(
         graphs, op_calls, conv_groups = graph_ops(backbone, x)
     assert len(graphs) == 1
     blocks = sum(ARCH['depths'])
-    # Eval: the folded strips of each block in one pass; train: each
-    # conv+BN branch (vertical, horizontal, small) on the single conv.
+    # Eval: the folded strips of each block in one pass; train: the three
+    # branch convs (vertical, horizontal, small) of each block in one op.
     expected = (
-        {'triton_depthwise_conv_same': 3 * blocks}
+        {'triton_depthwise_conv_branches': blocks}
         if training
         else {'triton_depthwise_conv_pair_same': blocks}
     )
@@ -164,11 +167,10 @@ def test_aot_eager_matches_eager(interpreter, training):
     for name, grad in grads.items():
         relative_close(grad, expected_grads[name], 1e-5)
     if training:
-        # The backward runs the Triton input- and weight-gradient ops.
-        assert ops_seen['forward'] == {'triton_depthwise_conv_same'}
+        # The backward runs the branch convs' gradient op.
+        assert ops_seen['forward'] == {'triton_depthwise_conv_branches'}
         assert ops_seen['backward'] == {
-            'triton_depthwise_conv_same',
-            'triton_depthwise_conv_weight_grad',
+            'triton_depthwise_conv_branches_backward'
         }
     else:
         assert ops_seen['forward'] == {'triton_depthwise_conv_pair_same'}
@@ -216,6 +218,8 @@ def opcheck_cases():
     weight = torch.randn(6, 1, 5, 3, requires_grad=True)
     bias = torch.randn(6, requires_grad=True)
     vertical, horizontal = torch.randn(6, 1, 5, 3), torch.randn(6, 1, 3, 5)
+    small = torch.randn(6, 1, 3, 3, requires_grad=True)
+    horizontal_grad = horizontal.clone().requires_grad_()
     grad_out = channels_last(2, 6, 5, 7)
     return [
         ('triton_depthwise_conv_same', (x, weight, bias)),
@@ -232,6 +236,28 @@ def opcheck_cases():
             (x.detach().contiguous(), vertical, horizontal, None),
         ),
         ('triton_depthwise_conv_weight_grad', (x.detach(), grad_out, 5, 3)),
+        (
+            'triton_depthwise_conv_branches',
+            (x, [weight, horizontal_grad, small]),
+        ),
+        (
+            'triton_depthwise_conv_branches',
+            (x.detach().contiguous(), [vertical, horizontal]),
+        ),
+        (
+            'triton_depthwise_conv_branches_backward',
+            (
+                x.detach(),
+                [grad_out, grad_out],
+                [vertical, small.detach()],
+                True,
+                True,
+            ),
+        ),
+        (
+            'triton_depthwise_conv_branches_backward',
+            (x.detach(), [grad_out], [horizontal], False, True),
+        ),
     ]
 
 

@@ -246,29 +246,50 @@ SLAK_T_STAGES_512 = [
 @pytest.mark.parametrize('channels,side,large', SLAK_T_STAGES_512)
 def test_planned_bytes_at_slak_t_stages(channels, side, large):
     """Every conv of a large-kernel module (``K x 5``, ``5 x K``, ``5 x
-    5``) in bf16: the padded copies and results as laid out by the calls,
-    and the weight gradient's partial buffer within the cap (it grew with
-    the map before: 33 MB for 51 x 5 at 128^2 with 8 x 8 tiles)."""
+    5``) in bf16: the module's one input copy padded by ``K // 2`` on both
+    axes, each conv's padded output gradient, the input padded along
+    channels, the results, and the weight gradient's partial buffer
+    within the cap (it grew with the map before: 33 MB for 51 x 5 at
+    128^2 with 8 x 8 tiles)."""
     padded = triton_dwconv.padded_channels(channels)
+    halo = large // 2
+    padded_input = 16 * (side + 2 * halo) ** 2 * padded * 2
+    output = 16 * side * side * channels * 2
     for kh, kw in ((large, 5), (5, large), (5, 5)):
-        plans = triton_dwconv.plan_bytes((16, channels, side, side), (kh, kw))
-        padded_input = 16 * (side + kh - 1) * (side + kw - 1) * padded * 2
-        output = 16 * side * side * channels * 2
-        for call in ('forward', 'input_grad'):
-            assert plans[call] == dict(
-                padded_input=padded_input,
-                weights=4 * kh * kw * padded,
-                output=output,
-                total=padded_input + 4 * kh * kw * padded + output,
-            )
+        plans = triton_dwconv.plan_bytes(
+            (16, channels, side, side), (kh, kw), halo=(halo, halo)
+        )
+        taps = 4 * kh * kw * padded
+        padded_grad = 16 * (side + kh - 1) * (side + kw - 1) * padded * 2
+        assert plans['forward'] == dict(
+            padded_input=padded_input,
+            weights=taps,
+            output=output,
+            total=padded_input + taps + output,
+        )
+        assert plans['input_grad'] == dict(
+            padded_grad=padded_grad,
+            weights=taps,
+            output=output,
+            total=padded_grad + taps + output,
+        )
         weight_grad = plans['weight_grad']
-        assert weight_grad['padded_input'] == padded_input
-        assert weight_grad['padded_grad'] == 16 * side * side * padded * 2
+        assert weight_grad['padded_grad'] == padded_grad
+        assert weight_grad['input_rows'] == 16 * side * side * padded * 2
         row = 4 * kh * kw * padded
         assert weight_grad['partial'] % row == 0
         assert weight_grad['partial'] <= triton_dwconv._MAX_PARTIAL_BYTES
     stage_0_strip = triton_dwconv.plan_bytes((16, 124, 128, 128), (51, 5))
     assert stage_0_strip['weight_grad']['partial'] == 522_240
+    # A single conv's input copy is padded by its own halves.
+    assert stage_0_strip['forward']['padded_input'] == (
+        16 * (128 + 50) * (128 + 4) * 128 * 2
+    )
+
+
+def test_planned_input_rows_vanish_for_aligned_channels():
+    plans = triton_dwconv.plan_bytes((2, 128, 16, 16), (13, 5))
+    assert plans['weight_grad']['input_rows'] == 0
 
 
 @pytest.mark.parametrize('side', [128, 512])

@@ -230,8 +230,13 @@ class LargeKernelConv(UsesBackend, nn.Module):
             # into the strips, leaving two convs instead of three plus BNs.
             kernels = list(self._fold_kernels().values())
         else:
-            # Batch statistics need every branch's own output.
-            outs = [branch(x, backend) for branch in self._branches()]
+            # Batch statistics need every branch's own output; the backend
+            # computes the branch convs together (they share one input).
+            branches = self._branches()
+            convs = backend.depthwise_convs(
+                x, [branch.conv.weight for branch in branches]
+            )
+            outs = [branch.bn(out) for branch, out in zip(branches, convs)]
             return sum(outs[1:], outs[0])
         return backend.depthwise_conv_sum(x, kernels)
 

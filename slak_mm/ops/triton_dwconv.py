@@ -38,6 +38,11 @@ layout copy):
   bias=None)``: two convs summed (plus bias) in one kernel pass when no
   gradient is needed (``slak_mm::triton_depthwise_conv_pair_same``), two
   differentiable convs otherwise;
+- :func:`depthwise_conv_branches_triton` ``(x, weights)``: bias-free
+  convs of one input, one output each, differentiable, reading one padded
+  copy of ``x`` (``slak_mm::triton_depthwise_conv_branches``, backward
+  ``..._branches_backward``: each output gradient padded once for both of
+  its gradients, the training-mode branches of a large-kernel module);
 - :func:`available` ``(device=None)``: whether they can run.
 
 The kernels are custom ops (``torch.library.custom_op``) with fake
@@ -377,6 +382,22 @@ def _device_guard(x: torch.Tensor):
     return contextlib.nullcontext()
 
 
+def pad_map(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """The zero-padded copy of a map that the kernels read.
+
+    Args:
+        x (Tensor): ``(N, H, W, C)`` contiguous.
+        pad_h (int): Rows of zeros above and below the map.
+        pad_w (int): Columns of zeros left and right of the map.
+
+    Returns:
+        Tensor: ``(N, H + 2 pad_h, W + 2 pad_w, CP)`` contiguous, channels
+        zero-padded to ``CP = padded_channels(C)``.
+    """
+    extra = padded_channels(x.shape[3]) - x.shape[3]
+    return F.pad(x, (0, extra, pad_w, pad_w, pad_h, pad_h))
+
+
 def conv_forward_nhwc(
     x: torch.Tensor,
     weights: List[torch.Tensor],
@@ -393,18 +414,54 @@ def conv_forward_nhwc(
     Returns:
         Tensor: ``(N, H, W, C)`` contiguous, dtype of ``x``.
     """
-    interpret = _use_interpreter(x)
+    _use_interpreter(x)
+    if x.numel() == 0:
+        return torch.empty_like(x)
+    pad_h = max(w.shape[2] for w in weights) // 2
+    pad_w = max(w.shape[3] for w in weights) // 2
+    # The "same" zero padding and the channel padding, in one copy.
+    return conv_forward_padded(
+        pad_map(x, pad_h, pad_w), x.shape, weights, bias
+    )
+
+
+def conv_forward_padded(
+    x_padded: torch.Tensor,
+    shape: Sequence[int],
+    weights: List[torch.Tensor],
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """:func:`conv_forward_nhwc` of a map already padded by
+    :func:`pad_map`, by at least each kernel's half on each axis (so that
+    one copy can serve several convs).
+
+    Args:
+        x_padded (Tensor): ``(N, H + 2 PH, W + 2 PW, CP)`` contiguous,
+            ``PH >= kh // 2`` and ``PW >= kw // 2`` for every kernel.
+        shape (Sequence[int]): The map's ``(N, H, W, C)``.
+        weights (list[Tensor]): One or two kernels ``(C, 1, kh, kw)``, odd
+            sizes, already cropped to the reachable window.
+        bias (Tensor, optional): ``(C,)``.
+
+    Returns:
+        Tensor: ``(N, H, W, C)`` contiguous, dtype of ``x_padded``.
+    """
+    interpret = _use_interpreter(x_padded)
     forward, _, strip_forward = _kernels(interpret)
-    batch, height, width, channels = x.shape
-    out = torch.empty_like(x)
+    batch, height, width, channels = shape
+    out = x_padded.new_empty(shape)
     if out.numel() == 0:
         return out
+    halo = (
+        (x_padded.shape[1] - height) // 2,
+        (x_padded.shape[2] - width) // 2,
+    )
     if uses_strip_kernel([w.shape[2:] for w in weights]):
-        return _strip_forward(strip_forward, interpret, x, weights[0], bias)
-    scalars = forward_scalars(x.shape, [w.shape[2:] for w in weights])
-    padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
-    # The "same" zero padding and the channel padding, in one copy.
-    x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
+        return _strip_forward(
+            strip_forward, interpret, x_padded, shape, halo, weights[0], bias
+        )
+    scalars = forward_scalars(shape, [w.shape[2:] for w in weights], halo)
+    padded = scalars['CP']
     first = _taps_last(weights[0], padded)
     second = _taps_last(weights[1], padded) if len(weights) > 1 else first
     if bias is not None:
@@ -425,7 +482,7 @@ def conv_forward_nhwc(
         )
         return (batch * tiles, triton.cdiv(channels, meta['BLOCK_C']))
 
-    with _device_guard(x):
+    with _device_guard(x_padded):
         if interpret:
             forward[grid(INTERPRETER_BLOCKS)](
                 *args, **flags, **INTERPRETER_BLOCKS
@@ -443,12 +500,15 @@ def uses_strip_kernel(kernels: Sequence[Sequence[int]]) -> bool:
 
 
 def strip_scalars(
-    shape: Sequence[int], kernel: Sequence[int]
+    shape: Sequence[int],
+    kernel: Sequence[int],
+    halo: Optional[Sequence[int]] = None,
 ) -> Dict[str, int]:
     """The integer arguments of :func:`dwconv_strip_forward_kernel`, by
     name, in the kernel's order (``shape``: the input's ``(N, H, W, C)``,
-    ``kernel``: the cropped ``(kh, kw)``)."""
-    scalars = forward_scalars(shape, [kernel])
+    ``kernel``: the cropped ``(kh, kw)``, ``halo``: the input's padding
+    ``(PH, PW)``, by default the kernel's halves)."""
+    scalars = forward_scalars(shape, [kernel], halo)
     for name in ('KH2', 'KW2'):
         del scalars[name]
     scalars['KH'], scalars['KW'] = scalars.pop('KH1'), scalars.pop('KW1')
@@ -460,21 +520,23 @@ def strip_scalars(
 def _strip_forward(
     kernel,
     interpret: bool,
-    x: torch.Tensor,
+    x_padded: torch.Tensor,
+    shape: Sequence[int],
+    halo: Sequence[int],
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """:func:`conv_forward_nhwc` of one long kernel on the sliding-window
-    kernel (same arguments, ``x`` non-empty)."""
-    batch, height, width, channels = x.shape
+    """:func:`conv_forward_padded` of one long kernel on the sliding-window
+    kernel (same arguments, the map non-empty; ``halo``: the padding
+    ``(PH, PW)`` of ``x_padded``)."""
+    batch, height, width, channels = shape
     kh, kw = weight.shape[2:]
-    scalars = strip_scalars(x.shape, (kh, kw))
-    padded, pad_h, pad_w = scalars['CP'], scalars['PH'], scalars['PW']
-    x_padded = F.pad(x, (0, padded - channels, pad_w, pad_w, pad_h, pad_h))
+    scalars = strip_scalars(shape, (kh, kw), halo)
+    padded = scalars['CP']
     taps = _taps_last(weight, padded)
     if bias is not None:
         bias = F.pad(bias, (0, padded - channels))
-    out = torch.empty_like(x)
+    out = x_padded.new_empty(shape)
     along_w = kw > kh
     length, across = (width, height) if along_w else (height, width)
     args = (x_padded, taps, bias if bias is not None else taps, out)
@@ -484,7 +546,7 @@ def _strip_forward(
         tiles = triton.cdiv(length, 8) * triton.cdiv(across, meta['BLOCK_X'])
         return (batch * tiles, triton.cdiv(channels, meta['BLOCK_C']))
 
-    with _device_guard(x):
+    with _device_guard(x_padded):
         if interpret:
             blocks = INTERPRETER_STRIP_BLOCKS
             kernel[grid(blocks)](*args, *scalars.values(), **flags, **blocks)
@@ -506,7 +568,9 @@ def size_class(length: int) -> int:
 
 
 def forward_scalars(
-    shape: Sequence[int], kernels: Sequence[Sequence[int]]
+    shape: Sequence[int],
+    kernels: Sequence[Sequence[int]],
+    halo: Optional[Sequence[int]] = None,
 ) -> Dict[str, int]:
     """The integer arguments of :func:`dwconv_forward_kernel`, by name.
 
@@ -514,20 +578,27 @@ def forward_scalars(
         shape (Sequence[int]): The input's ``(N, H, W, C)``.
         kernels (Sequence[Sequence[int]]): One or two ``(kh, kw)``,
             already cropped (a single kernel stands in for both).
+        halo (Sequence[int], optional): The padded input's ``(PH, PW)``
+            (at least the kernels' halves); by default the largest halves.
 
     Returns:
         dict: ``N`` ... ``TUNE_W`` in the kernel's order.
     """
     batch, height, width, channels = shape
     first, second = kernels[0], kernels[-1]
+    if halo is None:
+        halo = (
+            max(kh for kh, _ in kernels) // 2,
+            max(kw for _, kw in kernels) // 2,
+        )
     return dict(
         N=batch,
         H=height,
         W=width,
         C=channels,
         CP=padded_channels(channels),
-        PH=max(kh for kh, _ in kernels) // 2,
-        PW=max(kw for _, kw in kernels) // 2,
+        PH=halo[0],
+        PW=halo[1],
         KH1=first[0],
         KW1=first[1],
         KH2=second[0],
@@ -682,8 +753,11 @@ def plan_bytes(
     kernel: Sequence[int],
     dtype: torch.dtype = torch.bfloat16,
     multiprocessors: int = _DEFAULT_MULTIPROCESSORS,
+    halo: Optional[Sequence[int]] = None,
 ) -> Dict[str, Dict[str, int]]:
-    """Bytes that each kernel call of one conv allocates on the CUDA path.
+    """Bytes live for each kernel call of one conv on the CUDA path, as
+    a branch conv of a large-kernel module in training runs it
+    (:func:`depthwise_conv_branches_triton`).
 
     Args:
         shape (Sequence[int]): The input's ``(N, C, H, W)``.
@@ -691,27 +765,41 @@ def plan_bytes(
         dtype (torch.dtype): The maps' dtype (bf16 under autocast).
         multiprocessors (int): SMs of the GPU (sizes the weight-gradient
             split).
+        halo (Sequence[int], optional): The padding ``(PH, PW)`` of the
+            forward's input copy, which the module's convs share: the
+            largest halves of their cropped kernels. Defaults to this
+            kernel's own.
 
     Returns:
         dict: For ``'forward'``, ``'input_grad'`` and ``'weight_grad'``,
-        a dict from allocation to bytes: the padded map copies, the
-        taps-last weights (fp32), the partial buffer and the results
+        a dict from allocation to bytes, and ``'total'``:
+        ``'padded_input'`` (the input padded by ``halo`` and along
+        channels: one copy per module step, shared by its forwards),
+        ``'padded_grad'`` (the output gradient padded by the kernel's
+        halves: one per conv, made for the input gradient and read by the
+        weight gradient), ``'input_rows'`` (the input padded along
+        channels only: one per module step, shared by its weight
+        gradients; 0 when C is a multiple of 64), the taps-last weights
+        (fp32), the weight gradient's partial buffer and the results
         (``'output'``: the conv's output or the input gradient, in
-        ``dtype``; ``'weight_grad'``: fp32 sums), and ``'total'``.
+        ``dtype``; ``'weight_grad'``: fp32 sums).
     """
     batch, channels, height, width = shape
     crop = reachable_taps(torch.empty(0, 1, *kernel), height, width)
     kh, kw = crop.shape[2:]
+    if halo is None:
+        halo = (kh // 2, kw // 2)
     padded = padded_channels(channels)
     item = torch.empty(0, dtype=dtype).element_size()
-    padded_input = batch * (height + kh - 1) * (width + kw - 1) * padded * item
+    padded_input = (
+        batch * (height + 2 * halo[0]) * (width + 2 * halo[1]) * padded * item
+    )
+    padded_grad = batch * (height + kh - 1) * (width + kw - 1) * padded * item
     taps = 4 * kh * kw * padded
     output = batch * height * width * channels * item
     plans = dict(
         forward=dict(padded_input=padded_input, weights=taps, output=output),
-        input_grad=dict(
-            padded_input=padded_input, weights=taps, output=output
-        ),
+        input_grad=dict(padded_grad=padded_grad, weights=taps, output=output),
     )
     if batch * height * width * channels == 0:
         plans['weight_grad'] = dict(weight_grad=4 * kh * kw * channels)
@@ -723,10 +811,10 @@ def plan_bytes(
             _tile_candidates(_WEIGHT_GRAD_CONFIGS),
             _PROGRAMS_PER_SM * multiprocessors,
         )
-        padded_grad = batch * height * width * padded * item
+        input_rows = batch * height * width * padded * item
         plans['weight_grad'] = dict(
-            padded_input=padded_input,
-            padded_grad=padded_grad if padded != channels else 0,
+            padded_grad=padded_grad,
+            input_rows=input_rows if padded != channels else 0,
             partial=plan.partial_bytes,
             weight_grad=4 * kh * kw * channels,
         )
@@ -736,23 +824,36 @@ def plan_bytes(
 
 
 def conv_weight_grad_nhwc(
-    x: torch.Tensor, grad_out: torch.Tensor, kh: int, kw: int
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    kh: int,
+    kw: int,
+    channels: Optional[int] = None,
 ) -> torch.Tensor:
     """Weight gradient of a "same" depthwise conv with a ``kh x kw`` kernel.
 
     Args:
-        x (Tensor): Input, ``(N, H, W, C)`` contiguous.
-        grad_out (Tensor): Output gradient, ``(N, H, W, C)`` contiguous.
+        x (Tensor): Input, ``(N, H, W, C)`` contiguous; with ``channels``,
+            already padded by :func:`pad_map` with ``(kh // 2, kw // 2)``.
+        grad_out (Tensor): Output gradient, ``(N, H, W, C)`` contiguous;
+            with ``channels``, already padded along channels, ``(N, H, W,
+            CP)``.
         kh (int): Kernel height (odd, ``<= 2H - 1``).
         kw (int): Kernel width (odd, ``<= 2W - 1``).
+        channels (int, optional): C, given when the maps come padded.
 
     Returns:
         Tensor: ``(C, 1, kh, kw)`` in fp32.
     """
     interpret = _use_interpreter(x)
     _, weight_grad, _ = _kernels(interpret)
-    batch, height, width, channels = x.shape
-    if x.numel() == 0:  # An empty batch: nothing to sum, and no launch.
+    come_padded = channels is not None
+    if channels is None:
+        channels = x.shape[3]
+    batch, height, width = grad_out.shape[:3]
+    shape = (batch, height, width, channels)
+    if batch * height * width * channels == 0:
+        # An empty batch: nothing to sum, and no launch.
         return x.new_zeros(channels, 1, kh, kw, dtype=torch.float32)
     padded = padded_channels(channels)
     # The tiling is the autotuner's choice, and the autotuner runs every
@@ -765,13 +866,16 @@ def conv_weight_grad_nhwc(
         candidates = _tile_candidates(_WEIGHT_GRAD_CONFIGS)
         index = x.device.index if x.device.index is not None else 0
         target_programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
-    plan = plan_weight_grad(x.shape, kh, kw, candidates, target_programs)
+    plan = plan_weight_grad(shape, kh, kw, candidates, target_programs)
     splits = plan.column_programs * plan.runs
     tap_programs = _weight_grad_tap_programs(kh, kw)
     flags = dict(ALONG_W=_weight_grad_along_w(kh, kw))
     extra = padded - channels
-    x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
-    grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
+    if come_padded:
+        x_padded, grad_padded = x, grad_out
+    else:
+        x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
+        grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
     # Every launched program writes all of its row; channels past the
     # grid's last block are left unwritten and not read.
     partial = torch.empty(
@@ -785,7 +889,7 @@ def conv_weight_grad_nhwc(
         x_padded,
         grad_padded,
         partial,
-        *weight_grad_scalars(x.shape, kh, kw, plan).values(),
+        *weight_grad_scalars(shape, kh, kw, plan).values(),
     )
 
     def grid(meta):
@@ -895,6 +999,143 @@ triton_depthwise_conv_same.register_autograd(
 
 
 @torch.library.custom_op(
+    'slak_mm::triton_depthwise_conv_branches', mutates_args=()
+)
+def triton_depthwise_conv_branches(
+    x: torch.Tensor, weights: List[torch.Tensor]
+) -> List[torch.Tensor]:
+    """Bias-free "same" depthwise convs of one input, one output each, all
+    reading one padded copy of ``x`` (padded by the largest halves).
+
+    ``x`` ``(N, C, H, W)``, ``weights`` ``(C, 1, kh, kw)`` each, already
+    cropped; no autocast inside (see
+    :func:`depthwise_conv_branches_triton`). Returns one ``(N, C, H, W)``
+    per weight, channels-last memory, dtype of ``x``.
+    """
+    _use_interpreter(x)
+    x = _nhwc(x)
+    if x.numel() == 0:
+        return [torch.empty_like(x).permute(0, 3, 1, 2) for _ in weights]
+    x_padded = pad_map(
+        x,
+        max(w.shape[2] for w in weights) // 2,
+        max(w.shape[3] for w in weights) // 2,
+    )
+    return [
+        conv_forward_padded(x_padded, x.shape, [weight]).permute(0, 3, 1, 2)
+        for weight in weights
+    ]
+
+
+@triton_depthwise_conv_branches.register_fake
+def _(x, weights):
+    return [_channels_last_like(x, x.dtype) for _ in weights]
+
+
+@torch.library.custom_op(
+    'slak_mm::triton_depthwise_conv_branches_backward', mutates_args=()
+)
+def triton_depthwise_conv_branches_backward(
+    x: torch.Tensor,
+    grad_outs: List[torch.Tensor],
+    weights: List[torch.Tensor],
+    input_grad: bool,
+    weight_grad: bool,
+) -> List[torch.Tensor]:
+    """The gradients of :func:`triton_depthwise_conv_branches`.
+
+    Each output gradient is padded once, by its kernel's halves, and that
+    copy serves both of its gradients: the input gradient is the forward
+    kernel with the flipped weights on it, and the weight gradient is the
+    weight-gradient kernel with the roles of the maps swapped (the padded
+    output gradient read tap by tap, the input padded along channels only,
+    one copy for all the weights), which gives the taps flipped.
+
+    Args:
+        x (Tensor): The input, ``(N, C, H, W)``.
+        grad_outs (list[Tensor]): One ``(N, C, H, W)`` per weight, dtype
+            of ``x``.
+        weights (list[Tensor]): ``(C, 1, kh, kw)`` each, already cropped.
+        input_grad (bool): Compute the input gradient.
+        weight_grad (bool): Compute the weight gradients.
+
+    Returns:
+        list[Tensor]: The input gradient ``(N, C, H, W)`` (channels-last
+        memory, dtype of ``x``) if ``input_grad``, then, if
+        ``weight_grad``, one ``(C, 1, kh, kw)`` fp32 per weight.
+    """
+    _use_interpreter(x)
+    x = _nhwc(x)
+    shape = x.shape
+    channels = shape[3]
+    grad_x = torch.zeros_like(x) if x.numel() == 0 else None
+    x_rows = None
+    weight_grads = []
+    for grad_out, weight in zip(grad_outs, weights):
+        kh, kw = weight.shape[2:]
+        grad_padded = pad_map(_nhwc(grad_out), kh // 2, kw // 2)
+        if input_grad and grad_x is None:
+            grad_x = conv_forward_padded(
+                grad_padded, shape, [weight.flip(2, 3)]
+            )
+        elif input_grad:
+            grad_x += conv_forward_padded(
+                grad_padded, shape, [weight.flip(2, 3)]
+            )
+        if weight_grad:
+            if x_rows is None:
+                aligned = padded_channels(channels) == channels
+                x_rows = x if aligned else pad_map(x, 0, 0)
+            # sum x[p] * grad[p - tap] is the kernel's sum grad[p] *
+            # x[p + tap] with the maps swapped: the taps come flipped.
+            swapped = conv_weight_grad_nhwc(
+                grad_padded, x_rows, kh, kw, channels=channels
+            )
+            weight_grads.append(swapped.flip(2, 3).contiguous())
+        del grad_padded  # one padded gradient alive at a time
+    results = [grad_x.permute(0, 3, 1, 2)] if input_grad else []
+    return results + weight_grads
+
+
+@triton_depthwise_conv_branches_backward.register_fake
+def _(x, grad_outs, weights, input_grad, weight_grad):
+    results = [_channels_last_like(x, x.dtype)] if input_grad else []
+    if weight_grad:
+        results += [
+            x.new_empty(x.shape[1], 1, *w.shape[2:], dtype=torch.float32)
+            for w in weights
+        ]
+    return results
+
+
+def _branches_setup(ctx, inputs, output):
+    x, weights = inputs
+    ctx.save_for_backward(x, *weights)
+
+
+def _branches_backward(ctx, grad_outs):
+    x, *weights = ctx.saved_tensors
+    input_grad = ctx.needs_input_grad[0]
+    weight_grad = any(ctx.needs_input_grad[1])
+    # Read in the input's dtype, as in the single conv's backward.
+    grad_outs = [g.to(x.dtype) for g in grad_outs]
+    grads = triton_depthwise_conv_branches_backward(
+        x, grad_outs, weights, input_grad, weight_grad
+    )
+    grad_x = grads.pop(0) if input_grad else None
+    if not weight_grad:
+        return grad_x, [None] * len(weights)
+    return grad_x, [
+        grad.to(weight.dtype) for grad, weight in zip(grads, weights)
+    ]
+
+
+triton_depthwise_conv_branches.register_autograd(
+    _branches_backward, setup_context=_branches_setup
+)
+
+
+@torch.library.custom_op(
     'slak_mm::triton_depthwise_conv_pair_same', mutates_args=()
 )
 def triton_depthwise_conv_pair_same(
@@ -953,6 +1194,33 @@ def depthwise_conv_same_triton(
     check_inputs(x, [weight], bias)
     weight = reachable_taps(weight, *x.shape[2:])
     return triton_depthwise_conv_same(x, weight, bias)
+
+
+def depthwise_conv_branches_triton(
+    x: torch.Tensor, weights: Sequence[torch.Tensor]
+) -> List[torch.Tensor]:
+    """Bias-free "same" depthwise convs of one input, on Triton.
+
+    The branch convs of a training-mode large-kernel module (``K x s``,
+    ``s x K``, ``s x s``; each followed by its own batch norm): the same as
+    one :func:`depthwise_conv_same_triton` per weight, differentiable, but
+    the forward pads ``x`` once for all of them and the backward pads each
+    output gradient once for both of its gradients and ``x`` (along
+    channels) once for all the weight gradients.
+
+    Args:
+        x (Tensor): ``(N, C, H, W)`` (see :func:`depthwise_conv_same_triton`).
+        weights (Sequence[Tensor]): ``(C, 1, kh, kw)`` each, odd sizes.
+
+    Returns:
+        list[Tensor]: One ``(N, C, H, W)`` per weight, channels-last
+        memory, dtype of ``x``.
+    """
+    x = _autocast_input(x)
+    check_inputs(x, weights, None)
+    height, width = x.shape[2:]
+    cropped = [reachable_taps(w, height, width) for w in weights]
+    return triton_depthwise_conv_branches(x, cropped)
 
 
 def depthwise_conv_pair_same_triton(

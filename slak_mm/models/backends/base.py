@@ -2,7 +2,7 @@
 
 import contextlib
 import functools
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -74,6 +74,22 @@ class Backend:
         """The conv of :meth:`depthwise_conv` without ``accumulate``: what a
         backend replaces to run its own kernel."""
         return same_depthwise_conv(x, weight, bias)
+
+    def depthwise_convs(
+        self, x: torch.Tensor, weights: Sequence[torch.Tensor]
+    ) -> List[torch.Tensor]:
+        """Bias-free "same" depthwise convs of one input, one output per
+        weight (the branches of a large-kernel module with batch
+        statistics, each followed by its own batch norm).
+
+        Args:
+            x (Tensor): ``(N, C, H, W)``.
+            weights (Sequence[Tensor]): ``(C, 1, kh, kw)`` each.
+
+        Returns:
+            list[Tensor]: One ``(N, C, H, W)`` per weight.
+        """
+        return [self.depthwise_conv(x, weight) for weight in weights]
 
     def depthwise_conv_sum(
         self,

@@ -1,11 +1,16 @@
 """``'triton'``: the depthwise convs on the Triton kernels, for CUDA.
 
-- Every depthwise conv (the conv+BN branches in training, a single fused
-  kernel) runs on
+- Every depthwise conv runs on
   :func:`~slak_mm.ops.triton_dwconv.depthwise_conv_same_triton`: forward,
   input gradient and weight gradient as Triton kernels, kernels cropped to
   the window that can reach the map, fp32 accumulation for fp32, bf16 and
-  fp16 maps (under autocast the input is cast as for ``F.conv2d``).
+  fp16 maps (under autocast the input is cast as for ``F.conv2d``). The
+  conv+BN branches of a training-mode large-kernel module run their convs
+  together
+  (:func:`~slak_mm.ops.triton_dwconv.depthwise_conv_branches_triton`: one
+  padded copy of the input for the three, one of each output gradient
+  for both of its gradients), except in the first backward of a device
+  and dtype, which runs them one at a time under its guard.
 - The two folded strips of an eval-mode (or deploy) large-kernel module
   and their biases run in one kernel pass
   (:func:`~slak_mm.ops.triton_dwconv.depthwise_conv_pair_same_triton`; two
@@ -15,7 +20,8 @@
   everything else are the standard PyTorch ops of ``'native'``. While
   tracing, scripting or exporting, the standard ops run as in
   ``'native'``; ``torch.compile`` keeps the Triton kernels, which are
-  custom ops (``slak_mm::triton_depthwise_conv_same`` and
+  custom ops (``slak_mm::triton_depthwise_conv_same``,
+  ``slak_mm::triton_depthwise_conv_branches`` and
   ``slak_mm::triton_depthwise_conv_pair_same``, opaque to inductor).
 
 ``'auto'`` picks it on CUDA when Triton imports (it ships with the CUDA
@@ -213,6 +219,33 @@ class TritonBackend(NativeBackend):
                 raise
             self.handle_failure(error, forward_case)
             return super().conv_same(x, weight, bias)
+
+    def depthwise_convs(self, x, weights):
+        if len(weights) < 2 or is_exporting():
+            return super().depthwise_convs(x, weights)
+        dtype = compute_dtype(x)
+        forward_case = (x.device, dtype, 'conv')
+        backward_case = (x.device, dtype, 'conv backward')
+        needs_grad = _needs_grad(x, *weights)
+        if (
+            forward_case in self.failed_cases
+            or (needs_grad and backward_case in self.failed_cases)
+            or (
+                needs_grad
+                and backward_case[:2] not in self._backward_ran
+                and not torch.compiler.is_compiling()
+            )
+        ):
+            # One conv at a time, each with its fallback and (until one
+            # Triton backward ran) the guard of the first backward.
+            return super().depthwise_convs(x, weights)
+        try:
+            return triton_dwconv.depthwise_conv_branches_triton(x, weights)
+        except Exception as error:
+            if not is_compile_or_launch_failure(error):
+                raise
+            self.handle_failure(error, forward_case)
+            return super().depthwise_convs(x, weights)
 
     def depthwise_conv_sum(self, x, kernels):
         if len(kernels) != 2 or is_exporting():
