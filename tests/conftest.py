@@ -62,10 +62,12 @@ def relative_close(actual, expected, rtol=1e-5):
     assert error <= rtol, f'relative error {error:.3g} > {rtol}'
 
 
-def run_module(module, x, grad_out):
-    """Returns the output and the gradients of input and parameters."""
+def run_module(module, x, grad_out, backend=None):
+    """Returns the output and the gradients of input and parameters;
+    ``backend`` is passed to the forward of a block or large-kernel module
+    (their own default, ``'auto'``, when None)."""
     x = x.clone().requires_grad_(True)
-    out = module(x)
+    out = module(x) if backend is None else module(x, backend)
     out.backward(grad_out)
     grads = {'input': x.grad}
     grads.update(

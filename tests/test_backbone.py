@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from slak_mm.models import SLaK
+from slak_mm.models import DropPath, SLaK
+from slak_mm.models.settings import SLaKArchSettings
 
 from .conftest import TINY_ARCH, randomize_batch_norms
 
@@ -278,3 +281,37 @@ def test_default_init_is_truncated_normal():
     assert 0.017 < weight.std() < 0.023
     assert abs(weight.mean()) < 0.002
     assert model.stages[2][0].pointwise_conv1.bias.abs().sum() == 0
+
+
+def test_arch_settings_are_checked_once_and_frozen():
+    """The backbone builds from one checked, normalised settings object."""
+    settings = SLaKArchSettings(
+        arch='s', kernel_sizes=(13, 11, 9, 7), out_indices=(3, -1, 0)
+    )
+    assert settings.depths == [3, 3, 27, 3]
+    assert settings.channels == [124, 249, 499, 998]
+    assert (settings.kernel_sizes, settings.out_indices) == (
+        [13, 11, 9, 7],
+        [0, 3],
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.width_factor = 2.0
+    # A copy with a change is checked again.
+    with pytest.raises(ValueError, match='frozen_stages must be in'):
+        dataclasses.replace(settings, frozen_stages=5)
+    model = SLaK(arch=TINY_ARCH, out_indices=(-1, 1), frozen_stages=1)
+    assert model.settings == SLaKArchSettings(
+        arch=TINY_ARCH, out_indices=(-1, 1), frozen_stages=1
+    )
+    assert (model.out_indices, model.channels) == (
+        model.settings.out_indices,
+        model.settings.channels,
+    )
+    # The stochastic depth rate is checked by the one range check that
+    # also guards DropPath.
+    with pytest.raises(ValueError, match=r'drop_prob must be in \[0, 1\)'):
+        DropPath(1.0)
+    with pytest.raises(
+        ValueError, match=r'drop_path_rate must be in \[0, 1\), got -0.1'
+    ):
+        SLaKArchSettings(drop_path_rate=-0.1)

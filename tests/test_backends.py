@@ -9,14 +9,16 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from slak_mm.models import SLaK
+from slak_mm.models import SLaK, SLaKBlock
 from slak_mm.models.backends import (
     Backend,
     backend_names,
     get_backend,
     reachable_kernel,
+    resolve_backend,
     set_backend,
     use_backend,
 )
@@ -137,18 +139,17 @@ def test_conv_sum_and_accumulate_match_conv2d(kernel, height, width):
 @pytest.mark.parametrize('train', [True, False])
 def test_large_kernel_module_matches_reference(kernel, height, width, train):
     """Whole module: BN in batch-statistics mode or folded (eval mode)."""
-    reference = LargeKernelConv(4, kernel, 5, backend='reference')
+    reference = LargeKernelConv(4, kernel, 5)
     randomize_batch_norms(reference)
     reference.train(train)
     x = torch.randn(2, 4, height, width)
     grad_out = torch.randn(2, 4, height, width)
     expected, expected_grads = run_module(
-        copy.deepcopy(reference), x, grad_out
+        copy.deepcopy(reference), x, grad_out, 'reference'
     )
     for name in FAST_BACKENDS:
         module = copy.deepcopy(reference)
-        set_backend(module, name)
-        out, grads = run_module(module, x, grad_out)
+        out, grads = run_module(module, x, grad_out, name)
         relative_close(out, expected)
         assert grads.keys() == expected_grads.keys()
         for name in grads:
@@ -157,19 +158,17 @@ def test_large_kernel_module_matches_reference(kernel, height, width, train):
 
 @pytest.mark.parametrize('decompose', [True, False])
 def test_deploy_and_not_decomposed_match_reference(decompose):
-    kwargs = dict(decompose=decompose, backend='reference')
-    reference = LargeKernelConv(4, 13, 5, **kwargs)
+    reference = LargeKernelConv(4, 13, 5, decompose=decompose)
     randomize_batch_norms(reference)
     reference.eval()
     fast = copy.deepcopy(reference)
-    set_backend(fast, 'auto')
     x = torch.randn(2, 4, 11, 6)
     with torch.no_grad():
-        expected = reference(x)
+        expected = reference(x, 'reference')
         relative_close(fast(x), expected)
         reference.switch_to_deploy()
         fast.switch_to_deploy()
-        relative_close(reference(x), expected)
+        relative_close(reference(x, 'reference'), expected)
         relative_close(fast(x), expected)
 
 
@@ -216,10 +215,9 @@ def test_masked_weights_stay_masked_and_get_gradients():
     with torch.no_grad():
         weight.mul_(mask)
     reference = copy.deepcopy(module)
-    set_backend(reference, 'reference')
     x = torch.randn(2, 3, 9, 9)
     module(x).square().sum().backward()
-    reference(x).square().sum().backward()
+    reference(x, 'reference').square().sum().backward()
     assert weight.grad is not None and weight.grad.shape == weight.shape
     relative_close(weight.grad, reference.vertical.conv.weight.grad)
 
@@ -248,28 +246,27 @@ def test_conv_grad_weight_matches_autograd(kernel_size):
 def test_eval_fold_follows_every_parameter_change():
     """The eval-mode fold sees in-place updates, also those made through
     ``.data`` (no version bump), as mmengine's EMAHook swaps weights."""
-    reference = LargeKernelConv(4, 13, 5, backend='reference')
+    reference = LargeKernelConv(4, 13, 5)
     randomize_batch_norms(reference)
     reference.eval()
     fast = copy.deepcopy(reference)
-    set_backend(fast, 'auto')
     x = torch.randn(2, 4, 9, 8)
     with torch.no_grad():
-        relative_close(fast(x), reference(x))
+        relative_close(fast(x), reference(x, 'reference'))
         for module in (reference, fast):
             module.vertical.conv.weight.data.add_(0.5)
             module.horizontal.bn.bias.data.sub_(1.0)
-        relative_close(fast(x), reference(x))
+        relative_close(fast(x), reference(x, 'reference'))
         for module in (reference, fast):
             module.small.bn.running_var.mul_(2.0)
-        relative_close(fast(x), reference(x))
+        relative_close(fast(x), reference(x, 'reference'))
         fast.load_state_dict(LargeKernelConv(4, 13, 5).state_dict())
         reference.load_state_dict(fast.state_dict())
-        relative_close(fast(x), reference(x))
+        relative_close(fast(x), reference(x, 'reference'))
     # With gradients on, the convs get the reference's gradients through
     # the fold.
     fast(x).sum().backward()
-    reference(x).sum().backward()
+    reference(x, 'reference').sum().backward()
     for name in ('vertical.conv.weight', 'small.conv.weight'):
         relative_close(
             fast.get_parameter(name).grad, reference.get_parameter(name).grad
@@ -302,15 +299,23 @@ def test_backend_choices_resolve_once():
     with pytest.raises(ValueError, match="'fast' runs on .*cpu.*cuda"):
         get_backend('fast', torch.device('cuda'))
     model = SLaK(arch=TINY_ARCH, backend='reference')
-    assert model.stages[0][0].large_kernel.backend == 'reference'
+    assert model.backend == 'reference'
+    assert "backend='reference'" in repr(model)
     assert isinstance(get_backend('reference', 'cpu'), Backend)
+    reference = get_backend('reference', 'cpu')
+    assert resolve_backend(reference, 'cpu') is reference
+    assert resolve_backend(None, 'cpu') is get_backend('auto', 'cpu')
+    assert resolve_backend('native', 'cpu') is get_backend('native', 'cpu')
 
 
 def test_set_and_use_backend_switch_every_module():
     model = SLaK(arch=TINY_ARCH)
     holders = [m for m in model.modules() if hasattr(m, 'backend')]
-    # The backbone, its blocks and their large-kernel modules.
-    assert len(holders) == 1 + 2 * sum(TINY_ARCH['depths'])
+    # The backbone alone: its blocks and large-kernel modules hold none.
+    assert holders == [model]
+    for module in model.modules():
+        if isinstance(module, (LargeKernelConv, SLaKBlock)):
+            assert 'backend' not in module.extra_repr()
     with use_backend(model, 'reference'):
         assert {m.backend for m in holders} == {'reference'}
     assert {m.backend for m in holders} == {'auto'}
@@ -318,6 +323,16 @@ def test_set_and_use_backend_switch_every_module():
     assert {m.backend for m in holders} == {'native'}
     with pytest.raises(ValueError, match='backend must be one of'):
         set_backend(model, 'nope')
+    # Inner modules alone take the backend in their forward; switching
+    # them would silently change nothing.
+    for inner in (model.stages[0][0], model.stages[0][0].large_kernel):
+        with pytest.raises(ValueError, match='set_backend: .* no backend'):
+            set_backend(inner, 'reference')
+        with pytest.raises(ValueError, match='use_backend: .* no backend'):
+            with use_backend(inner, 'reference'):
+                pass
+    # A model without SLaK modules is left as it is.
+    set_backend(nn.Linear(2, 2), 'reference')
 
 
 def test_outputs_do_not_depend_on_the_backend_of_construction():

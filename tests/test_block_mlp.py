@@ -8,11 +8,12 @@ import torch
 import torch.nn as nn
 
 from slak_mm.models import SLaK, SLaKBlock
-from slak_mm.models.backends import get_backend, ops, set_backend
+from slak_mm.models.backends import get_backend, ops
 from slak_mm.models.mlp import BlockMLP
 
 from .conftest import (
     TINY_ARCH,
+    cpu_backends,
     randomize_batch_norms,
     relative_close,
     run_module,
@@ -32,7 +33,7 @@ def block_mlp(x, fc1, act, fc2, mlp_impl):
     """The MLP through the ``'fast'`` backend (``'onednn'``) or the
     modules (``'torch'``)."""
     backend = get_backend('fast' if mlp_impl == 'onednn' else 'native', 'cpu')
-    return BlockMLP(fc1, act, fc2)(x, backend)
+    return BlockMLP()(x, fc1, act, fc2, backend)
 
 
 def mlp_node(out):
@@ -132,40 +133,73 @@ def test_hooks_on_the_mlp_module_fire_on_every_backend():
         'pointwise_conv2.bias',
     }
     for name in ('auto', 'fast', 'native', 'reference'):
-        set_backend(block, name)
         seen = []
         handle = block.mlp.register_forward_hook(
             lambda module, inputs, output, seen=seen: seen.append(output.shape)
         )
-        block(torch.randn(1, 8, 6, 6))
+        block(torch.randn(1, 8, 6, 6), name)
         handle.remove()
         assert seen == [torch.Size([1, 6, 6, 8])], name
 
 
+def block_by_hand(block, x, backend):
+    """The block computed from its current layers: large kernel through
+    ``backend``, then norm, ``pointwise_conv2(act(pointwise_conv1(.)))``,
+    layer scale and residual as modules."""
+    y = block.large_kernel(x, backend).permute(0, 2, 3, 1)
+    y = block.pointwise_conv2(block.act(block.pointwise_conv1(block.norm(y))))
+    return x + (y * block.gamma).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize('backend', cpu_backends(include_reference=True))
+def test_block_runs_layers_swapped_in_by_assignment(backend):
+    """A layer replaced on the block (quantisation, LoRA,
+    ``convert_sync_batchnorm``) is the one the MLP runs, forward and
+    backward."""
+    torch.manual_seed(0)
+    block = SLaKBlock(8, 13, 5, layer_scale_init_value=0.5).eval()
+    x = torch.randn(2, 8, 6, 7)
+    with torch.no_grad():
+        before = block(x, backend)
+    swapped = nn.Linear(8, 32)
+    block.pointwise_conv1 = swapped
+    out = block(x, backend)
+    with torch.no_grad():
+        relative_close(out, block_by_hand(block, x, 'reference'))
+        assert (out - before).abs().max() > 1e-3
+    out.square().sum().backward()
+    assert swapped.weight.grad is not None
+    assert swapped.weight.grad.abs().sum() > 0
+
+
 def test_mlp_module_follows_copies_and_moves():
-    """deepcopy keeps the MLP pointing at the copy's own layers."""
-    block = SLaKBlock(8, 13, 5)
-    copied = copy.deepcopy(block)
-    assert copied.mlp.layers[0] is copied.pointwise_conv1
-    assert copied.mlp.layers[2] is copied.pointwise_conv2
-    copied.double()
-    assert copied.mlp.layers[0].weight.dtype == torch.float64
+    """A deepcopy runs its own layers, also after a dtype move."""
+    block = SLaKBlock(8, 13, 5, layer_scale_init_value=0.5).eval()
+    copied = copy.deepcopy(block).double()
+    with torch.no_grad():
+        copied.pointwise_conv2.bias.add_(1.0)
+        x = torch.randn(1, 8, 5, 5, dtype=torch.float64)
+        out = copied(x, 'reference')
+        assert out.dtype == torch.float64
+        relative_close(out, block_by_hand(copied, x, 'reference'))
+        # The original's layers are untouched.
+        assert block.pointwise_conv2.weight.dtype == torch.float32
+        assert not torch.equal(
+            block.pointwise_conv2.bias, copied.pointwise_conv2.bias.float()
+        )
 
 
 @pytest.mark.parametrize('layer_scale', [0.0, 0.5])
 @pytest.mark.parametrize('train', [True, False])
 def test_block_matches_reference(layer_scale, train):
     """Fused scale + residual and the oneDNN MLP inside a whole block."""
-    reference = SLaKBlock(
-        24, 13, 5, layer_scale_init_value=layer_scale, backend='reference'
-    )
+    reference = SLaKBlock(24, 13, 5, layer_scale_init_value=layer_scale)
     randomize_batch_norms(reference)
     reference.train(train)
     fast = copy.deepcopy(reference)
-    set_backend(fast, 'auto')
     x = torch.randn(2, 24, 9, 11)
     grad_out = torch.randn(2, 24, 9, 11)
-    expected, expected_grads = run_module(reference, x, grad_out)
+    expected, expected_grads = run_module(reference, x, grad_out, 'reference')
     out, grads = run_module(
         fast, x.contiguous(memory_format=torch.channels_last), grad_out
     )

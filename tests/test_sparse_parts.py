@@ -2,6 +2,8 @@
 without a module, SNIP's hard labels, the optimizer lookup and the resume
 comparison."""
 
+import dataclasses
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -11,24 +13,35 @@ import torch.nn as nn
 from slak_mm.sparse import DynamicSparsity
 from slak_mm.sparse.checks import resume_warning
 from slak_mm.sparse.masking import optimizer_holding
+from slak_mm.sparse.settings import SparsitySettings
 from slak_mm.sparse.snip import hard_labels
 
 
-def test_checked_settings_fill_the_constructor_defaults():
-    settings = DynamicSparsity.checked_settings(sparsity=0.5, seed=None)
-    assert settings['sparsity'] == 0.5 and settings['seed'] is None
-    assert (settings['init'], settings['update_interval']) == ('snip', 100)
-    assert 'module' not in settings
+def test_settings_fill_the_constructor_defaults():
+    settings = SparsitySettings(sparsity=0.5, seed=None)
+    assert settings.sparsity == 0.5 and settings.seed is None
+    assert (settings.init, settings.update_interval) == ('snip', 100)
+    assert 'module' not in settings.to_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.sparsity = 0.9
     # What the hook checks builds the controller unchanged.
     model = nn.Linear(4, 4)
-    sparse = DynamicSparsity(model, **dict(settings, seed=1, total_steps=9))
+    complete = settings.replace(seed=1, total_steps=9)
+    sparse = DynamicSparsity(model, **complete.to_dict())
     assert (sparse.sparsity, sparse.seed, sparse.total_steps) == (0.5, 1, 9)
-    with pytest.raises(TypeError, match="'sparsty'"):
-        DynamicSparsity.checked_settings(sparsty=0.5)
-    with pytest.raises(ValueError, match='stop_update_iter and'):
-        DynamicSparsity.checked_settings(
-            stop_update_iter=1, stop_update_epoch=1
-        )
+    assert {
+        name: getattr(sparse, name) for name in complete.to_dict()
+    } == complete.to_dict()
+    for build in (SparsitySettings, partial(DynamicSparsity, model)):
+        with pytest.raises(TypeError, match="'sparsty'"):
+            build(sparsty=0.5)
+        with pytest.raises(ValueError, match='stop_update_iter and'):
+            build(stop_update_iter=1, stop_update_epoch=1)
+    with pytest.raises(ValueError, match='prune_rate=0.1, prune_rate_floor'):
+        settings.replace(prune_rate=0.1, prune_rate_floor=0.2)
+    # Complete settings are needed by the controller only.
+    with pytest.raises(TypeError, match='seed must be an int, got None'):
+        DynamicSparsity(model, **settings.to_dict())
 
 
 def test_hard_labels_only_for_single_label_samples():

@@ -154,7 +154,7 @@ def test_module_step_pads_each_map_once(
     outputs and gradients are the fp32 reference's, with kernels longer
     than the map."""
     torch.manual_seed(0)
-    module = LargeKernelConv(channels, 13, small_kernel=5, backend='triton')
+    module = LargeKernelConv(channels, 13, small_kernel=5)
     for branch in module._branches():
         branch.bn.weight.data.uniform_(0.5, 1.5)
         branch.bn.bias.data.uniform_(-0.5, 0.5)
@@ -169,8 +169,8 @@ def test_module_step_pads_each_map_once(
         autocast = torch.autocast(
             'cpu', dtype=dtype, enabled=backend == 'triton'
         )
-        with use_backend(module, backend), autocast:
-            out = module(images)
+        with autocast:
+            out = module(images, backend)
         linear_loss([out]).backward()
         grads = [images.grad] + [p.grad for p in module.parameters()]
         results[backend] = (out.detach(), grads, len(calls))
@@ -213,11 +213,8 @@ def test_module_under_bf16_autocast(interpreter):
     for backend in ('reference', 'triton'):
         module.zero_grad(set_to_none=True)
         inputs = x.clone().requires_grad_(True)
-        with (
-            use_backend(module, backend),
-            torch.autocast('cpu', torch.bfloat16),
-        ):
-            out = module(inputs)
+        with torch.autocast('cpu', torch.bfloat16):
+            out = module(inputs, backend)
         assert out.dtype == torch.bfloat16
         linear_loss([out]).backward()
         grads = [inputs.grad] + [p.grad for p in module.parameters()]

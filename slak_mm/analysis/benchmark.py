@@ -555,16 +555,14 @@ def _component_steps(
     for variant, name in (('ref', 'reference'), ('default', 'auto')):
         backend = get_backend(name, x.device)
         if component == 'large_kernel':
-            module = LargeKernelConv(channels, kernel, 5, backend=name).to(
-                x.device
-            )
+            module = LargeKernelConv(channels, kernel, 5).to(x.device)
             if variant == 'ref':
                 inputs = x
             else:
                 inputs = x.contiguous(memory_format=torch.channels_last)
 
-            def forward(module=module, inputs=inputs):
-                return module(inputs)
+            def forward(module=module, inputs=inputs, backend=backend):
+                return module(inputs, backend)
 
         else:
             module = nn.ModuleList(
@@ -576,10 +574,12 @@ def _component_steps(
             ).to(x.device)
             # The MLP sees (N, H, W, C) maps in both paths.
             inputs = x.permute(0, 2, 3, 1).contiguous()
-            mlp = BlockMLP(*module)
+            mlp = BlockMLP()
 
-            def forward(mlp=mlp, inputs=inputs, backend=backend):
-                return mlp(inputs, backend)
+            def forward(
+                mlp=mlp, inputs=inputs, layers=module, backend=backend
+            ):
+                return mlp(inputs, *layers, backend)
 
         def eval_step(module=module, forward=forward):
             module.eval()

@@ -242,9 +242,8 @@ def _large_kernel_steps(
     """Eval and train steps of one large-kernel module on one backend."""
     from slak_mm.models.large_kernel import LargeKernelConv
 
-    module = LargeKernelConv(
-        channels, kernel, SMALL_KERNEL, backend=backend_of(backend)
-    ).to(x.device)
+    module = LargeKernelConv(channels, kernel, SMALL_KERNEL).to(x.device)
+    backend = backend_of(backend)
     inputs = x.contiguous(memory_format=_layout(backend))
     train_inputs = inputs.detach().clone().requires_grad_()
     grads = {}
@@ -252,12 +251,12 @@ def _large_kernel_steps(
     def eval_step():
         module.eval()
         with torch.no_grad(), precision_context(precision, x.device):
-            module(inputs)
+            module(inputs, backend)
 
     def train_step():
         module.train()
         with precision_context(precision, x.device):
-            out = module(train_inputs)
+            out = module(train_inputs, backend)
         if 'grad' not in grads:
             grads['grad'] = torch.randn_like(out)
         out.backward(grads['grad'])

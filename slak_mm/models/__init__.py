@@ -7,11 +7,12 @@ from .checkpoint import (
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
 from .mlp import BlockMLP
-from .slak import SLaK, SLaKBlock
+from .slak import SLaK, SLaKBlock, SLaKStage
 
 __all__ = [
     'SLaK',
     'SLaKBlock',
+    'SLaKStage',
     'LargeKernelConv',
     'BlockMLP',
     'LayerNorm2d',

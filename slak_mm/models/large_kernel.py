@@ -1,12 +1,12 @@
 """The decomposed sparse large-kernel module of SLaK and its deploy form."""
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backends import AUTO, Backend, UsesBackend, check_backend, get_backend
+from .backends import Backend, TakesBackend, resolve_backend
 
 _NORM_TYPES = {
     'BN': nn.BatchNorm2d,
@@ -137,7 +137,7 @@ class ConvBN(nn.Module):
         return fuse_conv_bn(self.conv.weight, self.bn)
 
 
-class LargeKernelConv(UsesBackend, nn.Module):
+class LargeKernelConv(TakesBackend, nn.Module):
     """SLaK's large-kernel depthwise module.
 
     With ``decompose=True`` (SLaK) it sums three depthwise conv+BN branches:
@@ -157,14 +157,10 @@ class LargeKernelConv(UsesBackend, nn.Module):
         decompose (bool): Use the ``K x s`` / ``s x K`` strips.
         norm_cfg (dict): Config of the branch batch norms.
         deploy (bool): Build directly in deploy form.
-        backend (str): How the depthwise convs are computed, one of
-            :func:`~slak_mm.models.backends.backend_names` (see
-            :mod:`slak_mm.models.backends`): with ``'reference'`` every
-            branch runs its ``nn.Conv2d`` + BN as released; the others crop
-            kernels to the reachable window and fold eval-mode BNs and the
-            small kernel into the strips on the fly. All give the same
-            outputs and gradients and use the same parameters. Defaults to
-            ``'auto'``.
+
+    How the depthwise convs are computed is the ``backend`` argument of
+    :meth:`forward`, not state of this module: inside SLaK the backbone
+    passes its own, resolved once per call.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -179,7 +175,6 @@ class LargeKernelConv(UsesBackend, nn.Module):
         decompose: bool = True,
         norm_cfg: Optional[dict] = None,
         deploy: bool = False,
-        backend: str = AUTO,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or small_kernel % 2 == 0:
@@ -199,7 +194,6 @@ class LargeKernelConv(UsesBackend, nn.Module):
         self.small_kernel = small_kernel
         self.decompose = decompose
         self.deploy = False
-        self.backend = check_backend(backend)
         large, small = kernel_size, small_kernel
         if decompose:
             self.vertical = ConvBN(channels, (large, small), norm_cfg)
@@ -211,12 +205,25 @@ class LargeKernelConv(UsesBackend, nn.Module):
             self.switch_to_deploy()
 
     def forward(
-        self, x: torch.Tensor, backend: Optional[Backend] = None
+        self, x: torch.Tensor, backend: Union[None, str, Backend] = None
     ) -> torch.Tensor:
-        """Args: x ``(N, C, H, W)``; backend: the resolved backend of the
-        caller (a block), else this module's own ``backend`` option."""
-        if backend is None:
-            backend = get_backend(self.backend, x.device)
+        """Runs the large-kernel depthwise conv.
+
+        Args:
+            x (Tensor): ``(N, C, H, W)``.
+            backend (str | Backend, optional): How the depthwise convs are
+                computed, resolved with
+                :func:`~slak_mm.models.backends.resolve_backend` (None for
+                ``'auto'``): with ``'reference'`` every branch runs its
+                ``nn.Conv2d`` + BN as released; the others crop kernels to
+                the reachable window and fold eval-mode BNs and the small
+                kernel into the strips on the fly. All give the same outputs
+                and gradients and use the same parameters.
+
+        Returns:
+            Tensor: ``(N, C, H, W)``.
+        """
+        backend = resolve_backend(backend, x.device)
         if backend.runs_modules_as_defined:
             return self._reference_forward(x)
         if backend.channels_last(x.device):
@@ -318,6 +325,5 @@ class LargeKernelConv(UsesBackend, nn.Module):
         return (
             f'channels={self.channels}, kernel_size={self.kernel_size}, '
             f'small_kernel={self.small_kernel}, '
-            f'decompose={self.decompose}, deploy={self.deploy}, '
-            f'backend={self.backend!r}'
+            f'decompose={self.decompose}, deploy={self.deploy}'
         )

@@ -4,6 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .settings import check_rate
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel axis of channels-first feature maps.
@@ -55,8 +57,7 @@ class DropPath(nn.Module):
 
     def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f'drop_prob must be in [0, 1), got {drop_prob}')
+        check_rate('drop_prob', drop_prob)
         self.drop_prob = drop_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

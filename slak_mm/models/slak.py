@@ -1,6 +1,5 @@
 """The SLaK backbone (Sparse Large Kernel Network)."""
 
-import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -10,128 +9,23 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .backends import AUTO, UsesBackend, check_backend, get_backend
+from .backends import (
+    AUTO,
+    Backend,
+    TakesBackend,
+    UsesBackend,
+    check_backend,
+    get_backend,
+    resolve_backend,
+)
 from .checkpoint import load_slak_pretrained
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
 from .mlp import BlockMLP
+from .settings import ARCH_ALIASES, ARCH_SETTINGS, SLaKArchSettings
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_arch_lists(depths: Sequence, base_channels: Sequence) -> None:
-    if not depths:
-        raise ValueError(
-            'arch has no stages: "depths" and "channels" are empty'
-        )
-    for name, values, low in (
-        ('depths', depths, 0),
-        ('channels', base_channels, 1),
-    ):
-        for value in values:
-            if not _is_int(value) or value < low:
-                raise ValueError(
-                    f'arch {name!r} must hold ints >= {low}, got {values}'
-                )
-
-
-def _check_kernel_sizes(kernel_sizes, small_kernel) -> List[int]:
-    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
-        kernel_sizes, (list, tuple)
-    ):
-        raise TypeError(
-            'kernel_sizes must be a list with one odd int per stage, e.g. '
-            f'(51, 49, 47, 13), got {kernel_sizes!r}'
-        )
-    kernel_sizes = list(kernel_sizes)
-    for name, values in (
-        ('kernel_sizes', kernel_sizes),
-        ('small_kernel', [small_kernel]),
-    ):
-        if not all(_is_int(size) for size in values):
-            raise TypeError(f'{name} must hold ints, got {values}')
-        if min(values, default=1) < 1:
-            raise ValueError(f'{name} must be positive, got {values}')
-    return kernel_sizes
-
-
-def _check_width_factor(width_factor, base_channels: Sequence) -> None:
-    if not isinstance(width_factor, (int, float)) or isinstance(
-        width_factor, bool
-    ):
-        raise TypeError(
-            f'width_factor must be a number, got {width_factor!r} '
-            f'({type(width_factor).__name__})'
-        )
-    finite = math.isfinite(width_factor) and width_factor > 0
-    widths = [int(c * width_factor) if finite else 0 for c in base_channels]
-    if min(widths) < 1:
-        raise ValueError(
-            f'width_factor={width_factor} gives stage widths {widths}; '
-            'every stage needs at least one channel'
-        )
-
-
-def _check_out_indices(out_indices) -> None:
-    indices = [out_indices] if _is_int(out_indices) else out_indices
-    if not isinstance(indices, (list, tuple)) or not all(
-        _is_int(i) for i in indices
-    ):
-        raise TypeError(
-            'out_indices must be an int or a list of ints, got '
-            f'{out_indices!r}'
-        )
-    if not indices:
-        raise ValueError(
-            'out_indices is empty: the backbone would return nothing; give '
-            'at least one stage index, e.g. (0, 1, 2, 3) or -1'
-        )
-
-
-def _check_backbone_args(
-    depths: Sequence,
-    base_channels: Sequence,
-    kernel_sizes,
-    small_kernel,
-    width_factor,
-    in_channels,
-    out_indices,
-    drop_path_rate,
-) -> List[int]:
-    """Checks the types and ranges of the SLaK constructor arguments.
-
-    Returns:
-        list[int]: ``kernel_sizes`` as a list.
-
-    Raises:
-        TypeError: If an argument has the wrong type (e.g. a string width
-            factor or a single int for ``kernel_sizes``); names it.
-        ValueError: If a value is out of range (an empty arch, a negative
-            depth, a width factor that leaves no channel, ...); names it.
-    """
-    _check_arch_lists(depths, base_channels)
-    kernel_sizes = _check_kernel_sizes(kernel_sizes, small_kernel)
-    _check_width_factor(width_factor, base_channels)
-    if not _is_int(in_channels) or in_channels < 1:
-        raise ValueError(
-            f'in_channels must be a positive int, got {in_channels!r}'
-        )
-    _check_out_indices(out_indices)
-    if len(kernel_sizes) != len(depths):
-        raise ValueError(
-            f'kernel_sizes needs one size per stage ({len(depths)}), '
-            f'got {kernel_sizes}; the small kernel goes in small_kernel'
-        )
-    if not 0 <= drop_path_rate < 1:
-        raise ValueError(
-            f'drop_path_rate must be in [0, 1), got {drop_path_rate}'
-        )
-    return kernel_sizes
-
-
-class SLaKBlock(UsesBackend, nn.Module):
+class SLaKBlock(TakesBackend, nn.Module):
     """One SLaK block: ``x + drop_path(gamma * MLP(LN(LK(x))))``.
 
     Args:
@@ -145,8 +39,9 @@ class SLaKBlock(UsesBackend, nn.Module):
         norm_cfg (dict): Config of the large-kernel batch norms.
         with_cp (bool): Use gradient checkpointing.
         deploy (bool): Build the large kernel in deploy form.
-        backend (str): How the large-kernel convs and the MLP run, see
-            :mod:`slak_mm.models.backends`. Defaults to ``'auto'``.
+
+    How the large-kernel convs and the MLP run is the ``backend`` argument
+    of :meth:`forward`: inside SLaK the backbone passes its own.
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -165,11 +60,9 @@ class SLaKBlock(UsesBackend, nn.Module):
         norm_cfg: Optional[dict] = None,
         with_cp: bool = False,
         deploy: bool = False,
-        backend: str = AUTO,
     ) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.backend = check_backend(backend)
         self.large_kernel = LargeKernelConv(
             channels,
             kernel_size,
@@ -177,17 +70,15 @@ class SLaKBlock(UsesBackend, nn.Module):
             decompose=decompose,
             norm_cfg=norm_cfg,
             deploy=deploy,
-            backend=backend,
         )
         self.norm = nn.LayerNorm(channels, eps=1e-6)
         hidden = int(mlp_ratio * channels)
         self.pointwise_conv1 = nn.Linear(channels, hidden)
         self.act = nn.GELU()
         self.pointwise_conv2 = nn.Linear(hidden, channels)
-        # Runs the three layers above (they keep their state-dict names).
-        self.mlp = BlockMLP(
-            self.pointwise_conv1, self.act, self.pointwise_conv2
-        )
+        # Runs the three layers above, passed at every call (they keep
+        # their state-dict names and may be replaced by assignment).
+        self.mlp = BlockMLP()
         if layer_scale_init_value > 0:
             self.gamma = nn.Parameter(
                 layer_scale_init_value * torch.ones(channels)
@@ -196,15 +87,16 @@ class SLaKBlock(UsesBackend, nn.Module):
             self.gamma = None
         self.drop_path = DropPath(drop_path_rate)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        backend = get_backend(self.backend, x.device)
+    def _forward(self, x: torch.Tensor, backend: Backend) -> torch.Tensor:
         shortcut = x
         x = self.large_kernel(x, backend)
         # A free view when x is channels-last in memory (the fast paths),
         # a copy inside the norm otherwise (the reference path).
         x = x.permute(0, 2, 3, 1)
         x = backend.layer_norm(x, self.norm)
-        x = self.mlp(x, backend)
+        x = self.mlp(
+            x, self.pointwise_conv1, self.act, self.pointwise_conv2, backend
+        )
         drops_paths = self.training and self.drop_path.drop_prob > 0
         if (
             not backend.runs_modules_as_defined
@@ -224,10 +116,53 @@ class SLaKBlock(UsesBackend, nn.Module):
         x = x.permute(0, 3, 1, 2)
         return shortcut + self.drop_path(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, backend: Union[None, str, Backend] = None
+    ) -> torch.Tensor:
+        """Runs the block.
+
+        Args:
+            x (Tensor): ``(N, C, H, W)``.
+            backend (str | Backend, optional): How the large-kernel convs
+                and the MLP run (see :mod:`slak_mm.models.backends`),
+                resolved with
+                :func:`~slak_mm.models.backends.resolve_backend`; None for
+                ``'auto'``.
+
+        Returns:
+            Tensor: ``(N, C, H, W)``.
+        """
+        backend = resolve_backend(backend, x.device)
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+            # The resolved backend is an argument, so the recomputation in
+            # the backward runs with it too.
+            return cp.checkpoint(
+                self._forward, x, backend, use_reentrant=False
+            )
+        return self._forward(x, backend)
+
+
+class SLaKStage(nn.Sequential):
+    """The blocks of one stage, run in order with one backend.
+
+    An ``nn.Sequential`` (children ``0``, ``1``, ... as released) whose
+    forward also takes the backend, so that hooks on a stage fire as on any
+    module.
+
+    Shape:
+        - Input: ``(N, C, H, W)``.
+        - Output: ``(N, C, H, W)``.
+    """
+
+    def forward(
+        self, x: torch.Tensor, backend: Union[None, str, Backend] = None
+    ) -> torch.Tensor:
+        """Args: x ``(N, C, H, W)``; backend as in
+        :meth:`SLaKBlock.forward`, resolved once for all blocks."""
+        backend = resolve_backend(backend, x.device)
+        for block in self:
+            x = block(x, backend)
+        return x
 
 
 @MODELS.register_module()
@@ -297,12 +232,8 @@ class SLaK(UsesBackend, BaseModule):
     # slak_mm.utils.checkpoint.make_mmengine_loading_strict).
     requires_strict_checkpoint_loading = True
 
-    arch_settings = {
-        'tiny': {'depths': [3, 3, 9, 3], 'channels': [96, 192, 384, 768]},
-        'small': {'depths': [3, 3, 27, 3], 'channels': [96, 192, 384, 768]},
-        'base': {'depths': [3, 3, 27, 3], 'channels': [128, 256, 512, 1024]},
-    }
-    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base'}
+    arch_settings = ARCH_SETTINGS
+    arch_aliases = ARCH_ALIASES
 
     def __init__(
         self,
@@ -327,30 +258,25 @@ class SLaK(UsesBackend, BaseModule):
         super().__init__(
             init_cfg=_default_init_cfg() if init_cfg is None else init_cfg
         )
-        depths, base_channels = self._parse_arch(arch)
-        self.num_stages = len(depths)
-        kernel_sizes = _check_backbone_args(
-            depths,
-            base_channels,
-            kernel_sizes,
-            small_kernel,
-            width_factor,
-            in_channels,
-            out_indices,
-            drop_path_rate,
+        # Every shape argument checked in one place.
+        self.settings = settings = SLaKArchSettings(
+            arch=arch,
+            kernel_sizes=kernel_sizes,
+            small_kernel=small_kernel,
+            width_factor=width_factor,
+            in_channels=in_channels,
+            out_indices=out_indices,
+            drop_path_rate=drop_path_rate,
+            frozen_stages=frozen_stages,
         )
-        self.depths = depths
-        self.channels = [int(c * width_factor) for c in base_channels]
-        self.kernel_sizes = kernel_sizes
+        self.num_stages = settings.num_stages
+        self.depths = list(settings.depths)
+        self.channels = list(settings.channels)
+        self.kernel_sizes = list(settings.kernel_sizes)
         self.small_kernel = small_kernel
         self.width_factor = width_factor
         self.decompose = decompose
-        self.out_indices = self._parse_out_indices(out_indices)
-        if not 0 <= frozen_stages <= self.num_stages:
-            raise ValueError(
-                f'frozen_stages must be in [0, {self.num_stages}]'
-                f', got {frozen_stages}'
-            )
+        self.out_indices = list(settings.out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.gap_before_final_norm = gap_before_final_norm
@@ -365,7 +291,6 @@ class SLaK(UsesBackend, BaseModule):
             norm_cfg=norm_cfg,
             with_cp=with_cp,
             deploy=deploy,
-            backend=backend,
         )
         self.stages = self._build_stages(drop_path_rate, block_cfg)
         for i in self.out_indices:
@@ -395,7 +320,7 @@ class SLaK(UsesBackend, BaseModule):
     def _build_stages(
         self, drop_path_rate: float, block_cfg: dict
     ) -> nn.ModuleList:
-        """One ``nn.Sequential`` of :class:`SLaKBlock` per stage, with the
+        """One :class:`SLaKStage` of :class:`SLaKBlock` per stage, with the
         stochastic depth rate rising linearly over all blocks.
 
         Args:
@@ -409,7 +334,7 @@ class SLaK(UsesBackend, BaseModule):
         block_index = 0
         for i, depth in enumerate(self.depths):
             stages.append(
-                nn.Sequential(
+                SLaKStage(
                     *[
                         SLaKBlock(
                             self.channels[i],
@@ -424,49 +349,6 @@ class SLaK(UsesBackend, BaseModule):
             block_index += depth
         return stages
 
-    def _parse_arch(self, arch) -> Tuple[List[int], List[int]]:
-        if isinstance(arch, str):
-            name = self.arch_aliases.get(arch.lower(), arch.lower())
-            if name not in self.arch_settings:
-                raise ValueError(
-                    f'Unknown SLaK arch {arch!r}; choose one of '
-                    f'{sorted(self.arch_settings)} or their aliases '
-                    f'{sorted(self.arch_aliases)}, or pass a dict with '
-                    '"depths" and "channels"'
-                )
-            arch = self.arch_settings[name]
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
-        missing = {'depths', 'channels'} - set(arch)
-        if missing:
-            raise ValueError(f'arch dict lacks keys {sorted(missing)}')
-        for key in ('depths', 'channels'):
-            if not isinstance(arch[key], (list, tuple)):
-                raise TypeError(
-                    f'arch {key!r} must be a list of ints, got {arch[key]!r}'
-                )
-        depths, channels = list(arch['depths']), list(arch['channels'])
-        if len(depths) != len(channels):
-            raise ValueError(
-                f'arch depths {depths} and channels {channels} '
-                'must have the same length'
-            )
-        return depths, channels
-
-    def _parse_out_indices(self, out_indices) -> List[int]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        parsed = []
-        for index in out_indices:
-            real = index % self.num_stages
-            if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(
-                    f'out_indices entry {index} is out of range '
-                    f'for {self.num_stages} stages'
-                )
-            parsed.append(real)
-        return sorted(set(parsed))
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Runs the backbone.
 
@@ -480,14 +362,17 @@ class SLaK(UsesBackend, BaseModule):
             ValueError: If H or W is below :attr:`min_input_size`.
         """
         self._check_input_size(x)
-        if get_backend(self.backend, x.device).channels_last(x.device):
+        # Resolved once here; the stages, blocks and large-kernel modules
+        # hold no backend state of their own.
+        backend = get_backend(self.backend, x.device)
+        if backend.channels_last(x.device):
             # Kept through every layer: the depthwise convs are several
             # times faster and the block MLPs need no permute copies.
             x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i in range(self.num_stages):
             x = self.downsample_layers[i](x)
-            x = self.stages[i](x)
+            x = self.stages[i](x, backend)
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
                 if self.gap_before_final_norm:
@@ -496,6 +381,10 @@ class SLaK(UsesBackend, BaseModule):
                     # Necks and heads get the usual contiguous NCHW maps.
                     outs.append(norm(x).contiguous())
         return tuple(outs)
+
+    def extra_repr(self) -> str:
+        # The one backend option of the model; inner modules hold none.
+        return f'backend={self.backend!r}'
 
     @property
     def min_input_size(self) -> int:

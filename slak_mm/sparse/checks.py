@@ -1,8 +1,8 @@
-"""Argument and checkpoint checks of :class:`~.controller.DynamicSparsity`.
+"""Checkpoint checks of :class:`~.controller.DynamicSparsity` (its
+arguments are checked by :class:`~.settings.SparsitySettings`).
 
-Plain torch. Each check raises TypeError / ValueError / KeyError naming the
-bad argument or entry, so a config or a damaged checkpoint fails before
-training starts.
+Plain torch. Each check raises TypeError / KeyError / ValueError naming the
+bad entry, so a damaged checkpoint fails before training starts.
 """
 
 from collections.abc import Mapping
@@ -10,101 +10,8 @@ from typing import Optional
 
 import torch
 
-from .initialization import INIT_MODES, check_sparsity, is_real_number
-from .update import check_growth_mode
-
 #: Checkpoint entry holding :meth:`DynamicSparsity.state_dict`.
 CHECKPOINT_KEY = 'sparse_training'
-
-
-def _check_int(
-    name: str, value, minimum: Optional[int], allow_none: bool
-) -> None:
-    """Raises unless ``value`` is an int >= ``minimum`` (or None)."""
-    if value is None and allow_none:
-        return
-    expected = 'an int' if minimum is None else f'an int >= {minimum}'
-    expected += ' or None' if allow_none else ''
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(
-            f'{name} must be {expected}, got {value!r} '
-            f'({type(value).__name__})'
-        )
-    if minimum is not None and value < minimum:
-        raise ValueError(f'{name} must be {expected}, got {value}')
-
-
-def _check_number(name: str, value) -> None:
-    if not is_real_number(value):
-        raise TypeError(
-            f'{name} must be a number, got {value!r} ({type(value).__name__})'
-        )
-
-
-def _check_patterns(name: str, value) -> None:
-    """``include`` / ``exclude``: None, a string or a list of strings."""
-    if value is None or isinstance(value, str):
-        return
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, str) for v in value
-    ):
-        return
-    raise TypeError(
-        f'{name} must be None, an fnmatch pattern string or a list of '
-        f'them, got {value!r} ({type(value).__name__})'
-    )
-
-
-def check_settings(settings: Mapping) -> None:
-    """Raises TypeError / ValueError naming the first bad value.
-
-    Args:
-        settings (Mapping): Every keyword argument of
-            :class:`DynamicSparsity` (``seed`` and ``total_steps`` may be
-            None here).
-    """
-    if settings['init'] not in INIT_MODES:
-        raise ValueError(
-            f'unknown sparse init mode {settings["init"]!r}; expected one '
-            f'of {", ".join(INIT_MODES)}'
-        )
-    check_growth_mode(settings['growth'])
-    check_sparsity(settings['sparsity'])
-    rate, floor = settings['prune_rate'], settings['prune_rate_floor']
-    _check_number('prune_rate', rate)
-    _check_number('prune_rate_floor', floor)
-    if not 0.0 <= floor <= rate <= 1.0:
-        raise ValueError(
-            'need 0 <= prune_rate_floor <= prune_rate <= 1, got '
-            f'prune_rate={rate}, prune_rate_floor={floor}'
-        )
-    try:
-        _check_int('update_interval', settings['update_interval'], 1, True)
-    except ValueError as err:
-        raise ValueError(
-            f'{err} (a positive number of optimizer steps, or None for '
-            'static masks)'
-        ) from None
-    for name, minimum in (
-        ('stop_update_iter', 0),
-        ('stop_update_epoch', 0),
-        ('total_steps', 1),
-        ('seed', None),
-    ):
-        _check_int(name, settings[name], minimum, True)
-    stops = (settings['stop_update_iter'], settings['stop_update_epoch'])
-    if all(stop is not None for stop in stops):
-        raise ValueError(
-            'set at most one of stop_update_iter and stop_update_epoch'
-        )
-    _check_patterns('include', settings['include'])
-    _check_patterns('exclude', settings['exclude'])
-    _check_number('erk_power', settings['erk_power'])
-    if not isinstance(settings['mask_all_optimizer_state'], bool):
-        raise TypeError(
-            'mask_all_optimizer_state must be True or False, got '
-            f'{settings["mask_all_optimizer_state"]!r}'
-        )
 
 
 def check_saved_state(state) -> None:

@@ -7,15 +7,14 @@ hand-written training loop, and the mmengine hooks in
 and load its state, and log.
 """
 
-import inspect
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-from .checks import CHECKPOINT_KEY, check_saved_state, check_settings
+from .checks import CHECKPOINT_KEY, check_saved_state
 from .density import group_densities, mask_counts, overall_density
 from .initialization import initial_masks, seeded_generator
 from .masking import (
@@ -24,15 +23,14 @@ from .masking import (
     select_maskable_parameters,
     update_ema_of_masked_weight,
 )
+from .settings import SparsitySettings
 from .update import (
     check_momentum_optimizer,
     cosine_prune_rate,
     prune_and_regrow,
 )
 
-__all__ = ['CHECKPOINT_KEY', 'DynamicSparsity']
-
-Patterns = Optional[Union[str, Sequence[str]]]
+__all__ = ['CHECKPOINT_KEY', 'DynamicSparsity', 'SparsitySettings']
 
 
 class DynamicSparsity:
@@ -67,33 +65,14 @@ class DynamicSparsity:
     Args:
         module (nn.Module): The module to sparsify; mask names are relative
             to it.
-        sparsity (float): Pruned fraction over the masked weights, in
-            [0, 1). Unused by ``init='from_weights'``. Defaults to 0.4.
-        init (str): ``'snip'`` (needs scores, see :func:`~.snip.snip_scores`),
-            ``'erk'``, ``'uniform'`` or ``'from_weights'`` (keep
-            ``weight != 0``). Defaults to ``'snip'``.
-        growth (str): ``'random'``, ``'gradient'`` or ``'momentum'``.
-            Defaults to ``'random'``.
-        prune_rate (float): Initial ``p``, in [0, 1]. Defaults to 0.3.
-        prune_rate_floor (float): Value ``p`` decays to. Defaults to 0.005.
-        update_interval (int, optional): Optimizer steps between mask
-            updates; None for static masks. Defaults to 100.
-        stop_update_iter (int, optional): No updates from this iteration
-            (0-based, see :attr:`iteration`) on.
-        stop_update_epoch (int, optional): No updates from this epoch
-            (:attr:`epoch`, which the caller sets) on.
-        total_steps (int, optional): Optimizer steps ``T`` of the cosine;
-            needed when ``update_interval`` is set.
-        include (str | Sequence[str], optional): ``fnmatch`` patterns over
-            parameter names, e.g. ``['*large_kernel.vertical.*',
-            '*large_kernel.horizontal.*']`` (the release's ``--only-L``).
-        exclude (str | Sequence[str], optional): Patterns to leave dense.
-        erk_power (float): ERK power scale. Defaults to 1.
-        seed (int): Seed of the random masks and random growth. Defaults
-            to 0.
-        mask_all_optimizer_state (bool): Also zero every optimizer state
-            tensor shaped like a masked weight (Adam's moments included).
-            Not in the release. Defaults to False.
+        **settings: The fields of :class:`~.settings.SparsitySettings`
+            (``sparsity``, ``init``, ``growth``, ``prune_rate``,
+            ``prune_rate_floor``, ``update_interval``, ``stop_update_iter``,
+            ``stop_update_epoch``, ``total_steps``, ``include``,
+            ``exclude``, ``erk_power``, ``seed``,
+            ``mask_all_optimizer_state``), with its defaults; each is also
+            an attribute of the controller. ``seed`` must be set, and
+            ``total_steps`` when ``update_interval`` is.
 
     Attributes:
         iteration (int | None): The current 0-based iteration, for
@@ -104,52 +83,30 @@ class DynamicSparsity:
         name (str): Prefix of error messages.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        sparsity: float = 0.4,
-        init: str = 'snip',
-        growth: str = 'random',
-        prune_rate: float = 0.3,
-        prune_rate_floor: float = 0.005,
-        update_interval: Optional[int] = 100,
-        stop_update_iter: Optional[int] = None,
-        stop_update_epoch: Optional[int] = None,
-        total_steps: Optional[int] = None,
-        include: Patterns = None,
-        exclude: Patterns = None,
-        erk_power: float = 1.0,
-        seed: int = 0,
-        mask_all_optimizer_state: bool = False,
-    ) -> None:
-        settings = dict(locals())  # the keyword arguments, checked as one
-        del settings['self'], settings['module']
-        check_settings(settings)
-        if seed is None:
-            raise TypeError('seed must be an int, got None')
-        if update_interval is not None and total_steps is None:
-            raise ValueError(
-                'total_steps (optimizer steps of the prune-rate cosine) is '
-                'needed when update_interval is set'
-            )
+    def __init__(self, module: nn.Module, **settings) -> None:
+        checked = SparsitySettings(**settings).check_complete()
         self.module = module
-        self.sparsity = sparsity
-        self.init = init
-        self.growth = growth
-        self.prune_rate = prune_rate
-        self.prune_rate_floor = prune_rate_floor
-        self.update_interval = update_interval
-        self.stop_update_iter = stop_update_iter
-        self.stop_update_epoch = stop_update_epoch
-        self.total_steps = total_steps
-        self.erk_power = erk_power
-        self.seed = seed
-        self.mask_all_optimizer_state = mask_all_optimizer_state
+        self.sparsity = checked.sparsity
+        self.init = checked.init
+        self.growth = checked.growth
+        self.prune_rate = checked.prune_rate
+        self.prune_rate_floor = checked.prune_rate_floor
+        self.update_interval = checked.update_interval
+        self.stop_update_iter = checked.stop_update_iter
+        self.stop_update_epoch = checked.stop_update_epoch
+        self.total_steps = checked.total_steps
+        self.include = checked.include
+        self.exclude = checked.exclude
+        self.erk_power = checked.erk_power
+        self.seed = checked.seed
+        self.mask_all_optimizer_state = checked.mask_all_optimizer_state
         self.name = type(self).__name__
         self.iteration: Optional[int] = None
         self.epoch: Optional[int] = None
 
-        self.selected = select_maskable_parameters(module, include, exclude)
+        self.selected = select_maskable_parameters(
+            module, self.include, self.exclude
+        )
         self.mask_state: Optional[MaskState] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         # Real optimizer steps taken and mask updates made; checkpointed.
@@ -163,28 +120,6 @@ class DynamicSparsity:
         self._ema_was_zero: List[torch.Tensor] = []
         self._density = 1.0
         self._group_densities: Dict[str, float] = {}
-
-    @classmethod
-    def checked_settings(cls, **settings) -> dict:
-        """Checks keyword arguments of the constructor before there is a
-        module (a hook does at config time).
-
-        ``seed`` and ``total_steps`` may be None here; the constructor
-        needs them set (``total_steps`` when ``update_interval`` is).
-
-        Returns:
-            dict: Every keyword argument, defaults filled in.
-
-        Raises:
-            TypeError: For an unknown name or a value of the wrong type.
-            ValueError: For a value out of range.
-        """
-        arguments = inspect.signature(cls).bind(None, **settings)
-        arguments.apply_defaults()
-        checked = dict(arguments.arguments)
-        del checked['module']
-        check_settings(checked)
-        return checked
 
     # ------------------------------------------------------------------
     # Masks

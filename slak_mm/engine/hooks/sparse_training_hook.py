@@ -22,6 +22,7 @@ from slak_mm.sparse.checks import (
 )
 from slak_mm.sparse.controller import DynamicSparsity
 from slak_mm.sparse.masking import optimizer_holding, resolve_module
+from slak_mm.sparse.settings import SparsitySettings
 from slak_mm.sparse.snip import sample_batch, snip_loss, snip_scores
 from slak_mm.utils.checkpoint import last_read_checkpoint
 
@@ -95,7 +96,8 @@ class SparseTrainingHook(Hook):
                 f'None, got {module_path!r}'
             )
         self.module_path = module_path
-        self.settings = DynamicSparsity.checked_settings(
+        # Checked now, so a bad config fails before training.
+        self.settings = SparsitySettings(
             seed=seed, total_steps=total_steps, **kwargs
         )
         self.controller: Optional[DynamicSparsity] = None
@@ -105,7 +107,9 @@ class SparseTrainingHook(Hook):
     def __getattr__(self, name: str):
         # hook.sparsity, hook.mask_state, ...: the controller's once built
         # (a resume may replace sparsity / init), else as configured.
-        unbuilt = dict(self.__dict__.get('settings', {}), **_UNBUILT_STATE)
+        settings = self.__dict__.get('settings')
+        configured = {} if settings is None else settings.to_dict()
+        unbuilt = dict(configured, **_UNBUILT_STATE)
         if name not in unbuilt:
             raise AttributeError(
                 f'{type(self).__name__!r} object has no attribute {name!r}'
@@ -216,21 +220,24 @@ class SparseTrainingHook(Hook):
         the resumed checkpoint or freshly drawn ones."""
         model = runner.model
         model = model.module if is_model_wrapper(model) else model
-        settings = dict(self.settings)
-        if settings['seed'] is None:
-            settings['seed'] = runner.seed
-        if settings['total_steps'] is None:
+        settings = self.settings
+        if settings.seed is None:
+            settings = settings.replace(seed=runner.seed)
+        if settings.total_steps is None:
             wrapper = runner.optim_wrapper
             accumulate = getattr(wrapper, '_accumulative_counts', 1)
-            settings['total_steps'] = math.ceil(runner.max_iters / accumulate)
+            settings = settings.replace(
+                total_steps=math.ceil(runner.max_iters / accumulate)
+            )
         controller = DynamicSparsity(
             resolve_module(model, self.module_path, 'module_path'),
-            **settings,
+            **settings.to_dict(),
         )
         controller.name = self._name
         if self._resumed_state is not None:
             warning = resume_warning(
-                self._resumed_state, self.settings, self.module_path,
+                self._resumed_state, self.settings.to_dict(),
+                self.module_path,
                 self._name,
             )  # fmt: skip
             if warning:

@@ -1,10 +1,11 @@
 """Execution backends of SLaK: how depthwise convs and block MLPs run.
 
-The option ``backend`` (``SLaK(backend=...)``, also on
+The option ``backend`` (``SLaK(backend=...)``; the forward argument of
 :class:`~slak_mm.models.SLaKBlock` and
-:class:`~slak_mm.models.LargeKernelConv`) names one of the registered
-backends or ``'auto'``; every choice uses the same parameters (one
-``state_dict``, sparse masks keep working) and computes the same function:
+:class:`~slak_mm.models.LargeKernelConv` used on their own) names one of
+the registered backends or ``'auto'``; every choice uses the same
+parameters (one ``state_dict``, sparse masks keep working) and computes
+the same function:
 
 - ``'reference'`` (:mod:`.reference`): as released; NCHW, one ``nn.Conv2d``
   + BN per branch, ``nn.Linear``.
@@ -24,9 +25,12 @@ backends or ``'auto'``; every choice uses the same parameters (one
   ``auto_priority`` for the input's device: ``'fast'`` on CPU,
   ``'triton'`` on CUDA when Triton imports, ``'native'`` otherwise.
 
-The choice is resolved in one place, :func:`get_backend` (cached per name
-and device type); modules call the resolved backend's ``depthwise_conv`` /
-``depthwise_conv_sum`` / ``mlp`` and never compare names. A built model
+The option is state in one place, ``SLaK.backend``; its forward resolves
+it once per call with :func:`resolve_backend` (:func:`get_backend`, cached
+per name and device type) and passes the resolved backend down through the
+stages and blocks to the large-kernel modules and MLPs, which hold no
+backend state and call the backend's ``depthwise_conv`` /
+``depthwise_conv_sum`` / ``mlp`` without comparing names. A built model
 is switched with :func:`set_backend` or, for a ``with`` block,
 :func:`use_backend` (tests, FLOP counting and the deploy check use it).
 Every private PyTorch op the backends call sits in :mod:`.ops`.
@@ -55,6 +59,7 @@ from . import ops
 from .base import (
     AUTO,
     Backend,
+    TakesBackend,
     UsesBackend,
     backend_names,
     check_backend,
@@ -63,6 +68,7 @@ from .base import (
     is_tracing,
     reachable_kernel,
     register_backend,
+    resolve_backend,
     set_backend,
     use_backend,
 )
@@ -81,6 +87,7 @@ __all__ = [
     'ReferenceBackend',
     'TritonBackend',
     'TritonFallbackWarning',
+    'TakesBackend',
     'UsesBackend',
     'backend_names',
     'cache_weight_casts',
@@ -91,6 +98,7 @@ __all__ = [
     'ops',
     'reachable_kernel',
     'register_backend',
+    'resolve_backend',
     'set_backend',
     'use_backend',
 ]

@@ -2,7 +2,7 @@
 
 import contextlib
 import functools
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -299,36 +299,93 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class UsesBackend:
-    """Marks a module that stores a ``backend`` option (a str).
+    """Marks the module that holds a model's ``backend`` option (a str):
+    :class:`~slak_mm.models.SLaK`.
 
-    :func:`set_backend` and :func:`use_backend` switch every such module of a
-    built model; the modules resolve the option with :func:`get_backend` at
-    the top of their forward and pass the resolved backend to the parts
-    that compute (branches, MLP).
+    It is the only backend state of a model: its forward resolves the
+    option once with :func:`resolve_backend` and passes the resolved
+    :class:`Backend` down to its blocks, which pass it on to their
+    large-kernel modules and MLPs. :func:`set_backend` and
+    :func:`use_backend` switch every such module of a built model.
     """
 
     backend: str = AUTO
 
 
-def set_backend(model: nn.Module, name: str) -> None:
-    """Switches every module of a built ``model`` to backend ``name``.
+class TakesBackend:
+    """Marks a module that holds no backend option and runs with the
+    backend passed to its forward (``module(x, backend)``, resolved with
+    :func:`resolve_backend`; ``'auto'`` when None), e.g.
+    :class:`~slak_mm.models.SLaKBlock` and
+    :class:`~slak_mm.models.LargeKernelConv`."""
 
-    Parameters, buffers and outputs (within float tolerance) stay the same.
+
+def resolve_backend(
+    backend: Union[None, str, Backend], device: torch.device
+) -> Backend:
+    """The backend a module runs with: the one place a ``backend``
+    argument of a forward is resolved.
 
     Args:
-        model (nn.Module): Any model holding SLaK modules.
+        backend (str | Backend | None): A name of :func:`backend_names`,
+            an already resolved backend (returned as it is), or None for
+            ``'auto'``.
+        device (torch.device): The input's device.
+
+    Returns:
+        Backend: What runs, see :func:`get_backend`.
+    """
+    if isinstance(backend, Backend):
+        return backend
+    return get_backend(AUTO if backend is None else backend, device)
+
+
+def _backend_holders(model: nn.Module, caller: str) -> List[UsesBackend]:
+    """The modules of ``model`` holding a ``backend`` option.
+
+    Raises:
+        ValueError: If there is none but ``model`` holds modules that run
+            with a backend passed to their forward: switching would
+            silently change nothing.
+    """
+    holders = [m for m in model.modules() if isinstance(m, UsesBackend)]
+    if not holders and any(
+        isinstance(m, TakesBackend) for m in model.modules()
+    ):
+        raise ValueError(
+            f'{caller}: {type(model).__name__} holds no backend option (only '
+            'SLaK does); its large-kernel modules and blocks run with the '
+            'backend passed to their forward, e.g. module(x, "reference")'
+        )
+    return holders
+
+
+def set_backend(model: nn.Module, name: str) -> None:
+    """Switches every SLaK of a built ``model`` to backend ``name``.
+
+    Parameters, buffers and outputs (within float tolerance) stay the same.
+    A model without SLaK modules is left as it is.
+
+    Args:
+        model (nn.Module): Any model holding SLaK backbones.
         name (str): One of :func:`backend_names`.
+
+    Raises:
+        ValueError: For an unknown ``name``, or a ``model`` made of SLaK's
+            inner modules alone (a block, a large-kernel module), which
+            take the backend as a forward argument instead.
     """
     check_backend(name)
-    for module in model.modules():
-        if isinstance(module, UsesBackend):
-            module.backend = name
+    for module in _backend_holders(model, 'set_backend'):
+        module.backend = name
 
 
 @contextlib.contextmanager
 def use_backend(model: nn.Module, name: str):
     """Runs ``model`` with backend ``name`` inside the ``with`` block, then
-    restores each module's own choice.
+    restores each SLaK's own choice.
+
+    Raises as :func:`set_backend`.
 
     Example:
         >>> with use_backend(model, 'reference'):
@@ -337,8 +394,7 @@ def use_backend(model: nn.Module, name: str):
     check_backend(name)
     previous = [
         (module, module.backend)
-        for module in model.modules()
-        if isinstance(module, UsesBackend)
+        for module in _backend_holders(model, 'use_backend')
     ]
     set_backend(model, name)
     try:
