@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from slak_mm.ops import triton_dwconv
+from slak_mm.ops.same_padding import reachable_kernel
 from slak_mm.ops.triton_dwconv import (
     available,
     depthwise_conv_pair_same_triton,
     depthwise_conv_same_triton,
-    reachable_taps,
     tuning_key,
 )
 
@@ -347,7 +347,7 @@ def test_degenerate_inputs(request, interpreter, path, shape, kernel):
 def test_strip_kernel_matches_conv2d(interpreter, shape, kernel, dtype, tol):
     """Long single kernels take the sliding-window kernel: windows of 8
     along the long axis, the last one partial, tiles across partial."""
-    cropped = reachable_taps(torch.empty(0, 1, *kernel), *shape[2:])
+    cropped = reachable_kernel(torch.empty(0, 1, *kernel), *shape[2:])
     assert triton_dwconv.uses_strip_kernel([cropped.shape[2:]])
     check_against_reference(shape, kernel, dtype, tol)
 
@@ -946,7 +946,7 @@ def epoch_tuning_keys(image_sizes, seed=0):
             shape = (batch, side_h, side_w, channels)
             for kernel in ((large, small), (small, large), (small, small)):
                 weight = torch.empty(0, 1, *kernel)
-                kh, kw = reachable_taps(weight, side_h, side_w).shape[2:]
+                kh, kw = reachable_kernel(weight, side_h, side_w).shape[2:]
                 # The forward and the input gradient: the sliding window
                 # for long kernels, the tap loop otherwise.
                 if triton_dwconv.uses_strip_kernel([(kh, kw)]):

@@ -64,6 +64,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .same_padding import reachable_kernel
+
 try:
     import triton
 except ImportError:  # CPU-only installs of PyTorch come without Triton.
@@ -296,25 +298,6 @@ def _use_interpreter(x: torch.Tensor) -> bool:
         f'the Triton depthwise conv runs on CUDA (or CPU under the '
         f'interpreter), got a tensor on {x.device}'
     )
-
-
-def reachable_taps(weight: torch.Tensor, height: int, width: int):
-    """Crops an odd kernel to the taps that can reach a ``height x width``
-    map under "same" padding (``min(k, 2L - 1)`` centre taps per axis).
-
-    Args:
-        weight (Tensor): Shape ``(C, 1, kh, kw)``, ``kh`` and ``kw`` odd.
-        height (int): Map height H.
-        width (int): Map width W.
-
-    Returns:
-        Tensor: A view of ``weight``, ``(C, 1, min(kh, 2H - 1),
-        min(kw, 2W - 1))``.
-    """
-    kh, kw = weight.shape[2:]
-    crop_h = max(0, (kh - (2 * height - 1)) // 2)
-    crop_w = max(0, (kw - (2 * width - 1)) // 2)
-    return weight[:, :, crop_h : kh - crop_h, crop_w : kw - crop_w]
 
 
 def check_inputs(
@@ -785,7 +768,7 @@ def plan_bytes(
         ``dtype``; ``'weight_grad'``: fp32 sums).
     """
     batch, channels, height, width = shape
-    crop = reachable_taps(torch.empty(0, 1, *kernel), height, width)
+    crop = reachable_kernel(torch.empty(0, 1, *kernel), height, width)
     kh, kw = crop.shape[2:]
     if halo is None:
         halo = (kh // 2, kw // 2)
@@ -1192,7 +1175,7 @@ def depthwise_conv_same_triton(
     """
     x = _autocast_input(x)
     check_inputs(x, [weight], bias)
-    weight = reachable_taps(weight, *x.shape[2:])
+    weight = reachable_kernel(weight, *x.shape[2:])
     return triton_depthwise_conv_same(x, weight, bias)
 
 
@@ -1219,7 +1202,7 @@ def depthwise_conv_branches_triton(
     x = _autocast_input(x)
     check_inputs(x, weights, None)
     height, width = x.shape[2:]
-    cropped = [reachable_taps(w, height, width) for w in weights]
+    cropped = [reachable_kernel(w, height, width) for w in weights]
     return triton_depthwise_conv_branches(x, cropped)
 
 
@@ -1257,7 +1240,7 @@ def depthwise_conv_pair_same_triton(
         ) + depthwise_conv_same_triton(x, weight2)
     height, width = x.shape[2:]
     weights = [
-        reachable_taps(weight1, height, width),
-        reachable_taps(weight2, height, width),
+        reachable_kernel(weight1, height, width),
+        reachable_kernel(weight2, height, width),
     ]
     return triton_depthwise_conv_pair_same(x, *weights, bias)

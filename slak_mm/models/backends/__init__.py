@@ -55,6 +55,8 @@ Adding a backend (:mod:`.triton` is an example):
    same comparisons against ``'reference'`` run on its device.
 """
 
+from slak_mm.ops.same_padding import reachable_kernel
+
 from . import ops
 from .base import (
     AUTO,
@@ -66,7 +68,6 @@ from .base import (
     compute_dtype,
     get_backend,
     is_tracing,
-    reachable_kernel,
     register_backend,
     resolve_backend,
     set_backend,

@@ -38,11 +38,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
+from slak_mm.ops.same_padding import reachable_kernel
+
 from . import ops
 from .base import (
     compute_dtype,
     is_exporting,
-    reachable_kernel,
     register_backend,
     same_depthwise_conv,
 )
@@ -69,7 +70,7 @@ def conv_grad_weight(
         grad_out (Tensor): Output gradient of shape ``(N, C, H, W)``.
         kernel_size (tuple[int, int]): ``(kh, kw)``, odd, with
             ``kh <= 2H - 1`` and ``kw <= 2W - 1`` (see
-            :func:`~.base.reachable_kernel`).
+            :func:`~slak_mm.ops.same_padding.reachable_kernel`).
 
     Returns:
         Tensor: Shape ``(C, 1, kh, kw)``.

@@ -11,9 +11,10 @@ without Triton).
 
 import torch
 
+from slak_mm.ops.same_padding import reachable_kernel
+
 from .base import (
     Backend,
-    reachable_kernel,
     register_backend,
     same_depthwise_conv,
 )
