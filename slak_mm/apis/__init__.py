@@ -9,9 +9,7 @@
   with the config, the runner and the process group.
 """
 
-from ..utils.checkpoint import load_checkpoint_strict
-from .inference import check_checkpoint, init_model
-from .model_builder import (
+from ..models.builder import (
     build_model_from_config,
     compare_with_model,
     flatten_tensors,
@@ -20,6 +18,8 @@ from .model_builder import (
     run_network,
     run_tensor_mode,
 )
+from ..utils.checkpoint import load_checkpoint_strict
+from .inference import check_checkpoint, init_model
 from .train_test import (
     add_dump_metric,
     add_runner_arguments,
