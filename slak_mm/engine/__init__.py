@@ -1,5 +1,6 @@
 from .atomic_checkpoint import AtomicLocalBackend
 from .hooks import (
+    FP32OutputsHook,
     RNGStateHook,
     SegLabelCheckHook,
     SparseTrainingHook,
@@ -13,6 +14,7 @@ from .runner import StrictLoadingRunner
 __all__ = [
     'AtomicLocalBackend',
     'CPUAmpOptimWrapper',
+    'FP32OutputsHook',
     'RNGStateHook',
     'SLaKLearningRateDecayOptimizerConstructor',
     'SegLabelCheckHook',
