@@ -62,6 +62,19 @@ def imported_modules(path: Path, package: Path):
             yield node.lineno, node.args[0].value
 
 
+#: Which packages of slak_mm each lower package may import, besides itself
+#: (the table of docs/architecture.md).
+MAY_IMPORT = dict(
+    utils=set(),
+    ops={'utils'},
+    sparse={'utils'},
+    datasets={'utils'},
+    models={'ops', 'utils'},
+    converters={'models', 'ops', 'utils'},
+    analysis={'converters', 'datasets', 'models', 'ops', 'sparse', 'utils'},
+)
+
+
 def is_upper(module: str) -> bool:
     return any(module == up or module.startswith(up + '.') for up in UPPER)
 
@@ -89,6 +102,21 @@ def test_every_lower_package_exists():
 
 def test_no_module_below_engine_imports_engine_apis_or_tools():
     assert upward_imports(PACKAGE) == []
+
+
+def test_lower_packages_import_only_what_the_table_allows():
+    assert set(MAY_IMPORT) == set(LOWER)
+    found = []
+    for lower, allowed in MAY_IMPORT.items():
+        for path in sorted((PACKAGE / lower).rglob('*.py')):
+            for line, module in imported_modules(path, PACKAGE):
+                parts = module.split('.')
+                if parts[0] != 'slak_mm' or len(parts) < 2:
+                    continue
+                if parts[1] not in allowed | {lower}:
+                    where = osp.relpath(path, PACKAGE.parent)
+                    found.append(f'{where}:{line} imports {module}')
+    assert found == []
 
 
 @pytest.mark.parametrize(
