@@ -174,7 +174,7 @@ class Recorder(Hook):
     ):
         sparse = next(
             h for h in runner.hooks if isinstance(h, SparseTrainingHook)
-        )
+        ).controller
         self.records.append(
             dict(
                 iter=runner.iter,
@@ -281,7 +281,7 @@ def test_skipped_amp_step_is_not_a_sparse_step(
     )
 
     # fp32 master weights, exactly zero where masked, on the device.
-    sparse = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     weights = dict(runner.model.backbone.named_parameters())
     assert 'stages.2.1.large_kernel.vertical.conv.weight' in (
         sparse.mask_state.masks

@@ -1,6 +1,7 @@
 """slak_mm.utils.cli: the one parser of sizes for every tool."""
 
 import argparse
+import os.path as osp
 import subprocess
 import sys
 import textwrap
@@ -158,3 +159,18 @@ def test_quick_demo_refuses_iters_inside_the_warm_up(monkeypatch, capsys):
     assert 'must be more than 30' in capsys.readouterr().err
     monkeypatch.setattr(sys, 'argv', ['demo.py', '--iters', '31'])
     assert demo.parse_args().iters == 31
+
+
+def test_demo_commands_name_the_checkouts_scripts(tmp_path):
+    from slak_mm.apis import tool_runs
+
+    command = tool_runs.train_command('c.py', 'w', ['a=1'])
+    assert command[1] == osp.join(REPO, 'tools', 'train.py')
+    assert command[2:] == ['c.py', '--work-dir', 'w', '--cfg-options', 'a=1']
+    command = tool_runs.test_command('c.py', 'x.pth', 'w')
+    assert command[1] == osp.join(REPO, 'tools', 'test.py')
+    # An installed package has no tools/: the error names what is missing.
+    missing = osp.join(str(tmp_path), 'tools', 'train.py')
+    with pytest.raises(FileNotFoundError, match='source checkout') as error:
+        tool_runs.tool_script('train.py', str(tmp_path))
+    assert missing in str(error.value)

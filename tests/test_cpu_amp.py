@@ -101,10 +101,10 @@ def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
     runner.train()
     # The block MLPs ran in bf16; parameters and masks stayed fp32 / exact.
     assert set(mlp_dtypes) == {torch.bfloat16}
-    hook = sparse_hook(runner)
-    assert hook.num_updates == 4
+    sparse = sparse_hook(runner).controller
+    assert sparse.num_updates == 4
     weights = runner.model.state_dict()
-    masks = hook.mask_state.masks
+    masks = sparse.mask_state.masks
     assert 'stages.2.1.large_kernel.vertical.conv.weight' in masks
     for name, mask in masks.items():
         weight = weights['backbone.' + name]

@@ -59,13 +59,13 @@ def _train_rank(rank, port, work_dir, result_dir, helpers):
         randomness=dict(seed=0, diff_rank_seed=True),
     )
     runner.train()
-    hook = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     torch.save(
         dict(
-            masks=hook.mask_state.masks,
+            masks=sparse.mask_state.masks,
             weights=runner.model.module.state_dict(),
-            num_updates=hook.num_updates,
-            seed=hook.seed,
+            num_updates=sparse.num_updates,
+            seed=sparse.seed,
         ),
         os.path.join(result_dir, f'rank{rank}.pth'),
     )

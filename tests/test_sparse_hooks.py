@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 import slak_mm  # noqa: F401  registers the hooks and the safe globals
 from slak_mm.engine.hooks import SparseTrainingHook, StaticSparsityHook
+from slak_mm.sparse import DynamicSparsity
 
 # Dynamic sparse training with SNIP init and random growth, updated every
 # 2 optimizer steps, one step per 2 iterations: 12 iterations are 6 steps
@@ -48,15 +49,15 @@ def test_updates_count_optimizer_steps_under_accumulation(
     uninterrupted, sparse_hook, assert_masked_zero
 ):
     runner, _ = uninterrupted
-    hook = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     assert runner.iter == 12
-    assert hook.optimizer_steps == 6
-    assert hook.num_updates == 3
-    assert hook.total_steps == 6
-    assert math.isclose(hook.current_prune_rate, hook.prune_rate_floor)
+    assert sparse.optimizer_steps == 6
+    assert sparse.num_updates == 3
+    assert sparse.total_steps == 6
+    assert math.isclose(sparse.current_prune_rate, sparse.prune_rate_floor)
     # Masks are enforced on the live weights after the last step.
-    assert_masked_zero(runner.model.state_dict(), hook.mask_state.masks)
-    assert math.isclose(hook.density, 0.5, abs_tol=0.01)
+    assert_masked_zero(runner.model.state_dict(), sparse.mask_state.masks)
+    assert math.isclose(sparse.density, 0.5, abs_tol=0.01)
 
 
 def test_resume_gives_identical_masks_and_weights(
@@ -67,7 +68,7 @@ def test_resume_gives_identical_masks_and_weights(
     saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
     state = saved['sparse_training']
     assert (state['optimizer_steps'], state['num_updates']) == (3, 1)
-    final_masks = sparse_hook(full_run).mask_state.masks
+    final_masks = sparse_hook(full_run).controller.mask_state.masks
     # Masks still change after iteration 6, so the resume has work to do.
     assert any(
         not torch.equal(state['masks'][n], m) for n, m in final_masks.items()
@@ -82,11 +83,11 @@ def test_resume_gives_identical_masks_and_weights(
         load_from=str(checkpoint),
     )
     resumed.train()
-    hook = sparse_hook(resumed)
-    assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
-    assert list(hook.mask_state.masks) == list(final_masks)
+    sparse = sparse_hook(resumed).controller
+    assert (sparse.optimizer_steps, sparse.num_updates) == (6, 3)
+    assert list(sparse.mask_state.masks) == list(final_masks)
     for name, mask in final_masks.items():
-        assert torch.equal(hook.mask_state.masks[name], mask), name
+        assert torch.equal(sparse.mask_state.masks[name], mask), name
     expected = full_run.model.state_dict()
     for key, value in resumed.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
@@ -114,14 +115,14 @@ def test_resume_without_mask_state_is_an_error(
 
 def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
     runner, _ = uninterrupted
-    hook = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     hub = runner.message_hub
     density = hub.get_scalar('train/sparse/density').current()
-    assert density == hook.density
+    assert density == sparse.density
     rates = hub.get_scalar('train/sparse/prune_rate').data[0]
     # One value per iteration: the rate the next update would use.
     assert len(rates) == 12
-    assert rates[0] == 0.5 and rates[-1] == hook.current_prune_rate
+    assert rates[0] == 0.5 and rates[-1] == sparse.current_prune_rate
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     # Per-group densities: conv0, conv2 and the linear of the backbone.
     groups = {
@@ -134,8 +135,8 @@ def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
     log_text = next(Path(log_dir).glob('*.log')).read_text()
     # SNIP keeps the scores strictly above the k-th largest, as released:
     # one weight fewer than half here.
-    assert f'sparse/density: {hook.density:.4f}' in log_text
-    assert math.isclose(hook.density, 0.5, abs_tol=1e-3)
+    assert f'sparse/density: {sparse.density:.4f}' in log_text
+    assert math.isclose(sparse.density, 0.5, abs_tol=1e-3)
     assert 'sparse/prune_rate:' in log_text
     # The default LocalVisBackend gets them too.
     scalars_file = Path(log_dir) / 'vis_data' / 'scalars.json'
@@ -162,10 +163,10 @@ def test_ema_copy_and_saved_weights_stay_masked(
         max_iters=6,
     )
     runner.train()
-    hook = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     ema_hook = next(h for h in runner.hooks if isinstance(h, EMAHook))
-    assert hook.num_updates == 3
-    masks = hook.mask_state.masks
+    assert sparse.num_updates == 3
+    masks = sparse.mask_state.masks
     ema_weights = ema_hook.ema_model.module.state_dict()
     assert_masked_zero(ema_weights, masks)
 
@@ -231,19 +232,19 @@ def test_amp_skipped_steps_do_not_count(
         optim_wrapper=optim_wrapper,
     )
     runner.train()
-    hook = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     assert optim_wrapper.loss_scaler.get_scale() == 64.0  # halved twice
-    assert hook.optimizer_steps == 6  # 8 iterations, 2 skipped
-    assert hook.num_updates == 3
+    assert sparse.optimizer_steps == 6  # 8 iterations, 2 skipped
+    assert sparse.num_updates == 3
     weights = runner.model.state_dict()
     assert all(torch.isfinite(w).all() for w in weights.values())
-    assert_masked_zero(weights, hook.mask_state.masks)
+    assert_masked_zero(weights, sparse.mask_state.masks)
     saved = torch.load(
         tmp_path / 'iter_8.pth', map_location='cpu', weights_only=True
     )
     assert_masked_zero(saved['state_dict'], saved['sparse_training']['masks'])
     for param, mask in zip(
-        hook.mask_state.params.values(), hook.mask_state.masks.values()
+        sparse.mask_state.params.values(), sparse.mask_state.masks.values()
     ):
         buffer = optim_wrapper.optimizer.state[param]['momentum_buffer']
         assert (buffer[~mask] == 0).all()
@@ -263,8 +264,8 @@ def test_stop_update_iter(tmp_path, make_runner, sparse_hook):
         max_iters=6,
     )
     runner.train()
-    hook = sparse_hook(runner)
-    assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
+    sparse = sparse_hook(runner).controller
+    assert (sparse.optimizer_steps, sparse.num_updates) == (6, 3)
 
 
 def test_snip_leaves_an_infinite_sampler_running(
@@ -288,7 +289,7 @@ def test_snip_leaves_an_infinite_sampler_running(
     )
     runner.train()
     assert runner.iter == 3 * len(loader)
-    assert sparse_hook(runner).num_updates == 3 * len(loader) // 2
+    assert sparse_hook(runner).controller.num_updates == 3 * len(loader) // 2
 
 
 def test_static_hook_keeps_checkpoint_zeros(
@@ -308,13 +309,33 @@ def test_static_hook_keeps_checkpoint_zeros(
         load_from=str(checkpoint),
     )
     runner.train()
-    hook = sparse_hook(runner)
+    sparse = sparse_hook(runner).controller
     # Layers without zeros drop out; only the sparsified conv is masked.
-    assert list(hook.mask_state.masks) == ['2.weight']
-    assert hook.num_updates == 0 and hook.optimizer_steps == 4
+    assert list(sparse.mask_state.masks) == ['2.weight']
+    assert sparse.num_updates == 0 and sparse.optimizer_steps == 4
     trained = runner.model.backbone[2].weight
     assert torch.equal(trained == 0, zeros)
     assert not torch.equal(trained, conv)
+
+
+def test_the_hook_exposes_its_controller_not_its_attributes(
+    tmp_path, make_runner, sparse_hook
+):
+    hook = SparseTrainingHook(sparsity=0.3, init='uniform')
+    assert hook.controller is None  # built in before_train
+    assert (hook.settings.sparsity, hook.settings.init) == (
+        0.3,
+        'uniform',
+    )
+    # No silent forwarding of the controller's names.
+    for name in ('sparsity', 'mask_state', 'num_updates', 'density'):
+        assert not hasattr(hook, name), name
+    runner = make_runner(tmp_path, [hook], max_iters=2)
+    runner.train()
+    assert sparse_hook(runner) is hook
+    assert isinstance(hook.controller, DynamicSparsity)
+    assert hook.controller.sparsity == 0.3
+    assert not hasattr(hook, 'mask_state')
 
 
 def test_hook_argument_errors():
@@ -396,9 +417,9 @@ def test_non_finite_weights_stop_the_update(
     assert 'mask update 2 (after optimizer step 2, iteration 2)' in str(
         info.value
     )
-    hook = sparse_hook(runner)
-    assert hook.num_updates == 1
-    assert math.isclose(hook.density, 0.6, abs_tol=0.01)
+    sparse = sparse_hook(runner).controller
+    assert sparse.num_updates == 1
+    assert math.isclose(sparse.density, 0.6, abs_tol=0.01)
 
 
 def test_resume_into_other_settings_warns_naming_both(
@@ -419,10 +440,10 @@ def test_resume_into_other_settings_warns_naming_both(
         'sparsity=0.5 (checkpoint) vs sparsity=0.3 (config); '
         "init='snip' (checkpoint) vs init='erk' (config)" in out
     )
-    hook = sparse_hook(resumed)
-    assert (hook.sparsity, hook.init) == (0.5, 'snip')
+    sparse = sparse_hook(resumed).controller
+    assert (sparse.sparsity, sparse.init) == (0.5, 'snip')
     assert 'sparsity=0.5, init=snip' in out
-    assert math.isclose(hook.density, 0.5, abs_tol=0.01)
+    assert math.isclose(sparse.density, 0.5, abs_tol=0.01)
 
 
 @pytest.mark.parametrize(
@@ -491,7 +512,7 @@ def test_whole_model_masks_the_head_too(tmp_path, make_runner, sparse_hook):
         max_iters=1,
     )
     runner.train()
-    names = list(sparse_hook(runner).mask_state.masks)
+    names = list(sparse_hook(runner).controller.mask_state.masks)
     assert names == [
         'backbone.0.weight',
         'backbone.2.weight',
@@ -536,12 +557,12 @@ def test_tiny_slak_classifier_under_mmpretrain(
         randomness=dict(seed=0),
     )
     runner.train()
-    hook = sparse_hook(runner)
-    masks = hook.mask_state.masks
+    sparse = sparse_hook(runner).controller
+    masks = sparse.mask_state.masks
     assert 'stages.2.1.large_kernel.vertical.conv.weight' in masks
     assert not any(n.startswith('head') for n in masks)
-    assert hook.num_updates == 2
-    assert math.isclose(hook.density, 0.6, abs_tol=0.01)
+    assert sparse.num_updates == 2
+    assert math.isclose(sparse.density, 0.6, abs_tol=0.01)
     assert_masked_zero(runner.model.state_dict(), masks)
     # Each logged group density is the masks' count over the group's
     # selected weights (dense ones fully kept): the stem apart from stage 0.
@@ -578,7 +599,7 @@ def test_static_hook_on_dense_weights_warns_and_trains(
         tmp_path, [dict(type='StaticSparsityHook')], max_iters=2
     )
     runner.train()
-    assert len(sparse_hook(runner).mask_state) == 0
+    assert len(sparse_hook(runner).controller.mask_state) == 0
     out = capsys.readouterr().out
     assert 'StaticSparsityHook: every selected layer is dense' in out
     assert 'SparseTrainingHook' not in out

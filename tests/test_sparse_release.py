@@ -555,7 +555,7 @@ def test_ema_of_regrown_weights_as_released(
             self, runner, batch_idx, data_batch=None, outputs=None
         ):
             ema_hook = next(h for h in runner.hooks if isinstance(h, EMAHook))
-            masks = sparse_hook(runner).mask_state.masks
+            masks = sparse_hook(runner).controller.mask_state.masks
             ema = ema_hook.ema_model.module.state_dict()
             weights = runner.model.state_dict()
             self.records.append(

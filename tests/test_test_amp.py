@@ -20,19 +20,20 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.registry import HOOKS, LOOPS
-from mmengine.runner import BaseLoop
+from mmengine.registry import HOOKS, LOOPS, METRICS
+from mmengine.runner import BaseLoop, Runner
 from mmengine.structures import BaseDataElement, InstanceData
 from PIL import Image
 
 from slak_mm.apis import (
+    add_fp32_outputs_hook,
     build_model_from_config,
     enable_test_amp,
-    keep_detection_ops_fp32,
-    keep_predictions_fp32,
 )
+from slak_mm.engine.hooks import FP32OutputsHook
 from slak_mm.models.backends import ops
 from slak_mm.models.large_kernel import LargeKernelConv
 from slak_mm.models.mlp import BlockMLP
@@ -43,6 +44,7 @@ from .e2e_tasks import (
     detection_task,
     segmentation_task,
 )
+from .tiny_configs import segmentation_config
 
 # The probe's config module: this file, imported by the tool's process.
 PROBE_MODULE = 'tests.test_test_amp'
@@ -373,7 +375,7 @@ def test_amp_predictions_match_fp32(fp32_and_amp_runs):
 
 
 # ----------------------------------------------------------------------
-# enable_test_amp and keep_detection_ops_fp32 in-process
+# enable_test_amp and FP32OutputsHook in-process
 # ----------------------------------------------------------------------
 
 
@@ -393,6 +395,20 @@ def test_enable_test_amp_sets_the_loops_fp16(test_cfg, scope):
     cfg = config_with_test_cfg(test_cfg, scope)
     enable_test_amp(cfg)
     assert cfg.test_cfg.fp16 is True
+
+
+def test_add_fp32_outputs_hook_only_under_autocast_and_once():
+    cfg = config_with_test_cfg(dict(type='TestLoop'))
+    assert not add_fp32_outputs_hook(cfg)
+    assert 'custom_hooks' not in cfg
+    cfg.custom_hooks = [dict(type='SegLabelCheckHook')]
+    enable_test_amp(cfg)
+    assert add_fp32_outputs_hook(cfg)
+    assert add_fp32_outputs_hook(cfg)  # already there: not added twice
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'SegLabelCheckHook',
+        'FP32OutputsHook',
+    ]
 
 
 @pytest.mark.parametrize(
@@ -427,17 +443,17 @@ def test_enable_test_amp_rejects_a_config_without_test_cfg():
 def test_enable_test_amp_warns_without_onednn_bf16(
     monkeypatch, bf16_supported
 ):
-    from slak_mm.apis import train_test
+    from slak_mm.apis import config as config_rewrites
 
     logged = []
     monkeypatch.setattr(
-        train_test,
+        config_rewrites,
         'print_log',
         lambda msg, logger=None, level=None: logged.append((msg, level)),
     )
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.setattr(
-        train_test, 'onednn_supports', lambda dtype: bf16_supported
+        config_rewrites, 'onednn_supports', lambda dtype: bf16_supported
     )
     enable_test_amp(config_with_test_cfg(dict(type='TestLoop')))
     assert logged[0] == (
@@ -453,33 +469,43 @@ def test_enable_test_amp_warns_without_onednn_bf16(
         assert 'slower than fp32' in warning
 
 
-@pytest.mark.parametrize(
-    'scope, test_cfg',
-    [
-        ('mmseg', dict(type='TestLoop', fp16=True)),  # another toolkit
-        ('mmdet', dict(type='TestLoop')),  # no autocast
-        ('mmdet', None),
-    ],
-)
-def test_keep_detection_ops_fp32_acts_only_on_autocast_detectors(
-    scope, test_cfg
+class StepModel(torch.nn.Sequential):
+    """Modules whose val/test step returns what ``outputs(data)`` does."""
+
+    def __init__(self, outputs, *modules):
+        super().__init__(*modules)
+        self.outputs = outputs
+
+    def val_step(self, data):
+        return self.outputs(data)
+
+    def test_step(self, data):
+        return self.outputs(data)
+
+
+def hook_runner(model, fp16):
+    """What FP32OutputsHook reads of a runner: the model and the loops."""
+    loop = SimpleNamespace(fp16=fp16)
+    return SimpleNamespace(model=model, test_loop=loop, val_loop=loop)
+
+
+@pytest.mark.parametrize('fp16', [False, True])
+def test_fp32_outputs_hook_gives_roi_align_fp32_only_under_autocast(
+    monkeypatch, fp16
 ):
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     extractor = SingleRoIExtractor(
         roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
         out_channels=8,
         featmap_strides=[4],
     )
-    runner = SimpleNamespace(
-        cfg=Config(dict(default_scope=scope, test_cfg=test_cfg)),
-        model=torch.nn.Sequential(extractor),
-    )
-    assert keep_detection_ops_fp32(runner) == 0
-    assert not extractor._forward_pre_hooks
-    if scope == 'mmdet':
-        runner.cfg.test_cfg = dict(type='TestLoop', fp16=True)
-        assert keep_detection_ops_fp32(runner) == 1
+    model = StepModel(lambda data: data, extractor)
+    hook = FP32OutputsHook()
+    hook.before_test(hook_runner(model, fp16))
+    assert bool(extractor._forward_pre_hooks) == fp16
+    if fp16:
         # Under bf16 CPU autocast, RoIAlign gets (and returns) fp32.
         features = (torch.randn(1, 8, 16, 16).bfloat16(),)
         rois = torch.tensor([[0.0, 2.0, 2.0, 40.0, 40.0]])
@@ -487,10 +513,14 @@ def test_keep_detection_ops_fp32_acts_only_on_autocast_detectors(
             pooled = extractor(features, rois)
         assert pooled.dtype == torch.float32
         assert pooled.shape == (1, 8, 7, 7)
+    hook.after_test(None)
+    assert not extractor._forward_pre_hooks
+    assert 'test_step' not in model.__dict__
 
 
-def test_keep_predictions_fp32_casts_reduced_precision_only():
-    def test_step(data):
+@pytest.mark.parametrize('stage', ['val', 'test'])
+def test_fp32_outputs_hook_casts_reduced_precision_only(stage):
+    def step(data):
         sample = BaseDataElement(
             pred_score=torch.tensor([0.25, 0.75]).bfloat16(),
             pred_label=torch.tensor([1]),
@@ -502,19 +532,22 @@ def test_keep_predictions_fp32_casts_reduced_precision_only():
         )
         return [sample, dict(logits=torch.zeros(3).bfloat16())]
 
-    model = SimpleNamespace(test_step=test_step)
-    runner = SimpleNamespace(
-        cfg=Config(dict(test_cfg=dict(type='TestLoop'))), model=model
+    name = f'{stage}_step'
+    model = StepModel(step)
+    hook = FP32OutputsHook()
+    before, after = (
+        getattr(hook, f'before_{stage}'),
+        getattr(hook, f'after_{stage}'),
     )
-    assert not keep_predictions_fp32(runner)  # no autocast: untouched
-    assert sorted(reduced_precision_tensors(model.test_step(None))) == [
+    before(hook_runner(model, fp16=False))  # no autocast: untouched
+    assert name not in model.__dict__
+    assert sorted(reduced_precision_tensors(step(None))) == [
         'sample.0.pred_instances.bboxes',
         'sample.0.pred_score',
         'sample.1.logits',
     ]
-    runner.cfg.test_cfg = dict(type='TestLoop', fp16=True)
-    assert keep_predictions_fp32(runner)
-    sample, extra = model.test_step(None)
+    before(hook_runner(model, fp16=True))
+    sample, extra = getattr(model, name)(None)
     assert reduced_precision_tensors([sample, extra]) == []
     assert sample.pred_score.dtype == torch.float32
     assert torch.equal(sample.pred_score, torch.tensor([0.25, 0.75]))
@@ -524,3 +557,51 @@ def test_keep_predictions_fp32_casts_reduced_precision_only():
     assert instances.labels.dtype == torch.int64
     assert instances.areas.dtype == torch.float64
     assert extra['logits'].dtype == torch.float32
+    after(None)
+    assert name not in model.__dict__  # the loop's end undoes it
+    assert reduced_precision_tensors(getattr(model, name)(None))
+
+
+@METRICS.register_module(force=True)
+class ReducedPrecisionProbe(BaseMetric):
+    """Records where the predictions the evaluator gets hold a bf16/fp16
+    tensor (class attribute ``found``)."""
+
+    found = []
+
+    def process(self, data_batch, data_samples) -> None:
+        type(self).found += reduced_precision_tensors(data_samples)
+
+    def compute_metrics(self, results) -> dict:
+        return {}
+
+
+@pytest.mark.parametrize('with_hook', [False, True])
+def test_toolkit_runner_with_the_custom_hook_evaluates_fp32_outputs(
+    tmp_path, with_hook
+):
+    """What mmseg's own tools/test.py builds (``Runner.from_cfg``) from a
+    config with ``test_cfg.fp16`` and ``FP32OutputsHook`` in
+    ``custom_hooks``: the evaluator sees fp32 predictions. Without the
+    hook, autocast leaves the seg logits in bf16/fp16."""
+    cfg, _ = segmentation_config(tmp_path)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.test_cfg = dict(type='TestLoop', fp16=True)
+    cfg.test_evaluator = [
+        cfg.test_evaluator,
+        dict(type='ReducedPrecisionProbe'),
+    ]
+    if with_hook:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='FP32OutputsHook')
+        ]
+    ReducedPrecisionProbe.found = []
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+    found = ReducedPrecisionProbe.found
+    if with_hook:
+        assert found == []
+    else:  # the premise: autocast does reach the predictions
+        assert any('seg_logits' in where for where in found), found
+    # Undone after the loop.
+    assert 'test_step' not in runner.model.__dict__

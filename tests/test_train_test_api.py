@@ -1,5 +1,6 @@
-"""slak_mm.apis.train_test: what tools/train.py and tools/test.py do with
-the config, and the one place a process group is created."""
+"""slak_mm.apis.config and slak_mm.apis.run: what tools/train.py and
+tools/test.py do with the config, and the one place a process group is
+created."""
 
 import os.path as osp
 import socket

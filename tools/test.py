@@ -15,10 +15,9 @@ slak_mm.engine.StrictLoadingRunner); a deployed checkpoint needs
 import slak_mm  # noqa: F401  registers SLaK and the checkpoint allow-list
 from slak_mm.apis import (
     add_dump_metric,
+    add_fp32_outputs_hook,
     build_runner,
     enable_test_amp,
-    keep_detection_ops_fp32,
-    keep_predictions_fp32,
     launcher_process_group,
     load_config,
     make_runner_parser,
@@ -59,15 +58,15 @@ def main():
     cfg.load_from = args.checkpoint
     if args.amp:
         enable_test_amp(cfg)
+    # Under autocast (--amp or the config's test_cfg.fp16) the evaluator
+    # gets fp32 predictions.
+    add_fp32_outputs_hook(cfg)
     if args.show_dir:
         trigger_visualization_hook(cfg, args.show_dir)
     if args.out:
         set_test_output(cfg, args.out)
     with launcher_process_group(cfg):
         runner = build_runner(cfg)
-        # Both act only under autocast (--amp or test_cfg.fp16).
-        keep_detection_ops_fp32(runner)
-        keep_predictions_fp32(runner)
         if args.out:
             add_dump_metric(runner, args.out)
         runner.test()

@@ -359,7 +359,7 @@ def analyze_config_erf(
     """
     # mmengine and the toolkits only here: the rest of this module is
     # plain torch and numpy.
-    from ..apis.model_builder import build_model_from_config
+    from ..models.builder import build_model_from_config
     from ..utils.checkpoint import load_checkpoint_strict
 
     model, cfg = build_model_from_config(config, cfg_options)

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..apis.model_builder import (
+from ..models.builder import (
     build_model_from_config,
     is_mmdet_detector,
 )

@@ -14,13 +14,13 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from ..apis.model_builder import build_model_from_config
 from ..converters.deploy import make_test_batch, relative_difference
 from ..converters.onnx import (
     export_to_onnx,
     export_wrapper,
     torch_outputs,
 )
+from ..models.builder import build_model_from_config
 from ..utils.checkpoint import load_checkpoint_strict
 from .benchmark import time_interleaved
 

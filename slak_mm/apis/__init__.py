@@ -3,15 +3,16 @@
 - :mod:`.inference`: strict-loading inference entry points
   (:func:`init_model`, :func:`load_checkpoint_strict`,
   :func:`check_checkpoint`);
-- :mod:`.model_builder`: a model from a config for the analysis and
-  conversion tools, its checkpoint loaded strictly, its network run;
-- :mod:`.train_test`: what ``tools/train.py`` and ``tools/test.py`` do
-  with the config, the runner and the process group.
+- :func:`build_model_from_config` and the helpers that run a model's
+  network (from :mod:`slak_mm.models.builder`, re-exported here);
+- what ``tools/train.py`` and ``tools/test.py`` do, in three parts:
+  :mod:`.cli` parses their command lines, :mod:`.config` applies the
+  options to the config, :mod:`.run` builds the runner and holds the
+  process group;
+- :mod:`.tool_runs`: the scripts run as subprocesses, as the demos do.
 """
 
-from ..utils.checkpoint import load_checkpoint_strict
-from .inference import check_checkpoint, init_model
-from .model_builder import (
+from ..models.builder import (
     build_model_from_config,
     compare_with_model,
     flatten_tensors,
@@ -20,28 +21,30 @@ from .model_builder import (
     run_network,
     run_tensor_mode,
 )
-from .train_test import (
-    add_dump_metric,
-    add_runner_arguments,
-    build_runner,
-    close_process_group,
+from ..utils.checkpoint import load_checkpoint_strict
+from .cli import add_runner_arguments, make_runner_parser, parse_runner_args
+from .config import (
+    add_fp32_outputs_hook,
     enable_amp,
     enable_auto_scale_lr,
     enable_test_amp,
-    keep_detection_ops_fp32,
-    keep_predictions_fp32,
-    launcher_process_group,
     load_config,
-    make_runner_parser,
-    parse_runner_args,
     set_resume,
     set_test_output,
     trigger_visualization_hook,
     use_gloo_without_cuda,
 )
+from .inference import check_checkpoint, init_model
+from .run import (
+    add_dump_metric,
+    build_runner,
+    close_process_group,
+    launcher_process_group,
+)
 
 __all__ = [
     'add_dump_metric',
+    'add_fp32_outputs_hook',
     'add_runner_arguments',
     'build_model_from_config',
     'build_runner',
@@ -54,8 +57,6 @@ __all__ = [
     'flatten_tensors',
     'init_model',
     'is_mmdet_detector',
-    'keep_detection_ops_fp32',
-    'keep_predictions_fp32',
     'launcher_process_group',
     'load_checkpoint_strict',
     'load_config',

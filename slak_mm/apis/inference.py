@@ -27,8 +27,8 @@ from typing import Optional, Union
 import torch.nn as nn
 from mmengine.config import Config
 
+from ..models.builder import build_model_from_config
 from ..utils.checkpoint import load_checkpoint_strict
-from .model_builder import build_model_from_config
 
 
 def _dataset_meta_of(checkpoint: dict) -> Optional[dict]:

@@ -2,10 +2,13 @@
 
 The demos (``tools/misc/demo.py``, ``tools/misc/demo_context.py``) train
 and test configs this way, as a user would from the shell, and read the
-test metrics off the log.
+test metrics off the log. The scripts are part of a source checkout, not
+of an installed package: :func:`tool_script` finds them next to the
+``slak_mm`` package and says so when they are not there.
 """
 
 import os
+import os.path as osp
 import re
 import subprocess
 import sys
@@ -24,14 +27,45 @@ def data_root_options(data_root: str) -> List[str]:
     ]
 
 
+#: The checkout that holds this package, if it is one (``tools/`` beside
+#: ``slak_mm/``).
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def tool_script(name: str, repo_root: str = REPO_ROOT) -> str:
+    """The absolute path of ``tools/<name>`` in the source checkout.
+
+    Args:
+        name (str): Path under ``tools/``, e.g. ``'train.py'``.
+        repo_root (str): The checkout; by default the one holding this
+            package.
+
+    Raises:
+        FileNotFoundError: If the script is not there, e.g. for a
+            pip-installed ``slak_mm``, which has no ``tools/``.
+    """
+    path = osp.join(repo_root, 'tools', name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{path} does not exist: the tools/ scripts come with a source '
+            'checkout of slak_mm, not with an installed package'
+        )
+    return path
+
+
 def train_command(
     config: str, work_dir: str, cfg_options: Sequence[str] = ()
 ) -> List[str]:
-    """``python tools/train.py CONFIG --work-dir DIR --cfg-options ...``,
-    to run from the repository root."""
+    """``python <checkout>/tools/train.py CONFIG --work-dir DIR
+    --cfg-options ...``.
+
+    Raises:
+        FileNotFoundError: Outside a source checkout (see
+            :func:`tool_script`).
+    """
     command = [
         sys.executable,
-        'tools/train.py',
+        tool_script('train.py'),
         config,
         '--work-dir',
         work_dir,
@@ -45,9 +79,14 @@ def test_command(
     work_dir: str,
     cfg_options: Sequence[str] = (),
 ) -> List[str]:
-    """``python tools/test.py CONFIG CHECKPOINT --work-dir DIR
-    --cfg-options ...``, to run from the repository root."""
-    command = [sys.executable, 'tools/test.py', config, checkpoint]
+    """``python <checkout>/tools/test.py CONFIG CHECKPOINT --work-dir DIR
+    --cfg-options ...``.
+
+    Raises:
+        FileNotFoundError: Outside a source checkout (see
+            :func:`tool_script`).
+    """
+    command = [sys.executable, tool_script('test.py'), config, checkpoint]
     command += ['--work-dir', work_dir]
     return command + (['--cfg-options', *cfg_options] if cfg_options else [])
 
@@ -62,8 +101,8 @@ def run_tool(
     """Runs ``command``, echoing chosen lines; returns the whole output.
 
     Args:
-        command (Sequence[str]): E.g. ``[python, 'tools/train.py', CONFIG]``.
-        cwd (str): Working directory (the repository root).
+        command (Sequence[str]): E.g. :func:`train_command`'s.
+        cwd (str): Working directory (the demos use the repository root).
         echo (callable): ``line -> text to print or None``.
         log_file (str, optional): Also write the output here.
         env (dict, optional): Environment of the process.

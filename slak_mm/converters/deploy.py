@@ -7,13 +7,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..apis.model_builder import (
+from ..models.backends import use_backend
+from ..models.builder import (
     build_model_from_config,
     flatten_tensors,
     network_output_kind,
     run_network,
 )
-from ..models.backends import use_backend
 from ..utils.checkpoint import load_checkpoint_strict
 
 #: Top-level checkpoint entries that are always kept.

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..apis.model_builder import (
+from ..models.backends import use_backend
+from ..models.builder import (
     build_model_from_config,
     flatten_tensors,
     is_mmdet_detector,
 )
-from ..models.backends import use_backend
 from ..utils.checkpoint import load_checkpoint_strict
 from .deploy import make_test_batch, relative_difference
 

@@ -2,9 +2,9 @@
 
 :class:`DynamicSparsity` owns the masks, the step counting, the update
 schedule and the checkpoint state; the functions below are its parts. The
-mmengine hooks that drive it live in :mod:`slak_mm.engine.hooks`
-(``SparseTrainingHook`` and ``StaticSparsityHook`` are also reachable here,
-imported on first access, which needs mmengine).
+mmengine hooks that drive it (``SparseTrainingHook``, ``StaticSparsityHook``)
+live in :mod:`slak_mm.engine.hooks`, a layer above: this package imports
+nothing of the runner glue (see docs/architecture.md).
 """
 
 from .checks import CHECKPOINT_KEY
@@ -43,19 +43,6 @@ from .update import (
     magnitude_prune,
     prune_and_regrow,
 )
-
-_HOOKS = ('SparseTrainingHook', 'StaticSparsityHook')
-
-
-def __getattr__(name: str):
-    # The hooks need mmengine; importing them lazily keeps this package
-    # importable without it.
-    if name in _HOOKS:
-        from slak_mm.engine import hooks
-
-        return getattr(hooks, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
 
 __all__ = [
     'CHECKPOINT_KEY',

@@ -29,15 +29,6 @@ from slak_mm.utils.checkpoint import last_read_checkpoint
 from ..optim_wrapper import use_plain_param_groups
 from ..runner import check_checkpoint_fits_runner
 
-# What the hook shows of the controller's state before it is built.
-_UNBUILT_STATE = dict(
-    mask_state=None,
-    optimizer_steps=0,
-    num_updates=0,
-    density=1.0,
-    current_prune_rate=None,
-)
-
 
 @HOOKS.register_module()
 class SparseTrainingHook(Hook):
@@ -53,8 +44,10 @@ class SparseTrainingHook(Hook):
     a scratch copy (:func:`~slak_mm.sparse.snip.snip_loss`). An
     ``EMAHook``'s averaged copy is masked after each EMA update; saved
     weights are exactly zero at masked positions. The controller's
-    settings and state read through the hook (``hook.sparsity``,
-    ``hook.mask_state``, ``hook.num_updates``, ...).
+    settings and state read from ``hook.controller`` once built
+    (``hook.controller.mask_state``, ``hook.controller.num_updates``, ...;
+    a resume may replace ``sparsity`` and ``init``); ``hook.settings`` holds
+    the arguments as configured.
 
     Logged through the message hub every iteration: ``sparse/density``,
     ``sparse/prune_rate`` (the rate the next update uses) and
@@ -100,24 +93,10 @@ class SparseTrainingHook(Hook):
         self.settings = SparsitySettings(
             seed=seed, total_steps=total_steps, **kwargs
         )
+        #: The DynamicSparsity, built in ``before_train``.
         self.controller: Optional[DynamicSparsity] = None
         self._resumed_state: Optional[dict] = None
         self._step_hook_handle = None
-
-    def __getattr__(self, name: str):
-        # hook.sparsity, hook.mask_state, ...: the controller's once built
-        # (a resume may replace sparsity / init), else as configured.
-        settings = self.__dict__.get('settings')
-        configured = {} if settings is None else settings.to_dict()
-        unbuilt = dict(configured, **_UNBUILT_STATE)
-        if name not in unbuilt:
-            raise AttributeError(
-                f'{type(self).__name__!r} object has no attribute {name!r}'
-            )
-        controller = self.__dict__.get('controller')
-        return (
-            unbuilt[name] if controller is None else getattr(controller, name)
-        )
 
     @property
     def _name(self) -> str:

@@ -1,4 +1,5 @@
-"""Building a model from a config and loading a checkpoint into it."""
+"""Building an mmdet, mmseg or mmpretrain model from a config, and running
+its network part (for the analysis, conversion and inference code)."""
 
 from typing import Any, Dict, List, Optional, Tuple, Union
 
