@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from slak_mm.models import SLaK
+from slak_mm.models.checkpoint import split_pretrained_entries
 from slak_mm.utils import safe_torch_load
 
 from .conftest import KERNELS, SMALL, TINY_ARCH, TINY_WIDTHS
@@ -243,3 +244,21 @@ def test_no_import_inside_functions(path):
         if isinstance(node, (ast.Import, ast.ImportFrom))
     ]
     assert not late
+
+
+def test_pretrained_entries_are_told_apart_one_way():
+    """The backbone's init and the model builder split ``init_cfg`` with
+    one function: a dict, a list or a tuple, order kept."""
+    pretrained = dict(type='Pretrained', checkpoint='a.pth')
+    normal = dict(type='TruncNormal', layer='Linear', std=0.02)
+    assert split_pretrained_entries(None) == ([], [])
+    assert split_pretrained_entries(pretrained) == ([pretrained], [])
+    assert split_pretrained_entries(normal) == ([], [normal])
+    mixed = (normal, pretrained, dict(type='Constant', val=1.0))
+    assert split_pretrained_entries(mixed) == (
+        [pretrained],
+        [normal, mixed[2]],
+    )
+    # 'PretrainedInit' is not a registered init type: left to mmengine.
+    other = dict(type='PretrainedInit', checkpoint='a.pth')
+    assert split_pretrained_entries([other]) == ([], [other])

@@ -10,6 +10,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS, init_default_scope
 
 from ..utils.checkpoint import check_shapes
+from .checkpoint import split_pretrained_entries
 
 
 def build_model_from_config(
@@ -38,21 +39,15 @@ def build_model_from_config(
     # Weights come from the checkpoint; never download or read pretrained
     # files named in the config here.
     backbone_cfg = model_cfg.get('backbone')
-    if isinstance(backbone_cfg, dict) and _is_pretrained(
-        backbone_cfg.get('init_cfg')
-    ):
-        backbone_cfg['init_cfg'] = None
+    if isinstance(backbone_cfg, dict):
+        pretrained, others = split_pretrained_entries(
+            backbone_cfg.get('init_cfg')
+        )
+        if pretrained:
+            backbone_cfg['init_cfg'] = others or None
     model = MODELS.build(model_cfg)
     model.eval()
     return model, cfg
-
-
-def _is_pretrained(init_cfg) -> bool:
-    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return any(
-        isinstance(item, dict) and item.get('type') == 'Pretrained'
-        for item in items
-    )
 
 
 def compare_with_model(

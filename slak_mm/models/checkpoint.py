@@ -164,3 +164,30 @@ def load_slak_pretrained(
     return load_state_dict_strict(
         model, state_dict, filename, output_norms, logger
     )
+
+
+def split_pretrained_entries(init_cfg) -> Tuple[List[dict], List]:
+    """Splits an ``init_cfg`` into its ``dict(type='Pretrained', ...)``
+    entries and the others.
+
+    Args:
+        init_cfg (dict | list | tuple | None): One entry or several, as
+            mmengine accepts them.
+
+    Returns:
+        tuple[list[dict], list]: The ``Pretrained`` entries and the other
+        entries, each in their original order.
+    """
+    if init_cfg is None:
+        entries = []
+    elif isinstance(init_cfg, (list, tuple)):
+        entries = list(init_cfg)
+    else:
+        entries = [init_cfg]
+    pretrained, others = [], []
+    for entry in entries:
+        is_pretrained = (
+            isinstance(entry, dict) and entry.get('type') == 'Pretrained'
+        )
+        (pretrained if is_pretrained else others).append(entry)
+    return pretrained, others

@@ -18,7 +18,7 @@ from .backends import (
     get_backend,
     resolve_backend,
 )
-from .checkpoint import load_slak_pretrained
+from .checkpoint import load_slak_pretrained, split_pretrained_entries
 from .large_kernel import LargeKernelConv
 from .layers import DropPath, LayerNorm2d
 from .mlp import BlockMLP
@@ -563,15 +563,10 @@ class SLaK(UsesBackend, BaseModule):
         mmengine orders them. mmengine's own ``PretrainedInit`` would load a
         released checkpoint non-strictly, i.e. not at all.
         """
-        entries = self.init_cfg
-        if isinstance(entries, dict):
-            entries = [entries]
-        entries = list(entries or [])
-        pretrained = [e for e in entries if _is_pretrained_entry(e)]
+        pretrained, others = split_pretrained_entries(self.init_cfg)
         if not pretrained:
             super().init_weights()
             return
-        others = [e for e in entries if not _is_pretrained_entry(e)]
         original = self.init_cfg
         self.init_cfg = others or None
         try:
@@ -603,7 +598,3 @@ def _default_init_cfg() -> List[dict]:
         ),
         dict(type='Constant', layer=['LayerNorm'], val=1.0, bias=0.0),
     ]
-
-
-def _is_pretrained_entry(entry) -> bool:
-    return isinstance(entry, dict) and entry.get('type') == 'Pretrained'
