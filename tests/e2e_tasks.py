@@ -14,7 +14,7 @@ from slak_mm.datasets import (
     generate_imagenet,
 )
 
-from .conftest import KERNELS, ONE_BLOCK_ARCH, REPO, SMALL, TINY_WIDTHS
+from .helpers import KERNELS, ONE_BLOCK_ARCH, REPO, SMALL, TINY_WIDTHS
 
 SEG_DEMO = 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
 ONE_BLOCK_BACKBONE = dict(

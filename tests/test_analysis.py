@@ -22,7 +22,7 @@ from slak_mm.analysis.sparsity import format_table, layer_densities
 from slak_mm.apis import build_model_from_config
 from slak_mm.utils.modules import SubmoduleNotFoundError, resolve_module
 
-from .conftest import KERNELS, SMALL, TINY_ARCH
+from .helpers import KERNELS, SMALL, TINY_ARCH
 from .tool_utils import load_tool, tool_path, write_classifier_config
 
 # ----------------------------------------------------------------- ERF

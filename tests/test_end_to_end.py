@@ -21,6 +21,14 @@ from .e2e_tasks import (
     detection_task,
     segmentation_task,
 )
+from .helpers import (
+    run_command,
+    run_tool,
+    saved_scalars,
+    saved_test_metrics,
+    shrink_det_config,
+    shrink_seg_config,
+)
 
 
 def assert_metrics(metrics, expected):
@@ -34,15 +42,7 @@ def assert_metrics(metrics, expected):
     [segmentation_task, classification_task, detection_task],
     ids=['segmentation', 'classification', 'detection'],
 )
-def test_train_test_resume(
-    make_task,
-    tmp_path,
-    run_tool,
-    shrink_seg_config,
-    shrink_det_config,
-    saved_scalars,
-    saved_test_metrics,
-):
+def test_train_test_resume(make_task, tmp_path):
     task = make_task(
         tmp_path,
         dict(
@@ -143,7 +143,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_dist_train_two_processes(tmp_path, run_command, saved_scalars):
+def test_dist_train_two_processes(tmp_path):
     data = generate_ade20k(
         tmp_path / 'data',
         num_train=8,

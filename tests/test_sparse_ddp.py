@@ -8,6 +8,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from .helpers import ToyDataset as toy_dataset
+from .helpers import make_runner, sparse_hook, toy_model
+
 WORLD_SIZE = 2
 NUM_ITERS = 4
 
@@ -72,9 +75,7 @@ def _train_rank(rank, port, work_dir, result_dir, helpers):
     dist.destroy_process_group()
 
 
-def test_ranks_hold_identical_masks_after_updates(
-    tmp_path, make_runner, sparse_hook, toy_model, toy_dataset
-):
+def test_ranks_hold_identical_masks_after_updates(tmp_path):
     results = tmp_path / 'results'
     results.mkdir()
     # fork: the children inherit the imported modules (spawn re-imports

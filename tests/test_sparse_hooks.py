@@ -15,6 +15,16 @@ from torch.utils.data import DataLoader
 import slak_mm  # noqa: F401  registers the hooks and the safe globals
 from slak_mm.engine.hooks import SparseTrainingHook, StaticSparsityHook
 
+from .helpers import ClassificationSamples as classification_samples
+from .helpers import ToyDataset as toy_dataset
+from .helpers import (
+    assert_masked_zero,
+    make_runner,
+    sparse_hook,
+    tiny_classifier_cfg,
+    toy_model,
+)
+
 # Dynamic sparse training with SNIP init and random growth, updated every
 # 2 optimizer steps, one step per 2 iterations: 12 iterations are 6 steps
 # and 3 updates (at iterations 4, 8 and 12).
@@ -29,7 +39,7 @@ DYNAMIC_HOOK = dict(
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory, make_runner):
+def uninterrupted(tmp_path_factory):
     """12 iterations with checkpoints at 6 and 12, plus masks at 6."""
     work_dir = tmp_path_factory.mktemp('uninterrupted')
     runner = make_runner(
@@ -44,9 +54,7 @@ def test_registered_in_the_root_registry():
     assert HOOKS.get('StaticSparsityHook') is StaticSparsityHook
 
 
-def test_updates_count_optimizer_steps_under_accumulation(
-    uninterrupted, sparse_hook, assert_masked_zero
-):
+def test_updates_count_optimizer_steps_under_accumulation(uninterrupted):
     runner, _ = uninterrupted
     hook = sparse_hook(runner)
     assert runner.iter == 12
@@ -59,9 +67,7 @@ def test_updates_count_optimizer_steps_under_accumulation(
     assert math.isclose(hook.density, 0.5, abs_tol=0.01)
 
 
-def test_resume_gives_identical_masks_and_weights(
-    uninterrupted, tmp_path, make_runner, sparse_hook, toy_model
-):
+def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
     full_run, work_dir = uninterrupted
     checkpoint = work_dir / 'iter_6.pth'
     saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
@@ -92,9 +98,7 @@ def test_resume_gives_identical_masks_and_weights(
         assert torch.equal(value, expected[key]), key
 
 
-def test_resume_without_mask_state_is_an_error(
-    uninterrupted, tmp_path, make_runner
-):
+def test_resume_without_mask_state_is_an_error(uninterrupted, tmp_path):
     _, work_dir = uninterrupted
     checkpoint = torch.load(
         work_dir / 'iter_6.pth', map_location='cpu', weights_only=True
@@ -112,7 +116,7 @@ def test_resume_without_mask_state_is_an_error(
         runner.train()
 
 
-def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
+def test_density_and_prune_rate_are_logged(uninterrupted):
     runner, _ = uninterrupted
     hook = sparse_hook(runner)
     hub = runner.message_hub
@@ -143,9 +147,7 @@ def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
     assert {'sparse/density', 'sparse/prune_rate'} <= set(last)
 
 
-def test_ema_copy_and_saved_weights_stay_masked(
-    tmp_path, make_runner, sparse_hook, assert_masked_zero
-):
+def test_ema_copy_and_saved_weights_stay_masked(tmp_path):
     runner = make_runner(
         tmp_path,
         [
@@ -186,15 +188,7 @@ def test_ema_copy_and_saved_weights_stay_masked(
     )
 
 
-def test_amp_skipped_steps_do_not_count(
-    tmp_path,
-    monkeypatch,
-    make_runner,
-    sparse_hook,
-    toy_model,
-    toy_dataset,
-    assert_masked_zero,
-):
+def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
     from mmengine.optim import AmpOptimWrapper
     from mmengine.optim.optimizer import amp_optimizer_wrapper
 
@@ -249,7 +243,7 @@ def test_amp_skipped_steps_do_not_count(
         assert (buffer[~mask] == 0).all()
 
 
-def test_stop_update_iter(tmp_path, make_runner, sparse_hook):
+def test_stop_update_iter(tmp_path):
     runner = make_runner(
         tmp_path,
         [
@@ -267,9 +261,7 @@ def test_stop_update_iter(tmp_path, make_runner, sparse_hook):
     assert (hook.optimizer_steps, hook.num_updates) == (6, 3)
 
 
-def test_snip_leaves_an_infinite_sampler_running(
-    tmp_path, make_runner, sparse_hook, toy_dataset
-):
+def test_snip_leaves_an_infinite_sampler_running(tmp_path):
     # SNIP's batch must not come from a second iterator over the loader:
     # closing it would close the InfiniteSampler's shared index generator.
     from mmengine.dataset import InfiniteSampler
@@ -291,9 +283,7 @@ def test_snip_leaves_an_infinite_sampler_running(
     assert sparse_hook(runner).num_updates == 3 * len(loader) // 2
 
 
-def test_static_hook_keeps_checkpoint_zeros(
-    tmp_path, make_runner, sparse_hook, toy_model
-):
+def test_static_hook_keeps_checkpoint_zeros(tmp_path):
     sparse_model = toy_model(seed=3)
     with torch.no_grad():
         conv = sparse_model.backbone[2].weight
@@ -362,7 +352,7 @@ def test_wrong_argument_types_fail_at_construction(hook_args, error):
     ],
 )
 def test_momentum_growth_without_momentum_fails_before_training(
-    tmp_path, optimizer, message, make_runner
+    tmp_path, optimizer, message
 ):
     runner = make_runner(
         tmp_path,
@@ -374,9 +364,7 @@ def test_momentum_growth_without_momentum_fails_before_training(
     assert runner.iter == 0
 
 
-def test_non_finite_weights_stop_the_update(
-    tmp_path, make_runner, sparse_hook, toy_dataset
-):
+def test_non_finite_weights_stop_the_update(tmp_path):
     # Sample 5 is inf: the second batch's step makes every weight NaN.
     runner = make_runner(
         tmp_path,
@@ -402,7 +390,7 @@ def test_non_finite_weights_stop_the_update(
 
 
 def test_resume_into_other_settings_warns_naming_both(
-    uninterrupted, tmp_path, capsys, make_runner, sparse_hook
+    uninterrupted, tmp_path, capsys
 ):
     _, work_dir = uninterrupted
     other = dict(DYNAMIC_HOOK, sparsity=0.3, init='erk')
@@ -446,7 +434,7 @@ def test_resume_into_other_settings_warns_naming_both(
     ],
 )
 def test_damaged_mask_state_gives_a_clear_error(
-    uninterrupted, tmp_path, damage, error, message, make_runner
+    uninterrupted, tmp_path, damage, error, message
 ):
     _, work_dir = uninterrupted
     checkpoint = torch.load(
@@ -473,7 +461,7 @@ def test_damaged_mask_state_gives_a_clear_error(
     ],
 )
 def test_paths_that_match_nothing_are_errors(
-    tmp_path, hook_args, error, message, make_runner
+    tmp_path, hook_args, error, message
 ):
     runner = make_runner(
         tmp_path,
@@ -484,7 +472,7 @@ def test_paths_that_match_nothing_are_errors(
         runner.train()
 
 
-def test_whole_model_masks_the_head_too(tmp_path, make_runner, sparse_hook):
+def test_whole_model_masks_the_head_too(tmp_path):
     runner = make_runner(
         tmp_path,
         [dict(type='SparseTrainingHook', init='uniform', module_path=None)],
@@ -500,13 +488,7 @@ def test_whole_model_masks_the_head_too(tmp_path, make_runner, sparse_hook):
     ]
 
 
-def test_tiny_slak_classifier_under_mmpretrain(
-    tmp_path,
-    sparse_hook,
-    assert_masked_zero,
-    classification_samples,
-    tiny_classifier_cfg,
-):
+def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
     from mmengine.dataset import pseudo_collate
     from mmpretrain.utils import register_all_modules
 
@@ -571,9 +553,7 @@ def test_tiny_slak_classifier_under_mmpretrain(
     assert set(logged) == {'stem', 'stage0', 'stage1', 'stage2', 'stage3'}
 
 
-def test_static_hook_on_dense_weights_warns_and_trains(
-    tmp_path, capsys, make_runner, sparse_hook
-):
+def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
     runner = make_runner(
         tmp_path, [dict(type='StaticSparsityHook')], max_iters=2
     )
@@ -584,7 +564,7 @@ def test_static_hook_on_dense_weights_warns_and_trains(
     assert 'SparseTrainingHook' not in out
 
 
-def test_resuming_a_list_gives_a_clear_error(tmp_path, make_runner):
+def test_resuming_a_list_gives_a_clear_error(tmp_path):
     not_a_checkpoint = tmp_path / 'list.pth'
     torch.save([{'masks': {}}], not_a_checkpoint)
     runner = make_runner(

@@ -37,11 +37,18 @@ from slak_mm.models.backends import ops
 from slak_mm.models.large_kernel import LargeKernelConv
 from slak_mm.models.mlp import BlockMLP
 
-from .conftest import REPO, randomize_batch_norms
 from .e2e_tasks import (
     classification_task,
     detection_task,
     segmentation_task,
+)
+from .helpers import (
+    REPO,
+    randomize_batch_norms,
+    run_command,
+    saved_test_metrics,
+    shrink_det_config,
+    shrink_seg_config,
 )
 
 # The probe's config module: this file, imported by the tool's process.
@@ -147,14 +154,7 @@ TOOLKITS = dict(
 
 
 @pytest.fixture(scope='module', params=list(TOOLKITS))
-def fp32_and_amp_runs(
-    request,
-    tmp_path_factory,
-    run_command,
-    shrink_seg_config,
-    shrink_det_config,
-    saved_test_metrics,
-):
+def fp32_and_amp_runs(request, tmp_path_factory):
     """The task, and per precision (``'fp32'``, ``'amp'``) the test run's
     metrics, predictions (``--out``) and probed backbone dtypes."""
     make_task, make_checkpoint = TOOLKITS[request.param]

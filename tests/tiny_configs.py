@@ -12,10 +12,8 @@ from slak_mm.datasets import (
     generate_imagenet,
 )
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
-TINY_WIDTHS = [10, 20, 31, 41]
-KERNELS = (13, 11, 9, 7)
+from .helpers import KERNELS, REPO, TINY_WIDTHS
+from .helpers import ONE_BLOCK_ARCH as TINY_ARCH
 
 
 def tiny_backbone(cfg):
