@@ -35,7 +35,7 @@ TINY_ARCH = dict(depths=[1, 1, 2, 1], channels=[8, 16, 24, 32])
 # A one-block-per-stage SLaK for the toolkits' detectors and segmentors,
 # and its stage widths after the default width factor 1.3.
 ONE_BLOCK_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
-TINY_WIDTHS = [int(c * 1.3) for c in TINY_ARCH['channels']]
+TINY_WIDTHS = [int(c * 1.3) for c in ONE_BLOCK_ARCH['channels']]
 CLS_MEAN = [123.675, 116.28, 103.53]
 CLS_STD = [58.395, 57.12, 57.375]
 # Marks CUDA tests of the Triton kernels (with ``pytest.mark.cuda``).
