@@ -14,7 +14,15 @@ from slak_mm.datasets import (
     generate_imagenet,
 )
 
-from .conftest import KERNELS, ONE_BLOCK_ARCH, REPO, SMALL, TINY_WIDTHS
+from .helpers import (
+    KERNELS,
+    ONE_BLOCK_ARCH,
+    REPO,
+    SMALL,
+    TINY_WIDTHS,
+    shrink_det_config,
+    shrink_seg_config,
+)
 
 SEG_DEMO = 'configs/segmentation/demo_upernet_slak_ade20k_synthetic.py'
 ONE_BLOCK_BACKBONE = dict(
@@ -90,7 +98,7 @@ def two_epochs(cfg, evaluator, tmp_path):
     return path
 
 
-def segmentation_task(tmp_path, helpers):
+def segmentation_task(tmp_path):
     data = generate_ade20k(
         tmp_path / 'data',
         num_train=8,
@@ -100,7 +108,7 @@ def segmentation_task(tmp_path, helpers):
         seed=1,
     )
     cfg = Config.fromfile(osp.join(REPO, SEG_DEMO))
-    helpers['shrink_seg_config'](cfg, data['data_root'], max_iters=4)
+    shrink_seg_config(cfg, data['data_root'], max_iters=4)
     cfg.default_hooks.checkpoint.interval = 2
     cfg.default_hooks.checkpoint.max_keep_ckpts = -1
     cfg.dump(str(tmp_path / 'seg.py'))
@@ -116,7 +124,7 @@ def segmentation_task(tmp_path, helpers):
     )
 
 
-def classification_task(tmp_path, helpers):
+def classification_task(tmp_path):
     data = generate_imagenet(
         tmp_path / 'data',
         num_train=8,
@@ -157,7 +165,7 @@ def classification_task(tmp_path, helpers):
     )
 
 
-def detection_task(tmp_path, helpers):
+def detection_task(tmp_path):
     data = generate_coco_instances(
         tmp_path / 'data',
         num_train=4,
@@ -171,7 +179,7 @@ def detection_task(tmp_path, helpers):
             REPO, 'configs/detection/cascade_mask_rcnn_slak_t_fpn_1x_coco.py'
         )
     )
-    helpers['shrink_det_config'](cfg, ONE_BLOCK_BACKBONE)
+    shrink_det_config(cfg, ONE_BLOCK_BACKBONE)
     train_pipeline = [
         dict(type='LoadImageFromFile'),
         dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

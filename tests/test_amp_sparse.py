@@ -36,7 +36,7 @@ import slak_mm  # noqa: F401  registers SLaK and the sparse hooks
 from slak_mm.engine.hooks import SparseTrainingHook
 from slak_mm.models import SLaK
 
-from .conftest import TINY_ARCH
+from .helpers import TINY_ARCH, make_runner, sparse_hook
 
 # Iteration (0-based) whose gradients are made inf, so the scaler skips it.
 INF_ITER = 1
@@ -189,10 +189,10 @@ class Recorder(Hook):
         )
 
 
-def build_amp_runner(make_runner, work_dir, device, dtype, load_from=None):
-    """The conftest toy runner around :class:`TinyClassifier` on ``device``
-    under an fp16/bf16 AMP wrapper, with the sparse hook, the forced inf
-    gradient and a :class:`Recorder`."""
+def build_amp_runner(work_dir, device, dtype, load_from=None):
+    """The toy runner of :func:`tests.helpers.make_runner` around
+    :class:`TinyClassifier` on ``device`` under an fp16/bf16 AMP wrapper,
+    with the sparse hook, the forced inf gradient and a :class:`Recorder`."""
     model = TinyClassifier().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_scale = dict(init_scale=INIT_SCALE, growth_interval=1000)
@@ -246,13 +246,9 @@ def deterministic_cudnn(device):
 
 
 @pytest.mark.parametrize('device, dtype', SETTINGS)
-def test_skipped_amp_step_is_not_a_sparse_step(
-    tmp_path, device, dtype, make_runner, sparse_hook
-):
+def test_skipped_amp_step_is_not_a_sparse_step(tmp_path, device, dtype):
     with deterministic_cudnn(device):
-        runner, recorder = build_amp_runner(
-            make_runner, tmp_path / 'full', device, dtype
-        )
+        runner, recorder = build_amp_runner(tmp_path / 'full', device, dtype)
         runner.train()
     records = recorder.records
     assert [r['iter'] for r in records] == list(range(MAX_ITERS))
@@ -302,7 +298,6 @@ def test_skipped_amp_step_is_not_a_sparse_step(
     assert checkpoint['optimizer']['loss_scaler']['scale'] == (INIT_SCALE / 2)
     with deterministic_cudnn(device):
         resumed, resumed_recorder = build_amp_runner(
-            make_runner,
             tmp_path / 'resumed',
             device,
             dtype,

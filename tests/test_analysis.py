@@ -22,7 +22,7 @@ from slak_mm.analysis.sparsity import format_table, layer_densities
 from slak_mm.apis import build_model_from_config
 from slak_mm.utils.modules import SubmoduleNotFoundError, resolve_module
 
-from .conftest import KERNELS, SMALL, TINY_ARCH
+from .helpers import KERNELS, REPO, SMALL, TINY_ARCH
 from .tool_utils import load_tool, tool_path, write_classifier_config
 
 # ----------------------------------------------------------------- ERF
@@ -392,11 +392,9 @@ def test_sparsity_report_separates_the_masked_backbone(tmp_path, capsys):
 
 def test_analyze_erf_without_checkpoint_prints_only_what_matters(tmp_path):
     """No per-parameter initialisation log: the tool prints its summary."""
-    import os.path as osp
     import subprocess
     import sys
 
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
     config = write_classifier_config(
         tmp_path / 'cfg.py', TINY_ARCH, KERNELS, SMALL
     )
@@ -404,7 +402,7 @@ def test_analyze_erf_without_checkpoint_prints_only_what_matters(tmp_path):
     result = subprocess.run(
         [sys.executable, tool_path('analyze_erf'), config, images]
         + ['--input-size', '64', '--out-dir', str(tmp_path / 'erf')],
-        cwd=repo,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,

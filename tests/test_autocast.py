@@ -20,7 +20,7 @@ from slak_mm.models.backends import (
     ops,
 )
 
-from .conftest import TINY_ARCH, cpu_backends, randomize_batch_norms
+from .helpers import TINY_ARCH, cpu_backends, randomize_batch_norms
 
 # Which kernels run under autocast depends on what oneDNN supports on the
 # CPU (bf16: AVX512-BF16/AMX, fp16: AVX512-FP16/AVX-NE-CONVERT).

@@ -7,7 +7,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from slak_mm.models import DropPath, SLaK
 from slak_mm.models.settings import SLaKArchSettings
 
-from .conftest import TINY_ARCH, randomize_batch_norms
+from .helpers import TINY_ARCH, randomize_batch_norms
 
 # Released parameter counts at width 1.3, kernels 51/49/47/13, small 5.
 CLASSIFIER_PARAMS = dict(tiny=50_703_838, small=91_131_820, base=157_950_792)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from slak_mm.models.backends import FastCPUBackend, ops
 
-from .conftest import AVX2_CAPS, relative_close
+from .helpers import AVX2_CAPS, relative_close
 
 
 def needs(name):

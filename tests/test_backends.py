@@ -28,7 +28,7 @@ from slak_mm.models.backends.fast_cpu import (
 )
 from slak_mm.models.large_kernel import LargeKernelConv
 
-from .conftest import (
+from .helpers import (
     TINY_ARCH,
     cpu_backends,
     randomize_batch_norms,

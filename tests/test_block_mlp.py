@@ -11,7 +11,7 @@ from slak_mm.models import SLaK, SLaKBlock
 from slak_mm.models.backends import get_backend, ops
 from slak_mm.models.mlp import BlockMLP
 
-from .conftest import (
+from .helpers import (
     TINY_ARCH,
     cpu_backends,
     randomize_batch_norms,

@@ -13,9 +13,15 @@ from slak_mm.models import SLaK
 from slak_mm.models.checkpoint import split_pretrained_entries
 from slak_mm.utils import safe_torch_load
 
-from .conftest import KERNELS, SMALL, TINY_ARCH, TINY_WIDTHS
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import (
+    KERNELS,
+    REPO,
+    SMALL,
+    TINY_ARCH,
+    TINY_WIDTHS,
+    release_state_dict,
+    save_release,
+)
 
 
 def build(**kwargs):
@@ -25,9 +31,7 @@ def build(**kwargs):
     return SLaK(**kwargs)
 
 
-def test_release_checkpoint_loads_through_init_cfg(
-    tmp_path, release_state_dict, save_release
-):
+def test_release_checkpoint_loads_through_init_cfg(tmp_path):
     release = release_state_dict(
         TINY_ARCH['depths'], TINY_WIDTHS, KERNELS, SMALL
     )
@@ -64,9 +68,7 @@ def test_release_checkpoint_loads_through_init_cfg(
     )
 
 
-def test_release_checkpoint_into_downstream_backbone(
-    tmp_path, release_state_dict, save_release
-):
+def test_release_checkpoint_into_downstream_backbone(tmp_path):
     release = release_state_dict(
         TINY_ARCH['depths'], TINY_WIDTHS, KERNELS, SMALL
     )
@@ -116,9 +118,7 @@ def test_plain_state_dict_without_prefix(tmp_path):
     )
 
 
-def test_shape_mismatch_names_key_and_shapes(
-    tmp_path, release_state_dict, save_release
-):
+def test_shape_mismatch_names_key_and_shapes(tmp_path):
     release = release_state_dict(
         TINY_ARCH['depths'], TINY_WIDTHS, (15, 11, 9, 7), SMALL
     )
@@ -133,7 +133,7 @@ def test_shape_mismatch_names_key_and_shapes(
     assert 'other_kernels.pth' in message
 
 
-def test_width_mismatch_raises(tmp_path, release_state_dict, save_release):
+def test_width_mismatch_raises(tmp_path):
     release = release_state_dict(
         TINY_ARCH['depths'], list(TINY_ARCH['channels']), KERNELS, SMALL
     )
@@ -213,11 +213,11 @@ def test_loading_and_conversion_import_in_either_order(first, second):
         [sys.executable, '-c', code],
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=REPO,
         env=dict(
             os.environ,
             PYTHONPATH=os.pathsep.join(
-                [REPO_ROOT, os.environ.get('PYTHONPATH', '')]
+                [REPO, os.environ.get('PYTHONPATH', '')]
             ),
         ),
     )
@@ -235,7 +235,7 @@ def test_loading_and_conversion_import_in_either_order(first, second):
 )
 def test_no_import_inside_functions(path):
     # An import inside a function is how an import cycle hides.
-    tree = ast.parse(open(os.path.join(REPO_ROOT, path)).read())
+    tree = ast.parse(open(os.path.join(REPO, path)).read())
     late = [
         f'{path}:{node.lineno}'
         for function in ast.walk(tree)

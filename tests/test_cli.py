@@ -17,7 +17,8 @@ from slak_mm.utils.cli import (
     size_pair,
 )
 
-from .tool_utils import REPO, load_tool
+from .helpers import REPO
+from .tool_utils import load_tool
 
 
 def shape_parser(**kwargs):

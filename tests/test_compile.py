@@ -21,7 +21,7 @@ from slak_mm.datasets import generate_ade20k, generate_imagenet
 from slak_mm.models import SLaK
 from slak_mm.models.backends import fast_cpu, get_backend
 
-from .conftest import KERNELS, REPO, SMALL, relative_close
+from .helpers import KERNELS, REPO, SMALL, relative_close, shrink_seg_config
 from .tiny_configs import classification_config
 
 CPU_BACKENDS = ['fast', 'native', 'reference']
@@ -245,7 +245,7 @@ def train_compiled_and_check_masks(cfg, tmp_path):
     assert hook.controller.num_updates >= 1
 
 
-def test_mmengine_compile_trains_with_masks_kept(tmp_path, shrink_seg_config):
+def test_mmengine_compile_trains_with_masks_kept(tmp_path):
 
     data = generate_ade20k(
         tmp_path / 'data', num_train=4, num_val=2, image_size=64, seed=3

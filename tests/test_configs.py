@@ -11,7 +11,8 @@ from mmengine.runner import Runner
 
 from slak_mm.models.backends import get_backend
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import REPO
+
 CONFIGS = sorted(
     osp.relpath(p, REPO)
     for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)

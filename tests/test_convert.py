@@ -17,7 +17,7 @@ from slak_mm.converters.release import (
 from slak_mm.models import SLaK, slak_mm_to_release_key
 from slak_mm.utils import safe_torch_load
 
-from .conftest import KERNELS, SMALL, TINY_ARCH, build_release_state_dict
+from .helpers import KERNELS, SMALL, TINY_ARCH, release_state_dict
 from .tool_utils import load_tool, write_classifier_config
 
 DIMS = [int(c * 1.3) for c in TINY_ARCH['channels']]
@@ -30,7 +30,7 @@ def scaled_release_state_dict(sparsity=0.0):
     With ``sparsity`` > 0 that fraction of every 2-D/4-D weight is zeroed,
     as a sparse-trained release is.
     """
-    state = build_release_state_dict(
+    state = release_state_dict(
         TINY_ARCH['depths'], DIMS, KERNELS, SMALL, NUM_CLASSES
     )
     for key, value in state.items():

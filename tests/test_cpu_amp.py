@@ -1,7 +1,6 @@
 """bf16 mixed-precision training on the CPU: the optimizer wrapper, the
 ``--amp`` switch, and sparse training under it."""
 
-import functools
 import os
 
 import pytest
@@ -14,19 +13,19 @@ import slak_mm  # noqa: F401  registers SLaK, the hooks and the wrapper
 from slak_mm.apis import enable_amp
 from slak_mm.engine import CPUAmpOptimWrapper
 
+from .helpers import (
+    ClassificationSamples,
+    make_runner,
+    run_command,
+    saved_scalars,
+    shrink_seg_config,
+    sparse_hook,
+    tiny_classifier_cfg,
+)
 
-@pytest.fixture
-def amp_runner(make_runner, classification_samples, tiny_classifier_cfg):
-    """``amp_runner(work_dir, max_iters, load_from=None)``: a tiny SLaK
-    classifier trained sparse under CPUAmpOptimWrapper."""
-    return functools.partial(
-        _make_runner, make_runner, classification_samples, tiny_classifier_cfg
-    )
 
-
-def _make_runner(
-    make_runner, samples, classifier_cfg, work_dir, max_iters, load_from=None
-):
+def amp_runner(work_dir, max_iters, load_from=None):
+    """A tiny SLaK classifier trained sparse under CPUAmpOptimWrapper."""
     from mmengine.dataset import pseudo_collate
     from mmpretrain.utils import register_all_modules
 
@@ -44,12 +43,14 @@ def _make_runner(
         ],
         max_iters=max_iters,
         checkpoint_interval=2,
-        model=classifier_cfg(),
+        model=tiny_classifier_cfg(),
         optim_wrapper=dict(
             type='CPUAmpOptimWrapper',
             optimizer=dict(type='AdamW', lr=1e-3),
         ),
-        loader=DataLoader(samples(), batch_size=2, collate_fn=pseudo_collate),
+        loader=DataLoader(
+            ClassificationSamples(), batch_size=2, collate_fn=pseudo_collate
+        ),
         default_scope='mmpretrain',
         log_processor=dict(by_epoch=False),
         load_from=load_from,
@@ -90,9 +91,7 @@ def test_amp_flag_picks_the_cpu_wrapper_without_cuda(monkeypatch):
 
 # bf16 on oneDNN's kernels or on standard ops, per CPU.
 @pytest.mark.cpu_capability
-def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
-    tmp_path, amp_runner, sparse_hook
-):
+def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(tmp_path):
     runner = amp_runner(tmp_path / 'full', max_iters=4)
     mlp_dtypes = []
     runner.model.backbone.stages[0][0].mlp.register_forward_hook(
@@ -123,15 +122,13 @@ def test_sparse_training_in_bf16_keeps_zeros_and_resumes_exactly(
 
 
 @pytest.mark.cpu_capability
-def test_train_tool_amp_flag_trains_in_bf16_on_cpu(
-    tmp_path, shrink_seg_config, run_command, saved_scalars
-):
+def test_train_tool_amp_flag_trains_in_bf16_on_cpu(tmp_path):
     """``tools/train.py --amp`` on a machine without CUDA, end to end."""
     import sys
 
     from slak_mm.datasets import generate_ade20k
 
-    from .conftest import REPO
+    from .helpers import REPO
 
     data = generate_ade20k(
         tmp_path / 'data', num_train=4, num_val=2, image_size=64, num_classes=4

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from slak_mm.models import SLaK
 from slak_mm.sparse import DynamicSparsity
 
-from .conftest import TINY_ARCH, randomize_batch_norms, relative_close
+from .helpers import TINY_ARCH, randomize_batch_norms, relative_close
 
 pytestmark = [
     pytest.mark.cuda,

@@ -34,9 +34,9 @@ from slak_mm.datasets import (
     sample_context_scene,
 )
 
+from .helpers import REPO
 from .tool_utils import load_tool
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
 SMALL = dict(num_train=4, num_val=3, image_size=64, num_classes=NUM_CLASSES)
 
@@ -496,7 +496,7 @@ def test_import_needs_no_toolkit():
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=REPO_ROOT,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == '[]'

@@ -1,7 +1,6 @@
 """tools/model_converters/deploy.py: fused export, output check, reload
 with deploy=True."""
 
-import os.path as osp
 import subprocess
 import sys
 
@@ -17,10 +16,8 @@ from slak_mm.apis import (
 from slak_mm.converters.deploy import make_test_batch, relative_difference
 from slak_mm.utils import safe_torch_load
 
-from .conftest import KERNELS, SMALL, TINY_ARCH, randomize_batch_norms
+from .helpers import KERNELS, REPO, SMALL, TINY_ARCH, randomize_batch_norms
 from .tool_utils import load_tool, tool_path, write_classifier_config
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 @pytest.fixture

@@ -21,6 +21,12 @@ from .e2e_tasks import (
     detection_task,
     segmentation_task,
 )
+from .helpers import (
+    run_command,
+    run_tool,
+    saved_scalars,
+    saved_test_metrics,
+)
 
 
 def assert_metrics(metrics, expected):
@@ -34,22 +40,8 @@ def assert_metrics(metrics, expected):
     [segmentation_task, classification_task, detection_task],
     ids=['segmentation', 'classification', 'detection'],
 )
-def test_train_test_resume(
-    make_task,
-    tmp_path,
-    run_tool,
-    shrink_seg_config,
-    shrink_det_config,
-    saved_scalars,
-    saved_test_metrics,
-):
-    task = make_task(
-        tmp_path,
-        dict(
-            shrink_seg_config=shrink_seg_config,
-            shrink_det_config=shrink_det_config,
-        ),
-    )
+def test_train_test_resume(make_task, tmp_path):
+    task = make_task(tmp_path)
 
     # Train: every iteration logged once, the validation at the end.
     work_dir = str(tmp_path / 'work')
@@ -143,7 +135,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_dist_train_two_processes(tmp_path, run_command, saved_scalars):
+def test_dist_train_two_processes(tmp_path):
     data = generate_ade20k(
         tmp_path / 'data',
         num_train=8,

@@ -27,7 +27,8 @@ import torch
 from slak_mm.datasets import generate_ade20k
 from slak_mm.utils import safe_torch_load
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import REPO
+
 DEMO_CONFIG = osp.join(
     REPO, 'configs', 'segmentation', 'demo_upernet_slak_ade20k_synthetic.py'
 )

@@ -29,14 +29,12 @@ from slak_mm.converters.onnx import (
 from slak_mm.models.backends import UsesBackend
 from slak_mm.utils.checkpoint import CheckpointMismatchError
 
-from .conftest import randomize_batch_norms
+from .helpers import ONE_BLOCK_ARCH, REPO, randomize_batch_norms
 from .tool_utils import load_tool
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
 TINY_WIDTHS = [10, 20, 31, 41]
 #: Parity of the exported files; they measure ~1e-6 here.
 TOLERANCE = 1e-5
@@ -52,7 +50,7 @@ def tiny_config(task):
     sizes are not needed: 13/11/9/7 are larger than the late maps)."""
     cfg = Config.fromfile(osp.join(REPO, SHIPPED[task]))
     backbone = cfg.model.backbone
-    backbone.arch = TINY_ARCH
+    backbone.arch = ONE_BLOCK_ARCH
     backbone.kernel_sizes = (13, 11, 9, 7)
     backbone.small_kernel = 3
     backbone.norm_cfg = dict(type='BN', requires_grad=True)

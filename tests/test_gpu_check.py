@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from .helpers import REPO
 from .tool_utils import tool_path
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS_DIR = os.path.join(REPO, 'tests')
 
 

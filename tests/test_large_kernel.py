@@ -7,7 +7,7 @@ from slak_mm.models.large_kernel import (
     pad_kernel_to,
 )
 
-from .conftest import randomize_batch_norms
+from .helpers import randomize_batch_norms
 
 
 def naive_depthwise(x, weight, bias=None):

@@ -8,7 +8,7 @@ from mmengine.optim import build_optim_wrapper
 
 from slak_mm.models import SLaK
 
-from .conftest import TINY_ARCH
+from .helpers import TINY_ARCH
 
 
 class Segmentor(nn.Module):

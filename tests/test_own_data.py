@@ -16,8 +16,14 @@ from PIL import Image
 from slak_mm.datasets import generate_ade20k, generate_coco_instances
 from slak_mm.engine import SegLabelCheckHook, find_label_problems
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
+from .helpers import (
+    ONE_BLOCK_ARCH,
+    REPO,
+    run_tool,
+    saved_scalars,
+    saved_test_metrics,
+)
+
 TINY_WIDTHS = [10, 20, 31, 41]
 OWN_CONFIG = osp.join(
     REPO, 'configs/segmentation/upernet_slak_t_own_dataset.py'
@@ -56,9 +62,7 @@ def write_own_dataset(root, labels_per_split, size=64):
     return str(root)
 
 
-def test_own_dataset_config_trains_tests_and_warns(
-    tmp_path, run_tool, saved_scalars
-):
+def test_own_dataset_config_trains_tests_and_warns(tmp_path):
     # Three classes (0, 1, 2); one validation file also holds 7, which no
     # class has, and 255, the ignore index.
     data_root = write_own_dataset(
@@ -78,7 +82,7 @@ def test_own_dataset_config_trains_tests_and_warns(
         'SegLabelCheckHook',
     ]
     cfg.model.backbone.update(
-        arch=TINY_ARCH,
+        arch=ONE_BLOCK_ARCH,
         kernel_sizes=(13, 11, 9, 7),
         small_kernel=3,
         norm_cfg=dict(type='BN', requires_grad=True),
@@ -219,9 +223,7 @@ def test_init_cfg_from_the_command_line_as_documented(tmp_path):
         assert torch.equal(model.backbone.state_dict()[key], value), key
 
 
-def test_demo_detection_config_trains_and_tests(
-    tmp_path, run_tool, saved_scalars, saved_test_metrics
-):
+def test_demo_detection_config_trains_and_tests(tmp_path):
     data = generate_coco_instances(
         tmp_path / 'data', num_train=2, num_val=2, image_size=64, seed=8
     )

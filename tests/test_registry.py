@@ -8,7 +8,7 @@ from mmengine.registry import DefaultScope
 
 import slak_mm  # noqa: F401  registers SLaK in the toolkits' registries
 
-from .conftest import TINY_ARCH
+from .helpers import TINY_ARCH, tiny_classifier_cfg
 
 SMALL_BACKBONE = dict(
     type='SLaK', arch=TINY_ARCH, kernel_sizes=[13, 11, 9, 7], small_kernel=3
@@ -60,7 +60,7 @@ def test_custom_imports_builds_slak_in_each_scope(tmp_path, scope):
     assert out.split() == ['slak_mm.models.slak', 'SLaK']
 
 
-def test_mmpretrain_image_classifier_with_slak_learns(tiny_classifier_cfg):
+def test_mmpretrain_image_classifier_with_slak_learns():
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
     from mmpretrain.utils import register_all_modules

@@ -20,7 +20,7 @@ from slak_mm.sparse import (
     snip_densities,
 )
 
-from .conftest import TINY_ARCH
+from .helpers import TINY_ARCH
 
 
 class SmallNet(nn.Module):

@@ -20,7 +20,7 @@ from slak_mm.sparse import (
     stage_group,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from .helpers import REPO
 
 # Runs in a fresh interpreter where every mmengine* import fails.
 _WITHOUT_MMENGINE = textwrap.dedent(
@@ -81,7 +81,7 @@ def test_sparse_package_imports_and_trains_without_mmengine():
     result = subprocess.run(
         [sys.executable, '-c', _WITHOUT_MMENGINE],
         cwd=REPO,
-        env={'PYTHONPATH': str(REPO), 'PATH': '/usr/bin:/bin'},
+        env={'PYTHONPATH': REPO, 'PATH': '/usr/bin:/bin'},
         capture_output=True,
         text=True,
         timeout=120,
@@ -110,7 +110,7 @@ def _toy_problem(seed=0):
 
 
 def _documented_loop() -> str:
-    text = (REPO / 'docs' / 'sparse_training.md').read_text()
+    text = Path(REPO, 'docs', 'sparse_training.md').read_text()
     section = text[text.index('## Without a runner') :]
     return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 

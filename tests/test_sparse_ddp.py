@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from .helpers import ToyDataset, make_runner, sparse_hook, toy_model
+
 WORLD_SIZE = 2
 NUM_ITERS = 4
 
@@ -18,10 +20,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _train_rank(rank, port, work_dir, result_dir, helpers):
+def _train_rank(rank, port, work_dir, result_dir):
     from mmengine.model import MMDistributedDataParallel
-
-    make_runner, sparse_hook, toy_model, toy_dataset = helpers
 
     os.environ.update(
         MASTER_ADDR='127.0.0.1',
@@ -53,7 +53,7 @@ def _train_rank(rank, port, work_dir, result_dir, helpers):
         checkpoint_interval=NUM_ITERS,
         # Each rank its own batches (so its own SNIP scores) and its own
         # seed (so its own random draws): agreement must come from the hook.
-        dataset=toy_dataset(seed=rank),
+        dataset=ToyDataset(seed=rank),
         model=model,
         launcher='pytorch',
         randomness=dict(seed=0, diff_rank_seed=True),
@@ -72,9 +72,7 @@ def _train_rank(rank, port, work_dir, result_dir, helpers):
     dist.destroy_process_group()
 
 
-def test_ranks_hold_identical_masks_after_updates(
-    tmp_path, make_runner, sparse_hook, toy_model, toy_dataset
-):
+def test_ranks_hold_identical_masks_after_updates(tmp_path):
     results = tmp_path / 'results'
     results.mkdir()
     # fork: the children inherit the imported modules (spawn re-imports
@@ -85,7 +83,6 @@ def test_ranks_hold_identical_masks_after_updates(
             _free_port(),
             str(tmp_path / 'work'),
             str(results),
-            (make_runner, sparse_hook, toy_model, toy_dataset),
         ),
         nprocs=WORLD_SIZE,
         join=True,

@@ -16,6 +16,16 @@ import slak_mm  # noqa: F401  registers the hooks and the safe globals
 from slak_mm.engine.hooks import SparseTrainingHook, StaticSparsityHook
 from slak_mm.sparse import DynamicSparsity
 
+from .helpers import (
+    ClassificationSamples,
+    ToyDataset,
+    assert_masked_zero,
+    make_runner,
+    sparse_hook,
+    tiny_classifier_cfg,
+    toy_model,
+)
+
 # Dynamic sparse training with SNIP init and random growth, updated every
 # 2 optimizer steps, one step per 2 iterations: 12 iterations are 6 steps
 # and 3 updates (at iterations 4, 8 and 12).
@@ -30,7 +40,7 @@ DYNAMIC_HOOK = dict(
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory, make_runner):
+def uninterrupted(tmp_path_factory):
     """12 iterations with checkpoints at 6 and 12, plus masks at 6."""
     work_dir = tmp_path_factory.mktemp('uninterrupted')
     runner = make_runner(
@@ -45,9 +55,7 @@ def test_registered_in_the_root_registry():
     assert HOOKS.get('StaticSparsityHook') is StaticSparsityHook
 
 
-def test_updates_count_optimizer_steps_under_accumulation(
-    uninterrupted, sparse_hook, assert_masked_zero
-):
+def test_updates_count_optimizer_steps_under_accumulation(uninterrupted):
     runner, _ = uninterrupted
     sparse = sparse_hook(runner).controller
     assert runner.iter == 12
@@ -60,9 +68,7 @@ def test_updates_count_optimizer_steps_under_accumulation(
     assert math.isclose(sparse.density, 0.5, abs_tol=0.01)
 
 
-def test_resume_gives_identical_masks_and_weights(
-    uninterrupted, tmp_path, make_runner, sparse_hook, toy_model
-):
+def test_resume_gives_identical_masks_and_weights(uninterrupted, tmp_path):
     full_run, work_dir = uninterrupted
     checkpoint = work_dir / 'iter_6.pth'
     saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
@@ -93,9 +99,7 @@ def test_resume_gives_identical_masks_and_weights(
         assert torch.equal(value, expected[key]), key
 
 
-def test_resume_without_mask_state_is_an_error(
-    uninterrupted, tmp_path, make_runner
-):
+def test_resume_without_mask_state_is_an_error(uninterrupted, tmp_path):
     _, work_dir = uninterrupted
     checkpoint = torch.load(
         work_dir / 'iter_6.pth', map_location='cpu', weights_only=True
@@ -113,7 +117,7 @@ def test_resume_without_mask_state_is_an_error(
         runner.train()
 
 
-def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
+def test_density_and_prune_rate_are_logged(uninterrupted):
     runner, _ = uninterrupted
     sparse = sparse_hook(runner).controller
     hub = runner.message_hub
@@ -144,9 +148,7 @@ def test_density_and_prune_rate_are_logged(uninterrupted, sparse_hook):
     assert {'sparse/density', 'sparse/prune_rate'} <= set(last)
 
 
-def test_ema_copy_and_saved_weights_stay_masked(
-    tmp_path, make_runner, sparse_hook, assert_masked_zero
-):
+def test_ema_copy_and_saved_weights_stay_masked(tmp_path):
     runner = make_runner(
         tmp_path,
         [
@@ -187,15 +189,7 @@ def test_ema_copy_and_saved_weights_stay_masked(
     )
 
 
-def test_amp_skipped_steps_do_not_count(
-    tmp_path,
-    monkeypatch,
-    make_runner,
-    sparse_hook,
-    toy_model,
-    toy_dataset,
-    assert_masked_zero,
-):
+def test_amp_skipped_steps_do_not_count(tmp_path, monkeypatch):
     from mmengine.optim import AmpOptimWrapper
     from mmengine.optim.optimizer import amp_optimizer_wrapper
 
@@ -212,7 +206,7 @@ def test_amp_skipped_steps_do_not_count(
     )
     optim_wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=256.0)
     # Batches 2 and 5 (samples 8-11, 20-23) hold an inf image.
-    dataset = toy_dataset(length=32, inf_samples=(9, 21))
+    dataset = ToyDataset(length=32, inf_samples=(9, 21))
     runner = make_runner(
         tmp_path,
         [
@@ -250,7 +244,7 @@ def test_amp_skipped_steps_do_not_count(
         assert (buffer[~mask] == 0).all()
 
 
-def test_stop_update_iter(tmp_path, make_runner, sparse_hook):
+def test_stop_update_iter(tmp_path):
     runner = make_runner(
         tmp_path,
         [
@@ -268,14 +262,12 @@ def test_stop_update_iter(tmp_path, make_runner, sparse_hook):
     assert (sparse.optimizer_steps, sparse.num_updates) == (6, 3)
 
 
-def test_snip_leaves_an_infinite_sampler_running(
-    tmp_path, make_runner, sparse_hook, toy_dataset
-):
+def test_snip_leaves_an_infinite_sampler_running(tmp_path):
     # SNIP's batch must not come from a second iterator over the loader:
     # closing it would close the InfiniteSampler's shared index generator.
     from mmengine.dataset import InfiniteSampler
 
-    dataset = toy_dataset()
+    dataset = ToyDataset()
     loader = DataLoader(
         dataset,
         batch_size=4,
@@ -292,9 +284,7 @@ def test_snip_leaves_an_infinite_sampler_running(
     assert sparse_hook(runner).controller.num_updates == 3 * len(loader) // 2
 
 
-def test_static_hook_keeps_checkpoint_zeros(
-    tmp_path, make_runner, sparse_hook, toy_model
-):
+def test_static_hook_keeps_checkpoint_zeros(tmp_path):
     sparse_model = toy_model(seed=3)
     with torch.no_grad():
         conv = sparse_model.backbone[2].weight
@@ -318,9 +308,7 @@ def test_static_hook_keeps_checkpoint_zeros(
     assert not torch.equal(trained, conv)
 
 
-def test_the_hook_exposes_its_controller_not_its_attributes(
-    tmp_path, make_runner, sparse_hook
-):
+def test_the_hook_exposes_its_controller_not_its_attributes(tmp_path):
     hook = SparseTrainingHook(sparsity=0.3, init='uniform')
     assert hook.controller is None  # built in before_train
     assert (hook.settings.sparsity, hook.settings.init) == (
@@ -383,7 +371,7 @@ def test_wrong_argument_types_fail_at_construction(hook_args, error):
     ],
 )
 def test_momentum_growth_without_momentum_fails_before_training(
-    tmp_path, optimizer, message, make_runner
+    tmp_path, optimizer, message
 ):
     runner = make_runner(
         tmp_path,
@@ -395,9 +383,7 @@ def test_momentum_growth_without_momentum_fails_before_training(
     assert runner.iter == 0
 
 
-def test_non_finite_weights_stop_the_update(
-    tmp_path, make_runner, sparse_hook, toy_dataset
-):
+def test_non_finite_weights_stop_the_update(tmp_path):
     # Sample 5 is inf: the second batch's step makes every weight NaN.
     runner = make_runner(
         tmp_path,
@@ -409,7 +395,7 @@ def test_non_finite_weights_stop_the_update(
                 update_interval=1,
             )
         ],
-        dataset=toy_dataset(inf_samples=(5,)),
+        dataset=ToyDataset(inf_samples=(5,)),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
     )
     with pytest.raises(FloatingPointError, match='hold NaN or inf') as info:
@@ -423,7 +409,7 @@ def test_non_finite_weights_stop_the_update(
 
 
 def test_resume_into_other_settings_warns_naming_both(
-    uninterrupted, tmp_path, capsys, make_runner, sparse_hook
+    uninterrupted, tmp_path, capsys
 ):
     _, work_dir = uninterrupted
     other = dict(DYNAMIC_HOOK, sparsity=0.3, init='erk')
@@ -467,7 +453,7 @@ def test_resume_into_other_settings_warns_naming_both(
     ],
 )
 def test_damaged_mask_state_gives_a_clear_error(
-    uninterrupted, tmp_path, damage, error, message, make_runner
+    uninterrupted, tmp_path, damage, error, message
 ):
     _, work_dir = uninterrupted
     checkpoint = torch.load(
@@ -494,7 +480,7 @@ def test_damaged_mask_state_gives_a_clear_error(
     ],
 )
 def test_paths_that_match_nothing_are_errors(
-    tmp_path, hook_args, error, message, make_runner
+    tmp_path, hook_args, error, message
 ):
     runner = make_runner(
         tmp_path,
@@ -505,7 +491,7 @@ def test_paths_that_match_nothing_are_errors(
         runner.train()
 
 
-def test_whole_model_masks_the_head_too(tmp_path, make_runner, sparse_hook):
+def test_whole_model_masks_the_head_too(tmp_path):
     runner = make_runner(
         tmp_path,
         [dict(type='SparseTrainingHook', init='uniform', module_path=None)],
@@ -521,19 +507,13 @@ def test_whole_model_masks_the_head_too(tmp_path, make_runner, sparse_hook):
     ]
 
 
-def test_tiny_slak_classifier_under_mmpretrain(
-    tmp_path,
-    sparse_hook,
-    assert_masked_zero,
-    classification_samples,
-    tiny_classifier_cfg,
-):
+def test_tiny_slak_classifier_under_mmpretrain(tmp_path):
     from mmengine.dataset import pseudo_collate
     from mmpretrain.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
     loader = DataLoader(
-        classification_samples(), batch_size=4, collate_fn=pseudo_collate
+        ClassificationSamples(), batch_size=4, collate_fn=pseudo_collate
     )
     runner = Runner(
         model=tiny_classifier_cfg(),
@@ -592,9 +572,7 @@ def test_tiny_slak_classifier_under_mmpretrain(
     assert set(logged) == {'stem', 'stage0', 'stage1', 'stage2', 'stage3'}
 
 
-def test_static_hook_on_dense_weights_warns_and_trains(
-    tmp_path, capsys, make_runner, sparse_hook
-):
+def test_static_hook_on_dense_weights_warns_and_trains(tmp_path, capsys):
     runner = make_runner(
         tmp_path, [dict(type='StaticSparsityHook')], max_iters=2
     )
@@ -605,7 +583,7 @@ def test_static_hook_on_dense_weights_warns_and_trains(
     assert 'SparseTrainingHook' not in out
 
 
-def test_resuming_a_list_gives_a_clear_error(tmp_path, make_runner):
+def test_resuming_a_list_gives_a_clear_error(tmp_path):
     not_a_checkpoint = tmp_path / 'list.pth'
     torch.save([{'masks': {}}], not_a_checkpoint)
     runner = make_runner(

@@ -30,6 +30,13 @@ from slak_mm.sparse import (
 )
 from slak_mm.sparse.update import growth_scores
 
+from .helpers import (
+    ClassificationSamples,
+    make_runner,
+    sparse_hook,
+    tiny_classifier_cfg,
+)
+
 # ----------------------------------------------------------------------
 # The release's rules, written from its source
 # ----------------------------------------------------------------------
@@ -540,9 +547,7 @@ def test_imagenet_configs_take_t_and_ema_from_the_release(arch):
 
 
 @pytest.mark.parametrize('accumulate', [1, 2])
-def test_ema_of_regrown_weights_as_released(
-    tmp_path, accumulate, make_runner, sparse_hook
-):
+def test_ema_of_regrown_weights_as_released(tmp_path, accumulate):
     from mmengine.hooks import EMAHook, Hook
 
     class Recorder(Hook):
@@ -625,19 +630,17 @@ def test_ema_of_regrown_weights_as_released(
 # ----------------------------------------------------------------------
 
 
-def test_snip_scores_a_raw_batch_with_plain_cross_entropy(
-    tmp_path, classification_samples, sparse_hook, tiny_classifier_cfg
-):
+def test_snip_scores_a_raw_batch_with_plain_cross_entropy(tmp_path):
     from mmengine.dataset import pseudo_collate
     from mmengine.runner import Runner
     from mmpretrain.utils import register_all_modules
     from torch.utils.data import DataLoader
 
-    from .conftest import CLS_MEAN as mean
-    from .conftest import CLS_STD as std
+    from .helpers import CLS_MEAN as mean
+    from .helpers import CLS_STD as std
 
     register_all_modules(init_default_scope=False)
-    dataset = classification_samples(length=4)
+    dataset = ClassificationSamples(length=4)
     runner = Runner(
         model=dict(
             tiny_classifier_cfg(

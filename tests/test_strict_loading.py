@@ -29,7 +29,16 @@ from slak_mm.datasets import generate_ade20k
 from slak_mm.utils import CheckpointFileError, safe_torch_load
 from slak_mm.utils.checkpoint import CheckpointMismatchError
 
-from .conftest import KERNELS, REPO, SMALL, TINY_ARCH, TINY_WIDTHS
+from .helpers import (
+    KERNELS,
+    REPO,
+    SMALL,
+    TINY_ARCH,
+    TINY_WIDTHS,
+    release_state_dict,
+    save_release,
+    shrink_det_config,
+)
 from .tool_utils import load_tool, tool_path
 
 SEG_DEMO = osp.join(
@@ -99,7 +108,7 @@ def save_model(model, path, **extra):
 
 
 @pytest.fixture(scope='module')
-def files(tmp_path_factory, shrink_det_config):
+def files(tmp_path_factory):
     """Generated data, tiny configs and checkpoints of every kind."""
     root = tmp_path_factory.mktemp('strict')
     data = generate_ade20k(
@@ -482,9 +491,7 @@ def write_list_init_config(files, name, checkpoint):
     return path
 
 
-def test_list_init_cfg_goes_through_the_slak_loader(
-    files, monkeypatch, release_state_dict, save_release
-):
+def test_list_init_cfg_goes_through_the_slak_loader(files, monkeypatch):
     release = release_state_dict(
         TINY_ARCH['depths'], TINY_WIDTHS, (15, 11, 9, 7), SMALL
     )
@@ -507,9 +514,7 @@ def test_list_init_cfg_goes_through_the_slak_loader(
     ) in message
 
 
-def test_list_init_cfg_loads_a_released_checkpoint(
-    tmp_path, release_state_dict, save_release
-):
+def test_list_init_cfg_loads_a_released_checkpoint(tmp_path):
     from slak_mm.models import SLaK
 
     release = release_state_dict(

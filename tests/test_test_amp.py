@@ -38,11 +38,16 @@ from slak_mm.models.backends import ops
 from slak_mm.models.large_kernel import LargeKernelConv
 from slak_mm.models.mlp import BlockMLP
 
-from .conftest import REPO, randomize_batch_norms
 from .e2e_tasks import (
     classification_task,
     detection_task,
     segmentation_task,
+)
+from .helpers import (
+    REPO,
+    randomize_batch_norms,
+    run_command,
+    saved_test_metrics,
 )
 from .tiny_configs import segmentation_config
 
@@ -149,25 +154,12 @@ TOOLKITS = dict(
 
 
 @pytest.fixture(scope='module', params=list(TOOLKITS))
-def fp32_and_amp_runs(
-    request,
-    tmp_path_factory,
-    run_command,
-    shrink_seg_config,
-    shrink_det_config,
-    saved_test_metrics,
-):
+def fp32_and_amp_runs(request, tmp_path_factory):
     """The task, and per precision (``'fp32'``, ``'amp'``) the test run's
     metrics, predictions (``--out``) and probed backbone dtypes."""
     make_task, make_checkpoint = TOOLKITS[request.param]
     tmp_path = tmp_path_factory.mktemp(request.param)
-    task = make_task(
-        tmp_path,
-        dict(
-            shrink_seg_config=shrink_seg_config,
-            shrink_det_config=shrink_det_config,
-        ),
-    )
+    task = make_task(tmp_path)
     checkpoint = make_checkpoint(task, tmp_path, run_command)
     # The probe module is imported from this repository by the tool.
     paths = [REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]

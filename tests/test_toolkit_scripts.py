@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 from slak_mm.apis import build_model_from_config
 from slak_mm.utils.checkpoint import CheckpointMismatchError
 
-from .conftest import randomize_batch_norms
+from .helpers import randomize_batch_norms, run_tool, saved_test_metrics
 from .tiny_configs import (
     classification_config,
     detection_config,
@@ -98,9 +98,7 @@ def without_one_tensor(checkpoint, path):
 
 
 @pytest.mark.parametrize('task', list(TASKS))
-def test_toolkit_test_script_matches_ours_and_refuses_wrong(
-    task, builds, run_tool, saved_test_metrics
-):
+def test_toolkit_test_script_matches_ours_and_refuses_wrong(task, builds):
     build = builds[task]
     package = TASKS[task][1]
     script = toolkit_script(package, 'test.py')

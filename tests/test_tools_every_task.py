@@ -19,7 +19,7 @@ from slak_mm.apis import build_model_from_config
 from slak_mm.models import slak_mm_to_release_key
 from slak_mm.utils import safe_torch_load
 
-from .conftest import randomize_batch_norms
+from .helpers import randomize_batch_norms, run_tool, saved_test_metrics
 from .tiny_configs import (
     classification_config,
     detection_config,
@@ -86,9 +86,7 @@ def table_lines(printed, first_word='part'):
 @pytest.mark.parametrize(
     'task', ['segmentation', 'detection', 'classification']
 )
-def test_every_tool_on_a_tiny_build(
-    task, tmp_path, capsys, run_tool, saved_test_metrics
-):
+def test_every_tool_on_a_tiny_build(task, tmp_path, capsys):
     make_config = dict(
         segmentation=segmentation_config,
         detection=detection_config,

@@ -19,7 +19,7 @@ from slak_mm.apis import (
     trigger_visualization_hook,
 )
 
-from .tool_utils import REPO
+from .helpers import REPO
 
 CLS_CONFIG = osp.join(REPO, 'configs', 'classification', 'slak_t_in1k.py')
 

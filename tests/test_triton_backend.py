@@ -16,7 +16,7 @@ from slak_mm.models import LargeKernelConv, SLaK
 from slak_mm.models.backends import base, get_backend, use_backend
 from slak_mm.ops import triton_dwconv
 
-from .conftest import (
+from .helpers import (
     REQUIRES_TRITON_CUDA,
     TINY_ARCH,
     randomize_batch_norms,

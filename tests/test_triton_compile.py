@@ -24,7 +24,7 @@ from slak_mm.models import SLaK
 from slak_mm.models.backends import get_backend
 from slak_mm.ops import triton_dwconv
 
-from .conftest import KERNELS, SMALL, randomize_batch_norms, relative_close
+from .helpers import KERNELS, SMALL, randomize_batch_norms, relative_close
 
 # One tile per map and channel block: fewer interpreted programs.
 INTERPRETER_TEST_BLOCKS = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64)

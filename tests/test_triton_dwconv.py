@@ -23,7 +23,7 @@ from slak_mm.ops.triton_dwconv import (
     tuning_key,
 )
 
-from .conftest import REPO, REQUIRES_TRITON_CUDA, randomize_batch_norms
+from .helpers import REPO, REQUIRES_TRITON_CUDA, randomize_batch_norms
 from .hopper_compile import compile_for_hopper, inner_loop_mix, ptxas_usage
 
 needs_triton = pytest.mark.skipif(
@@ -696,13 +696,12 @@ def test_kernels_compile_and_interpret_whatever_triton_was_imported_as(
     import subprocess
     import sys
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     # An empty cache: really compile (a cached binary skips the compiler).
-    env.update(PYTHONPATH=repo, TRITON_CACHE_DIR=str(tmp_path))
+    env.update(PYTHONPATH=REPO, TRITON_CACHE_DIR=str(tmp_path))
     result = subprocess.run(
         [sys.executable, '-c', _BOTH_MODES_SCRIPT, first_import],
-        cwd=repo,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

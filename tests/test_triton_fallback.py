@@ -28,7 +28,7 @@ from slak_mm.models.backends import (
 from slak_mm.models.backends.triton import is_compile_or_launch_failure
 from slak_mm.ops import triton_dwconv
 
-from .conftest import TINY_ARCH, randomize_batch_norms
+from .helpers import TINY_ARCH, randomize_batch_norms
 
 # One tile per map and channel block: fewer interpreted programs.
 INTERPRETER_TEST_BLOCKS = dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=64)

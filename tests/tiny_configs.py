@@ -12,14 +12,11 @@ from slak_mm.datasets import (
     generate_imagenet,
 )
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_ARCH = dict(depths=[1, 1, 1, 1], channels=[8, 16, 24, 32])
-TINY_WIDTHS = [10, 20, 31, 41]
-KERNELS = (13, 11, 9, 7)
+from .helpers import KERNELS, ONE_BLOCK_ARCH, REPO, TINY_WIDTHS
 
 
 def tiny_backbone(cfg):
-    cfg.model.backbone.arch = TINY_ARCH
+    cfg.model.backbone.arch = ONE_BLOCK_ARCH
     cfg.model.backbone.kernel_sizes = KERNELS
     cfg.model.backbone.small_kernel = 3
     cfg.model.backbone.norm_cfg = dict(type='BN', requires_grad=True)

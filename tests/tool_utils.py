@@ -4,8 +4,7 @@ import importlib.util
 import os
 import textwrap
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS_DIR = os.path.join(REPO, 'tools')
+from .helpers import REPO
 
 #: Where each tool lives under tools/ (OpenMMLab layout).
 TOOL_FOLDERS = {
