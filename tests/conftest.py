@@ -10,12 +10,12 @@ from slak_mm.ops import triton_dwconv
 
 def pytest_report_header(config):
     """The capabilities the cpu_capability tests see (capped or not)."""
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
     return (
         f'CPU capability: ATen {torch.backends.cpu.get_cpu_capability()}, '
-        f'oneDNN bf16 {ops.onednn_supports(torch.bfloat16)}, '
-        f'oneDNN fp16 {ops.onednn_supports(torch.float16)}'
+        f'oneDNN bf16 {torch_private.onednn_supports(torch.bfloat16)}, '
+        f'oneDNN fp16 {torch_private.onednn_supports(torch.float16)}'
     )
 
 

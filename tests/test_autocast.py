@@ -17,7 +17,7 @@ from slak_mm.models.backends import (
     cache_weight_casts,
     fast_cpu,
     get_backend,
-    ops,
+    torch_private,
 )
 
 from .helpers import TINY_ARCH, cpu_backends, randomize_batch_norms
@@ -116,7 +116,7 @@ def test_fast_backend_keeps_its_kernels_under_autocast(dtype, monkeypatch):
     autocast dtype); elsewhere standard ops run, as autocast would."""
     if get_backend('auto', 'cpu').name != 'fast':
         pytest.skip("the 'fast' backend is not available here")
-    native_kernels = ops.onednn_supports(dtype)
+    native_kernels = torch_private.onednn_supports(dtype)
     model = make_model('fast')
     x = torch.randn(2, 3, 48, 40)
     with torch.autocast('cpu', dtype=dtype):
@@ -126,13 +126,13 @@ def test_fast_backend_keeps_its_kernels_under_autocast(dtype, monkeypatch):
         found = any(custom in node for node in nodes)
         assert found == native_kernels, custom
     fused_dtypes = []
-    conv_add = ops.conv_add
+    conv_add = torch_private.conv_add
 
     def recording_conv_add(x, *args):
         fused_dtypes.append(x.dtype)
         return conv_add(x, *args)
 
-    monkeypatch.setattr(ops, 'conv_add', recording_conv_add)
+    monkeypatch.setattr(torch_private, 'conv_add', recording_conv_add)
     with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
         model.eval()(x)
     blocks = sum(TINY_ARCH['depths'])
@@ -144,7 +144,7 @@ def fast_backend_or_skip():
     backend = get_backend('auto', 'cpu')
     if backend.name != 'fast':
         pytest.skip("the 'fast' backend is not available here")
-    if not ops.onednn_supports(torch.bfloat16):
+    if not torch_private.onednn_supports(torch.bfloat16):
         pytest.skip(
             'oneDNN has no bf16 kernels on this CPU (no AVX512-BF16 or '
             "AMX): 'fast' runs standard ops under bf16 autocast"

@@ -365,9 +365,9 @@ def isolated_registry(monkeypatch):
 def test_auto_skips_a_backend_whose_ops_are_missing(
     isolated_registry, monkeypatch
 ):
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
-    monkeypatch.setattr(ops, 'available', lambda name: False)
+    monkeypatch.setattr(torch_private, 'available', lambda name: False)
     assert get_backend('auto', 'cpu').name == 'native'
     with pytest.raises(RuntimeError, match="'fast' is not available"):
         get_backend('fast', 'cpu')

@@ -97,9 +97,9 @@ def bf16_gemm_note(report):
 def test_benchmark_bf16_reports_ratio_and_output_error(tmp_path, capsys):
     """bf16 rows on every CPU; the bf16 GEMM reference only where oneDNN
     runs a native bf16 product (AVX512-BF16 or AMX)."""
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
-    native_bf16 = ops.onednn_supports(torch.bfloat16)
+    native_bf16 = torch_private.onednn_supports(torch.bfloat16)
     out = tmp_path / 'bench.json'
     load_tool('benchmark').main(
         [
@@ -177,10 +177,10 @@ def test_bf16_rows_without_a_native_bf16_product(monkeypatch):
     has): the bf16 rows still come out, with their output error, and
     only the bf16 GEMM reference and its rate-table rows are left out."""
     from slak_mm.analysis.benchmark import benchmark_report
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
     monkeypatch.setattr(
-        ops, 'onednn_supports', lambda dtype: dtype == torch.float32
+        torch_private, 'onednn_supports', lambda dtype: dtype == torch.float32
     )
     logged = []
     report = benchmark_report(
@@ -253,11 +253,11 @@ def test_rate_table_against_the_same_dtype_and_size():
 
 
 def test_gemm_reference_needs_native_onednn_and_cpu(monkeypatch):
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
     product = gemm_step(8, 'fp32')()
     assert product.shape == (8, 8)
-    monkeypatch.setattr(ops, 'onednn_supports', lambda dtype: False)
+    monkeypatch.setattr(torch_private, 'onednn_supports', lambda dtype: False)
     with pytest.raises(RuntimeError, match='native bf16 product.*--no-gemm'):
         gemm_step(8, 'bf16')
     with pytest.raises(ValueError, match="CPU only, got device 'cuda'"):

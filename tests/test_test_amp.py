@@ -34,7 +34,7 @@ from slak_mm.apis import (
     enable_test_amp,
 )
 from slak_mm.engine.hooks import FP32OutputsHook
-from slak_mm.models.backends import ops
+from slak_mm.models.backends import torch_private
 from slak_mm.models.large_kernel import LargeKernelConv
 from slak_mm.models.mlp import BlockMLP
 
@@ -249,7 +249,7 @@ def test_amp_metrics_match_fp32(fp32_and_amp_runs):
         assert 'tests under bf16 CPU autocast' in runs.amp.output
         # The tool runs on this CPU: it warns iff oneDNN lacks bf16 here.
         warned = 'This CPU has no bf16 support in oneDNN' in runs.amp.output
-        assert warned == (not ops.onednn_supports(torch.bfloat16))
+        assert warned == (not torch_private.onednn_supports(torch.bfloat16))
     assert 'autocast' not in runs.fp32.output
     if runs.name == 'detection' and not torch.cuda.is_available():
         # RPN head, and per cascade stage (3) a box and a mask RoI

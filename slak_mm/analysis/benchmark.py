@@ -135,21 +135,23 @@ def gemm_supported(dtype: str) -> bool:
     """Whether oneDNN runs a native ``dtype`` product on this CPU (bf16
     needs AVX512-BF16 or AMX: not on an AVX2-only CPU), i.e. whether
     :func:`gemm_step` can time one."""
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
     cast = PRECISIONS[dtype] or torch.float32
-    return ops.available('linear') and ops.onednn_supports(cast)
+    return torch_private.available('linear') and torch_private.onednn_supports(
+        cast
+    )
 
 
 def gemm_step(side: int, dtype: str) -> Callable[[], torch.Tensor]:
     """One ``(side, side) @ (side, side)`` product on oneDNN's inner
-    product (:func:`~slak_mm.models.backends.ops.linear`, the op the
+    product (:func:`~slak_mm.models.backends.torch_private.linear`, the op the
     block MLPs run on) in ``dtype``, bf16 with fp32 accumulation.
 
     Raises:
         RuntimeError: If oneDNN cannot run ``dtype`` natively on this CPU.
     """
-    from slak_mm.models.backends import ops
+    from slak_mm.models.backends import torch_private
 
     cast = PRECISIONS[dtype] or torch.float32
     if not gemm_supported(dtype):
@@ -160,7 +162,7 @@ def gemm_step(side: int, dtype: str) -> Callable[[], torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     left = torch.randn(side, side, generator=generator).to(cast)
     right = torch.randn(side, side, generator=generator).to(cast)
-    return lambda: ops.linear(left, right)
+    return lambda: torch_private.linear(left, right)
 
 
 def model_gflop(model: nn.Module, size: int) -> float:

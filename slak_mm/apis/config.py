@@ -18,7 +18,7 @@ from mmengine.logging import print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop
 
-from ..models.backends.ops import onednn_supports
+from ..models.backends.torch_private import onednn_supports
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 

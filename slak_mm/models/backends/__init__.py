@@ -33,7 +33,7 @@ backend state and call the backend's ``depthwise_conv`` /
 ``depthwise_conv_sum`` / ``mlp`` without comparing names. A built model
 is switched with :func:`set_backend` or, for a ``with`` block,
 :func:`use_backend` (tests, FLOP counting and the deploy check use it).
-Every private PyTorch op the backends call sits in :mod:`.ops`.
+Every private PyTorch op the backends call sits in :mod:`.torch_private`.
 
 Adding a backend (:mod:`.triton` is an example):
 
@@ -47,7 +47,7 @@ Adding a backend (:mod:`.triton` is an example):
    ``runs_on_request``). Subclass :class:`NativeBackend` to keep
    the standard ops for what the kernel does not cover. A custom
    ``torch.autograd.Function`` belongs in that file; a private torch op
-   belongs in :mod:`.ops` with a signature test.
+   belongs in :mod:`.torch_private` with a signature test.
 2. Add its import to the registration list below: that one line is the
    only change outside the new file. The equivalence tests
    (``tests/test_backends.py``, ``tests/test_autocast.py``) run every
@@ -57,7 +57,7 @@ Adding a backend (:mod:`.triton` is an example):
 
 from slak_mm.ops.same_padding import reachable_kernel
 
-from . import ops
+from . import torch_private
 from .base import (
     AUTO,
     Backend,
@@ -96,7 +96,7 @@ __all__ = [
     'compute_dtype',
     'get_backend',
     'is_tracing',
-    'ops',
+    'torch_private',
     'reachable_kernel',
     'register_backend',
     'resolve_backend',

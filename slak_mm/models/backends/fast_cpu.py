@@ -9,16 +9,17 @@ forward operations, for CPUs.
   docs/speed.md has the measurements against a Toeplitz-GEMM form and
   PyTorch's own, both slower on every SLaK-T map).
 - In eval the two folded strips are summed inside oneDNN's conv (its sum
-  post-op, :func:`~.ops.conv_add`).
+  post-op, :func:`~.torch_private.conv_add`).
 - Block MLPs on oneDNN's inner product (:func:`mlp`): GELU fused in
   eval, recomputed in the backward instead of stored (one ``(N, H, W, 4C)``
   map less per block).
 - Under CPU autocast (bf16, or fp16 where oneDNN runs it natively,
-  :func:`~.ops.onednn_supports`) the same kernels run in that dtype with
-  fp32 accumulation inside oneDNN; inputs, kernels and linear weights are
-  cast as autocast would cast them for ``conv2d`` and ``linear``. For a dtype
-  oneDNN cannot run natively (fp16 without AVX512-FP16), and while tracing or
-  exporting, standard ops run as in ``'native'``.
+  :func:`~.torch_private.onednn_supports`) the same kernels run in that
+  dtype with fp32 accumulation inside oneDNN; inputs, kernels and linear
+  weights are cast as autocast would cast them for ``conv2d`` and
+  ``linear``. For a dtype oneDNN cannot run natively (fp16 without
+  AVX512-FP16), and while tracing or exporting, standard ops run as in
+  ``'native'``.
 - Each oneDNN kernel with its backward is a ``torch.library.custom_op``
   (``slak_mm::depthwise_conv_same``, ``conv_add``, ``linear``, ``mlp``),
   so ``torch.compile`` keeps them in its graph.
@@ -40,7 +41,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from slak_mm.ops.same_padding import reachable_kernel
 
-from . import ops
+from . import torch_private
 from .base import (
     compute_dtype,
     is_exporting,
@@ -175,7 +176,7 @@ def conv_add(
     other: torch.Tensor,
 ) -> torch.Tensor:
     """``other + depthwise_conv_same(x, weight, bias)`` in one oneDNN
-    convolution (:func:`~.ops.conv_add`, its sum post-op).
+    convolution (:func:`~.torch_private.conv_add`, its sum post-op).
 
     Args:
         x (Tensor): ``(N, C, H, W)``, channels-last.
@@ -187,7 +188,9 @@ def conv_add(
         Tensor: ``(N, C, H, W)``, in the memory format of ``x``.
     """
     kh, kw = weight.shape[2:]
-    return ops.conv_add(x, other, weight, bias, (kh // 2, kw // 2), x.shape[1])
+    return torch_private.conv_add(
+        x, other, weight, bias, (kh // 2, kw // 2), x.shape[1]
+    )
 
 
 @conv_add.register_fake
@@ -229,7 +232,7 @@ def linear(
     Returns:
         Tensor: ``(M, N)``.
     """
-    return ops.linear(x, weight, bias, gelu_approximate)
+    return torch_private.linear(x, weight, bias, gelu_approximate)
 
 
 @linear.register_fake
@@ -262,7 +265,9 @@ def _linear_backward(ctx, grad_out):
     x, weight, bias = ctx.saved_tensors
     if ctx.approximate is not None:  # GELU recomputed, not stored
         hidden = linear(x, weight, bias, None)
-        grad_out = ops.gelu_backward(grad_out, hidden, ctx.approximate)
+        grad_out = torch_private.gelu_backward(
+            grad_out, hidden, ctx.approximate
+        )
     grads = _linear_grads(
         grad_out.contiguous(),
         x,
@@ -302,8 +307,10 @@ def mlp(
         tuple[Tensor, Tensor]: The output ``(M, C)`` and the hidden map
         before GELU ``(M, 4C)``, kept for the backward.
     """
-    hidden = ops.linear(x, weight1, bias1)
-    out = ops.linear(F.gelu(hidden, approximate=approximate), weight2, bias2)
+    hidden = torch_private.linear(x, weight1, bias1)
+    out = torch_private.linear(
+        F.gelu(hidden, approximate=approximate), weight2, bias2
+    )
     return out, hidden
 
 
@@ -339,7 +346,7 @@ def _mlp_backward(ctx, grad_out, _):
         ctx.has_bias[1],
     )
     del activated
-    grad_hidden = ops.gelu_backward(
+    grad_hidden = torch_private.gelu_backward(
         linear(grad_out, weight2.t(), None, None), hidden, ctx.approximate
     )
     grads1 = _linear_grads(
@@ -434,7 +441,7 @@ def _runs_on_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
     return (
         x.device.type == 'cpu'
         and dtype in _ONEDNN_DTYPES
-        and ops.onednn_supports(dtype)
+        and torch_private.onednn_supports(dtype)
         and not is_exporting()
     )
 
@@ -448,12 +455,12 @@ class FastCPUBackend(NativeBackend):
 
     @classmethod
     def available(cls) -> bool:
-        return all(ops.available(name) for name in cls.required_ops)
+        return all(torch_private.available(name) for name in cls.required_ops)
 
     def conv_same(self, x, weight, bias):
         dtype = compute_dtype(x)
         if is_exporting() or (
-            dtype in _REDUCED and not ops.onednn_supports(dtype)
+            dtype in _REDUCED and not torch_private.onednn_supports(dtype)
         ):
             return super().conv_same(x, weight, bias)
         x, weight, bias = _cast_conv_inputs(x, weight, bias, dtype)

@@ -2,7 +2,7 @@
 
 These ops are not part of PyTorch's public API: their names and positional
 signatures can change between releases. Nothing else in slak_mm calls them;
-``tests/test_backend_ops.py`` pins each signature against standard ops and
+``tests/test_torch_private.py`` pins each signature against standard ops and
 skips cleanly where an op is absent, and :func:`available` lets a backend
 say it cannot run rather than fail on the first forward.
 """

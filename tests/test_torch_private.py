@@ -1,5 +1,5 @@
 """Pins the signatures of the private PyTorch ops behind
-:mod:`slak_mm.models.backends.ops` against standard ops.
+:mod:`slak_mm.models.backends.torch_private` against standard ops.
 
 A PyTorch release that renames an op or changes its positional arguments
 fails here (or skips, when the op is gone and the backends that need it say
@@ -14,25 +14,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slak_mm.models.backends import FastCPUBackend, ops
+from slak_mm.models.backends import FastCPUBackend, torch_private
 
 from .helpers import AVX2_CAPS, relative_close
 
 
 def needs(name):
     return pytest.mark.skipif(
-        not ops.available(name), reason=f'this torch build lacks op {name!r}'
+        not torch_private.available(name),
+        reason=f'this torch build lacks op {name!r}',
     )
 
 
 def test_unknown_wrapper_is_named():
     with pytest.raises(KeyError, match="'conv_sum'"):
-        ops.available('conv_sum')
+        torch_private.available('conv_sum')
 
 
 def test_fast_backend_available_iff_its_ops_are():
     expected = all(
-        ops.available(n) for n in ('conv_add', 'linear', 'gelu_backward')
+        torch_private.available(n)
+        for n in ('conv_add', 'linear', 'gelu_backward')
     )
     assert FastCPUBackend.available() == expected
 
@@ -48,12 +50,12 @@ def test_conv_add_is_sum_plus_conv(groups):
     weight = torch.randn(6, 6 // groups, 3, 7)
     bias = torch.randn(6)
     kept = other.clone()
-    out = ops.conv_add(x, other, weight, bias, (1, 3), groups)
+    out = torch_private.conv_add(x, other, weight, bias, (1, 3), groups)
     expected = other + F.conv2d(x, weight, bias, padding=(1, 3), groups=groups)
     relative_close(out, expected)
     assert out.shape == expected.shape
     torch.testing.assert_close(other, kept, rtol=0, atol=0)
-    no_bias = ops.conv_add(x, other, weight, None, (1, 3), groups)
+    no_bias = torch_private.conv_add(x, other, weight, None, (1, 3), groups)
     relative_close(
         no_bias, other + F.conv2d(x, weight, padding=(1, 3), groups=groups)
     )
@@ -69,12 +71,17 @@ def test_linear_is_linear_then_gelu(approximate):
     expected = F.linear(x, weight, bias)
     if approximate is not None:
         expected = F.gelu(expected, approximate=approximate)
-    relative_close(ops.linear(x, weight, bias, approximate), expected)
+    relative_close(
+        torch_private.linear(x, weight, bias, approximate), expected
+    )
     # Transposed (non-contiguous) weights, no bias: the backward's use.
     relative_close(
-        ops.linear(x, weight.t().contiguous().t()), F.linear(x, weight)
+        torch_private.linear(x, weight.t().contiguous().t()),
+        F.linear(x, weight),
     )
-    relative_close(ops.linear(expected, weight.t()), expected @ weight)
+    relative_close(
+        torch_private.linear(expected, weight.t()), expected @ weight
+    )
 
 
 @needs('gelu_backward')
@@ -85,31 +92,31 @@ def test_gelu_backward_matches_autograd(approximate):
     (expected,) = torch.autograd.grad(
         F.gelu(x, approximate=approximate), x, grad_out
     )
-    actual = ops.gelu_backward(grad_out, x.detach(), approximate)
+    actual = torch_private.gelu_backward(grad_out, x.detach(), approximate)
     torch.testing.assert_close(actual, expected)
 
 
 @pytest.mark.cpu_capability
 @needs('bf16_supported')
 def test_bf16_kernels_where_onednn_reports_them():
-    if not ops.onednn_supports(torch.bfloat16):
+    if not torch_private.onednn_supports(torch.bfloat16):
         pytest.skip(
             'oneDNN reports no bf16 support on this CPU '
             '(no AVX512-BF16 or AMX)'
         )
     x = torch.randn(8, 16)
     weight = torch.randn(4, 16)
-    out = ops.linear(x.bfloat16(), weight.bfloat16())
+    out = torch_private.linear(x.bfloat16(), weight.bfloat16())
     assert out.dtype == torch.bfloat16
     relative_close(out, F.linear(x, weight), rtol=2e-2)
 
 
 def test_onednn_supports_only_floating_types_it_knows():
-    assert ops.onednn_supports(torch.float32) == (
+    assert torch_private.onednn_supports(torch.float32) == (
         torch.backends.mkldnn.is_available()
     )
-    assert not ops.onednn_supports(torch.float64)
-    assert not ops.onednn_supports(torch.int8)
+    assert not torch_private.onednn_supports(torch.float64)
+    assert not torch_private.onednn_supports(torch.int8)
 
 
 def capabilities_seen(caps):
@@ -118,19 +125,20 @@ def capabilities_seen(caps):
     caps: an uncapped view even inside ``make test-avx2``)."""
     env = {k: v for k, v in os.environ.items() if k not in AVX2_CAPS}
     env.update(caps)
-    # ops.py alone (it imports only torch): slak_mm's __init__ would
-    # import the toolkits, seconds per process.
+    # torch_private.py alone (it imports only torch): slak_mm's __init__
+    # would import the toolkits, seconds per process.
     probe = (
         'import importlib.util, sys, torch\n'
-        'spec = importlib.util.spec_from_file_location("ops", sys.argv[1])\n'
-        'ops = importlib.util.module_from_spec(spec)\n'
-        'spec.loader.exec_module(ops)\n'
+        'spec = importlib.util.spec_from_file_location("torch_private",'
+        ' sys.argv[1])\n'
+        'torch_private = importlib.util.module_from_spec(spec)\n'
+        'spec.loader.exec_module(torch_private)\n'
         'print(torch.backends.cpu.get_cpu_capability(),'
-        ' ops.onednn_supports(torch.bfloat16),'
-        ' ops.onednn_supports(torch.float16))'
+        ' torch_private.onednn_supports(torch.bfloat16),'
+        ' torch_private.onednn_supports(torch.float16))'
     )
     result = subprocess.run(
-        [sys.executable, '-c', probe, ops.__file__],
+        [sys.executable, '-c', probe, torch_private.__file__],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     aten, bf16, fp16 = result.stdout.split()
