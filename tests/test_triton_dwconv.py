@@ -625,9 +625,10 @@ def test_bound_model_mix_is_the_compiled_inner_loops(monkeypatch, dtype):
 def test_inner_loops_near_the_issue_bound(monkeypatch, name, bound, before):
     """bf16, every candidate tile, walks along H and along W, sm_90: the
     sliding-window forward issues at most 2 instructions per FFMA in its
-    inner loop (1.50-2.00 on Triton 3.8; the tap-loop forward took 3.94),
-    the line-walking weight gradient at most 2.5 (1.66-1.69 on Triton
-    3.8; the tap-loop weight gradient took 5.97-6.19)."""
+    inner loop (1.50-1.78 on Triton 3.8 and 3.6; the tap-loop forward took
+    3.94), the line-walking weight gradient at most 2.5 (1.66-1.69 on
+    Triton 3.8, 1.70-1.80 on 3.6; the tap-loop weight gradient took
+    5.97-6.19)."""
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     for config, asm in _compile_configs(name, 'bf16'):
         instructions, ffmas = inner_loop_mix(asm['cubin'])

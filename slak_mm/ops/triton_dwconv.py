@@ -116,7 +116,7 @@ _STRIP_CONFIGS = (
     dict(BLOCK_X=16, BLOCK_C=64, num_warps=2),
     dict(BLOCK_X=16, BLOCK_C=64, num_warps=4),
     dict(BLOCK_X=32, BLOCK_C=64, num_warps=4),
-    dict(BLOCK_X=16, BLOCK_C=32, num_warps=4),
+    dict(BLOCK_X=16, BLOCK_C=32, num_warps=2),
 )
 _STRIP_KEY = ['TUNE_H', 'TUNE_W', 'CP', 'KH', 'KW']
 
