@@ -60,6 +60,46 @@ def randomize_batch_norms(model: torch.nn.Module) -> None:
             assert module.weight.shape == (channels,)
 
 
+class _LaunchRecorder:
+    """Stands in for a Triton kernel: ``kernel[grid](...)`` records the
+    launch's flags (upper-case keyword arguments, less the tile sizes)
+    under ``name``, then launches the kernel."""
+
+    def __init__(self, name, kernel, launches):
+        self.name, self.kernel, self.launches = name, kernel, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            flags = {
+                key: value
+                for key, value in kwargs.items()
+                if key.isupper() and not key.startswith('BLOCK_')
+            }
+            self.launches.append((self.name, flags))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def record_kernel_launches(monkeypatch):
+    """Records every launch of the Triton depthwise-conv kernels (the
+    kernels ``triton_dwconv._kernels`` returns, interpreted or compiled)
+    as ``(name, flags)``, name ``'forward'``, ``'weight_grad'`` or
+    ``'strip_forward'``; returns the list they are appended to."""
+    launches = []
+    built = triton_dwconv._kernels
+    names = ('forward', 'weight_grad', 'strip_forward')
+
+    def recorded(interpret):
+        return tuple(
+            _LaunchRecorder(name, kernel, launches)
+            for name, kernel in zip(names, built(interpret))
+        )
+
+    monkeypatch.setattr(triton_dwconv, '_kernels', recorded)
+    return launches
+
+
 def relative_close(actual, expected, rtol=1e-5):
     """Max error relative to the largest magnitude of the expectation."""
     scale = expected.abs().max().clamp_min(1e-12)

@@ -138,6 +138,38 @@ def test_triton_bound_counts_the_sliding_windows_zero_taps():
     assert bound == pytest.approx(2 * 2 * 2 * multiply_adds / 1e12 * 1e3)
 
 
+def test_triton_bound_eval_runs_two_sliding_windows():
+    """Eval with long strips: two sliding windows, each at its mix with
+    its window's zero taps, the first writing an fp32 sum of the padded
+    channels and the second reading it (HBM time counted with that sum);
+    short kernels keep one tap-loop pass."""
+    mix = dict(
+        fp32=dict(
+            forward=100.0, strip_forward=1.0, strip_accumulate=2.0,
+            weight_grad=0.0,
+        )
+    )  # fmt: skip
+    kwargs = dict(
+        batch=1, side=64, channels=100, kernel=51, mode='eval',
+        precision='fp32', peak_tflops=1.0, instructions_per_ffma=mix,
+    )  # fmt: skip
+    issue_bound = cuda_benchmark.triton_bound_ms(bandwidth_tbs=1e9, **kwargs)
+    multiply_adds = 64 * 64 * 100 * 51 * 5 * (51 + 7) / 51
+    assert issue_bound == pytest.approx(
+        2 * (1.0 + 2.0) * multiply_adds / 1e12 * 1e3
+    )
+    memory_bound = cuda_benchmark.triton_bound_ms(bandwidth_tbs=1e-9, **kwargs)
+    map_bytes = 64 * 64 * 100 * 4
+    sum_bytes = 64 * 64 * 128 * 4  # 100 channels padded to 128
+    moved = (map_bytes + sum_bytes) + (2 * map_bytes + sum_bytes)
+    assert memory_bound == pytest.approx(moved / 1e3 * 1e3)
+    kwargs.update(side=4)  # cropped to 7 x 5 and 5 x 7: the tap loop
+    tap_loop = cuda_benchmark.triton_bound_ms(bandwidth_tbs=1e9, **kwargs)
+    assert tap_loop == pytest.approx(
+        2 * 100.0 * 4 * 4 * 100 * 2 * 35 / 1e12 * 1e3
+    )
+
+
 def test_triton_bound_counts_the_weight_gradients_tap_blocks():
     """The weight gradient computes blocks of 8 taps along its walk (the
     longer axis): 56 x 5 multiply-adds per position for 51 x 5 and 5 x

@@ -20,6 +20,7 @@ from .helpers import (
     REQUIRES_TRITON_CUDA,
     TINY_ARCH,
     randomize_batch_norms,
+    record_kernel_launches,
     relative_close,
 )
 
@@ -183,8 +184,11 @@ def test_module_step_pads_each_map_once(
 
 
 def test_eval_pair_and_deploy_match_reference(interpreter, monkeypatch):
-    """Eval: the folded strips and their bias in one pair-kernel pass per
-    block; deploy: the fused convs, the same way."""
+    """Eval: the folded strips and their bias in one pair call per block;
+    deploy: the fused convs, the same way. On the 8 x 8 map of stage 0
+    SLaK-T's strips are cropped to 15 x 5 and 5 x 15: two sliding
+    windows, the second adding the first's fp32 sum; the shorter cropped
+    kernels of the later stages one tap-loop pass each."""
     pair_calls = []
     pair = triton_dwconv.depthwise_conv_pair_same_triton
 
@@ -195,9 +199,22 @@ def test_eval_pair_and_deploy_match_reference(interpreter, monkeypatch):
     monkeypatch.setattr(
         triton_dwconv, 'depthwise_conv_pair_same_triton', counting_pair
     )
+    launches = record_kernel_launches(monkeypatch)
     compare_eval_and_deploy(tiny_slak(), torch.randn(1, 3, 32, 32), 1e-5)
     # Once per block in eval, once per block in deploy form.
     assert len(pair_calls) == 2 * sum(TINY_ARCH['depths'])
+    windows = [
+        (
+            'strip_forward',
+            dict(ALONG_W=False, HAS_BIAS=True, ACCUMULATE=False),
+        ),
+        ('strip_forward', dict(ALONG_W=True, HAS_BIAS=False, ACCUMULATE=True)),
+    ]
+    tap_loop = ('forward', dict(HAS_SECOND=True, HAS_BIAS=True))
+    per_form = windows * TINY_ARCH['depths'][0] + [tap_loop] * sum(
+        TINY_ARCH['depths'][1:]
+    )
+    assert launches == 2 * per_form
 
 
 def test_module_under_bf16_autocast(interpreter):

@@ -23,7 +23,12 @@ from slak_mm.ops.triton_dwconv import (
     tuning_key,
 )
 
-from .helpers import REPO, REQUIRES_TRITON_CUDA, randomize_batch_norms
+from .helpers import (
+    REPO,
+    REQUIRES_TRITON_CUDA,
+    randomize_batch_norms,
+    record_kernel_launches,
+)
 from .hopper_compile import compile_for_hopper, inner_loop_mix, ptxas_usage
 
 needs_triton = pytest.mark.skipif(
@@ -359,12 +364,18 @@ def test_strip_kernel_on_the_tuned_path(tuned_on_cpu):
     check_against_reference((2, 3, 9, 20), (5, 13), torch.float32, 1e-5)
 
 
-def test_short_kernels_and_pairs_keep_the_tap_loop():
+def test_short_kernels_keep_the_tap_loop():
+    """Singles and pairs with a kernel of 9 taps or more take the sliding
+    window (SLaK-T's strips, in eval as pairs); all-short ones the tap
+    loop."""
     assert triton_dwconv.uses_strip_kernel([(9, 5)])
     assert triton_dwconv.uses_strip_kernel([(5, 51)])
     assert not triton_dwconv.uses_strip_kernel([(5, 5)])
     assert not triton_dwconv.uses_strip_kernel([(7, 7)])
-    assert not triton_dwconv.uses_strip_kernel([(51, 5), (5, 51)])
+    for kernel in (51, 49, 47, 13):
+        assert triton_dwconv.uses_strip_kernel([(kernel, 5), (5, kernel)])
+    assert triton_dwconv.uses_strip_kernel([(9, 5), (5, 5)])
+    assert not triton_dwconv.uses_strip_kernel([(7, 3), (3, 7)])
 
 
 @pytest.mark.parametrize(
@@ -405,26 +416,107 @@ def test_nchw_input_and_no_bias(interpreter):
     assert relative_error(weight.grad, w2.grad) < 1e-5
 
 
-def test_pair_kernel_sums_strips_and_bias_in_one_pass(
-    interpreter, monkeypatch
+# The eval pair's two strips, each on its own sliding window: the first
+# (along H) with the bias into the fp32 sum, the second (along W) adding it.
+PAIR_STRIP_LAUNCHES = [
+    ('strip_forward', dict(ALONG_W=False, HAS_BIAS=True, ACCUMULATE=False)),
+    ('strip_forward', dict(ALONG_W=True, HAS_BIAS=False, ACCUMULATE=True)),
+]
+
+
+def pair_inputs(shape, kernel, dtype):
+    """Channels-last ``x`` in ``dtype``, fp32 ``K x 5`` and ``5 x K``
+    strips and a bias (eval-mode BN-folded weights stay fp32)."""
+    x = torch.randn(shape).to(dtype)
+    channels = shape[1]
+    return (
+        x.contiguous(memory_format=torch.channels_last),
+        torch.randn(channels, 1, kernel, 5),
+        torch.randn(channels, 1, 5, kernel),
+        torch.randn(channels),
+    )
+
+
+def reference_pair(x, vertical, horizontal, bias):
+    """The pair in fp64 on the same (rounded) input values."""
+    return reference_conv(
+        x.double(), vertical.double(), bias.double()
+    ) + reference_conv(x.double(), horizontal.double())
+
+
+@pytest.mark.parametrize(
+    'shape,kernel,launched',
+    [
+        ((2, 5, 11, 13), 13, PAIR_STRIP_LAUNCHES),  # partial windows
+        ((1, 70, 10, 9), 9, PAIR_STRIP_LAUNCHES),  # two channel blocks
+        # Larger than the map on both axes, cropped to 9 x 5 and 5 x 11.
+        ((1, 3, 5, 6), 31, PAIR_STRIP_LAUNCHES),
+        # Cropped to 5 x 5 and 5 x 7: one tap-loop pass.
+        (
+            (1, 3, 3, 4),
+            51,
+            [('forward', dict(HAS_SECOND=True, HAS_BIAS=True))],
+        ),
+        (
+            (1, 3, 1, 1),
+            13,
+            [('forward', dict(HAS_SECOND=True, HAS_BIAS=True))],
+        ),
+        ((0, 3, 5, 6), 13, []),  # nothing to launch
+    ],
+)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_eval_pair_runs_the_sliding_window(
+    interpreter, monkeypatch, shape, kernel, launched, dtype
 ):
-    x = torch.randn(1, 5, 7, 9).contiguous(memory_format=torch.channels_last)
-    vertical, horizontal = torch.randn(5, 1, 9, 3), torch.randn(5, 1, 3, 9)
-    bias = torch.randn(5)
-    calls = []
-    forward = triton_dwconv.conv_forward_nhwc
-
-    def spy(x, weights, bias=None):
-        calls.append(len(weights))
-        return forward(x, weights, bias)
-
-    monkeypatch.setattr(triton_dwconv, 'conv_forward_nhwc', spy)
+    """The eval pair of long strips launches two sliding windows (the
+    second adding the first's fp32 sum), short ones one tap-loop pass;
+    the output matches the convs in fp64 up to one rounding to the
+    output's dtype."""
+    launches = record_kernel_launches(monkeypatch)
+    x, vertical, horizontal, bias = pair_inputs(shape, kernel, dtype)
     with torch.no_grad():
         out = depthwise_conv_pair_same_triton(x, vertical, horizontal, bias)
-    expected = reference_conv(x, vertical, bias) + reference_conv(
-        x, horizontal
+    assert launches == launched
+    assert out.shape == x.shape and out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    expected = reference_pair(x, vertical, horizontal, bias)
+    if expected.numel():
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        assert relative_error(out, expected) < tol
+
+
+def test_bf16_pair_is_rounded_once(interpreter):
+    """bf16: each output is the fp32 sum of both strips and the bias
+    rounded once to bf16 (within one bf16 unit of the exact value, up to
+    fp32 summation error: the interpreter truncates), as the one-pass
+    tap-loop pair gives it; a bf16 intermediate would add a rounding of
+    the first strip's sum, larger where the two strips cancel."""
+    x, vertical, horizontal, bias = pair_inputs(
+        (2, 8, 12, 10), 13, torch.bfloat16
     )
-    assert calls == [2]
+    with torch.no_grad():
+        out = depthwise_conv_pair_same_triton(x, vertical, horizontal, bias)
+    expected = reference_pair(x, vertical, horizontal, bias)
+    # One bf16 unit at each expected value (8 significant bits).
+    ulp = 2.0 ** (torch.frexp(expected).exponent - 8)
+    slack = 1e-5 * expected.abs().max()
+    assert ((out.double() - expected).abs() <= ulp + slack).all()
+
+
+def test_pair_on_the_tuned_path(tuned_on_cpu, monkeypatch):
+    """The autotuned sliding windows of the pair (every candidate, then
+    the winner, on the same buffers: the second pass reads a sum it does
+    not write), CUDA path."""
+    tuned_on_cpu(winner=3)
+    launches = record_kernel_launches(monkeypatch)
+    x, vertical, horizontal, bias = pair_inputs(
+        (2, 5, 9, 11), 13, torch.float32
+    )
+    with torch.no_grad():
+        out = depthwise_conv_pair_same_triton(x, vertical, horizontal, bias)
+    assert launches == PAIR_STRIP_LAUNCHES
+    expected = reference_pair(x, vertical, horizontal, bias)
     assert relative_error(out, expected) < 1e-5
 
 
@@ -560,19 +652,22 @@ def test_kernels_compile_for_hopper_with_128_bit_loads(
 
 def _compile_configs(name, dtype):
     """(tile, asm) of every autotuning candidate of kernel ``name``
-    (``'forward'``, one conv; ``'strip_forward'`` and ``'weight_grad'``,
-    along H then W) compiled for sm_90."""
+    (``'forward'``, one conv; ``'strip_forward'``, ``'strip_accumulate'``
+    (the eval pair's second pass, adding an fp32 sum) and
+    ``'weight_grad'``, along H then W) compiled for sm_90."""
     from slak_mm.ops import _triton_dwconv_kernels as kernels
 
     if name == 'forward':
         kernel = kernels.dwconv_forward_kernel
         configs = triton_dwconv._FORWARD_CONFIGS
         variants = [dict(HAS_SECOND=False, HAS_BIAS=False)]
-    elif name == 'strip_forward':
+    elif name.startswith('strip_'):
         kernel = kernels.dwconv_strip_forward_kernel
         configs = triton_dwconv._STRIP_CONFIGS
+        accumulate = name == 'strip_accumulate'
         variants = [
-            dict(ALONG_W=along_w, HAS_BIAS=False) for along_w in (False, True)
+            dict(ALONG_W=along_w, HAS_BIAS=False, ACCUMULATE=accumulate)
+            for along_w in (False, True)
         ]
     else:
         kernel = kernels.dwconv_weight_grad_kernel
@@ -587,11 +682,12 @@ def _compile_configs(name, dtype):
             yield dict(**flags, **config), asm
 
 
-KERNEL_NAMES = ('forward', 'strip_forward', 'weight_grad')
+KERNEL_NAMES = ('forward', 'strip_forward', 'strip_accumulate', 'weight_grad')
 # The tiles whose inner loops the CUDA benchmark's bound assumes.
 BOUND_MODEL_TILES = dict(
     forward=dict(BLOCK_H=8, BLOCK_W=8, BLOCK_C=32, num_warps=4),
     strip_forward=dict(BLOCK_X=32, BLOCK_C=64, num_warps=4, ALONG_W=False),
+    strip_accumulate=dict(BLOCK_X=32, BLOCK_C=64, num_warps=4, ALONG_W=False),
     weight_grad=dict(BLOCK_X=16, BLOCK_C=64, num_warps=4, ALONG_W=False),
 )
 
@@ -620,15 +716,20 @@ def test_bound_model_mix_is_the_compiled_inner_loops(monkeypatch, dtype):
 @needs_triton
 @pytest.mark.parametrize(
     'name,bound,before',
-    [('strip_forward', 2.0, 3.94), ('weight_grad', 2.5, 6.19)],
+    [
+        ('strip_forward', 2.0, 3.94),
+        ('strip_accumulate', 2.0, 3.94),
+        ('weight_grad', 2.5, 6.19),
+    ],
 )
 def test_inner_loops_near_the_issue_bound(monkeypatch, name, bound, before):
     """bf16, every candidate tile, walks along H and along W, sm_90: the
     sliding-window forward issues at most 2 instructions per FFMA in its
     inner loop (1.50-1.78 on Triton 3.8 and 3.6; the tap-loop forward took
-    3.94), the line-walking weight gradient at most 2.5 (1.66-1.69 on
-    Triton 3.8, 1.70-1.80 on 3.6; the tap-loop weight gradient took
-    5.97-6.19)."""
+    3.94), and so does its accumulating variant, the eval pair's second
+    pass (1.50-1.73 on Triton 3.8; the tap-loop pair took 3.94); the
+    line-walking weight gradient at most 2.5 (1.66-1.69 on Triton 3.8,
+    1.70-1.80 on 3.6; the tap-loop weight gradient took 5.97-6.19)."""
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     for config, asm in _compile_configs(name, 'bf16'):
         instructions, ffmas = inner_loop_mix(asm['cubin'])
@@ -638,7 +739,8 @@ def test_inner_loops_near_the_issue_bound(monkeypatch, name, bound, before):
 @needs_triton
 @pytest.mark.parametrize('dtype', ['bf16', 'fp32'])
 def test_no_spills_in_any_tile_config(monkeypatch, dtype):
-    """Every autotuning candidate of the three kernels fits its registers
+    """Every autotuning candidate of the three kernels (and of the sliding
+    window's accumulating variant) fits its registers
     on sm_90 (``ptxas -v``: no spill stores or loads)."""
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     for name in KERNEL_NAMES:
@@ -671,7 +773,7 @@ compile_for_hopper(
 )
 compile_for_hopper(
     kernels.dwconv_strip_forward_kernel, 'bf16',
-    dict(ALONG_W=True, HAS_BIAS=True, BLOCK_X=16, BLOCK_C=64),
+    dict(ALONG_W=True, HAS_BIAS=True, ACCUMULATE=True, BLOCK_X=16, BLOCK_C=64),
 )
 os.environ['TRITON_INTERPRET'] = '1'
 x, grad_out = torch.randn(2, 2, 5, 7, 3).unbind(0)

@@ -56,17 +56,29 @@ DEFAULT_BANDWIDTH_TBS = 4.8
 # Instructions the Triton kernels issue per FFMA in their inner loops,
 # read from the compiled sm_90 code (Triton 3.8; tests/test_triton_dwconv.py
 # recounts them): the tap-loop forward (8 x 8 x 32 tiles; short kernels and
-# the eval pair pass), the sliding-window forward of long kernels (32 x 64
-# tiles, 4 warps; its window adds (K + 7) / K multiply-adds, counted in
-# triton_bound_ms) and the line-walking weight gradient (16 x 64 tiles,
+# the eval pair of short ones), the sliding-window forward of long kernels
+# (32 x 64 tiles, 4 warps, along H; its window adds (K + 7) / K
+# multiply-adds, counted in triton_bound_ms), its variant adding a prior
+# fp32 sum (the eval pair's second pass; same tile) and the line-walking
+# weight gradient (16 x 64 tiles,
 # 4 warps; its blocks of 8 taps add cdiv(K, 8) * 8 / K, counted too). Each SM
 # sub-partition issues one warp instruction per clock and the fp32 peak
 # is one FFMA per lane per clock, so a loop issuing k instructions per
 # FFMA reaches at most 1/k of that peak: the rest of the mix (loads,
 # bf16 conversions, address arithmetic) shares the issue slots.
 INSTRUCTIONS_PER_FFMA = dict(
-    bf16=dict(forward=63 / 16, strip_forward=194 / 128, weight_grad=857 / 512),
-    fp32=dict(forward=49 / 16, strip_forward=173 / 128, weight_grad=756 / 512),
+    bf16=dict(
+        forward=63 / 16,
+        strip_forward=194 / 128,
+        strip_accumulate=193 / 128,
+        weight_grad=857 / 512,
+    ),
+    fp32=dict(
+        forward=49 / 16,
+        strip_forward=173 / 128,
+        strip_accumulate=172 / 128,
+        weight_grad=756 / 512,
+    ),
 )
 
 __all__ = [
@@ -170,8 +182,11 @@ def triton_bound_ms(
     multiply-adds at ``peak_tflops`` times the instructions it issues per
     FFMA: the attainable rate of its instruction mix) and its HBM time
     (the maps it must read and write at ``bandwidth_tbs``); the launches'
-    bounds add up. Eval: one tap-loop pass of the two folded strips (reads
-    the map, writes the output). Train: three branch convs, each a
+    bounds add up. Eval: the two folded strips, on two sliding windows
+    when a strip is long (the first reads the map and writes an fp32 sum
+    of the padded channels, the second reads the map and that sum and
+    writes the output), else one tap-loop pass (reads the map, writes the
+    output). Train: three branch convs, each a
     forward, an input-gradient (a forward with the flipped kernel) and a
     weight-gradient kernel, each moving two maps; long strips run the
     sliding-window forward, the small kernel the tap loop. Not counted:
@@ -186,32 +201,41 @@ def triton_bound_ms(
         peak_tflops (float): fp32 FMA peak of the CUDA cores.
         bandwidth_tbs (float): Memory bandwidth.
         instructions_per_ffma (dict, optional): Per precision, the
-            instructions per FFMA of ``'forward'``, ``'strip_forward'``
-            and ``'weight_grad'`` (default :data:`INSTRUCTIONS_PER_FFMA`).
+            instructions per FFMA of ``'forward'``, ``'strip_forward'``,
+            ``'strip_accumulate'`` and ``'weight_grad'`` (default
+            :data:`INSTRUCTIONS_PER_FFMA`).
 
     Returns:
         float: Milliseconds.
     """
-    from ..ops.triton_dwconv import uses_strip_kernel
+    from ..ops.triton_dwconv import padded_channels, uses_strip_kernel
 
     per_ffma = (instructions_per_ffma or INSTRUCTIONS_PER_FFMA)[precision]
     positions = batch * side * side * channels
     map_bytes = positions * (2 if precision == 'bf16' else 4)
 
-    def launch(taps, kernel_kind):
+    # The eval pair's fp32 sum of the first strip, channels padded.
+    sum_bytes = 4 * batch * side * side * padded_channels(channels)
+
+    def launch(taps, kernel_kind, moved_bytes=2 * map_bytes):
         issue = 2.0 * positions * taps * per_ffma[kernel_kind]
         return max(
             issue / (peak_tflops * 1e12),
-            2 * map_bytes / (bandwidth_tbs * 1e12),
+            moved_bytes / (bandwidth_tbs * 1e12),
         )
+
+    def window(shape):
+        """Multiply-adds per output of a sliding window (its zero taps
+        included)."""
+        along = max(shape)
+        return shape[0] * shape[1] * (along + 7) / along
 
     def forward(shape):
         """A single conv's forward: the sliding window for long kernels
         (its window's zero taps included), the tap loop otherwise."""
         taps = shape[0] * shape[1]
         if uses_strip_kernel([shape]):
-            along = max(shape)
-            return launch(taps * (along + 7) / along, 'strip_forward')
+            return launch(window(shape), 'strip_forward')
         return launch(taps, 'forward')
 
     def weight_grad(shape):
@@ -223,7 +247,15 @@ def triton_bound_ms(
     reach = 2 * side - 1
     large, small = min(kernel, reach), min(SMALL_KERNEL, reach)
     shapes = ((large, small), (small, large), (small, small))
-    if mode == 'eval':
+    if mode == 'eval' and uses_strip_kernel(shapes[:2]):
+        seconds = launch(
+            window(shapes[0]), 'strip_forward', map_bytes + sum_bytes
+        ) + launch(
+            window(shapes[1]),
+            'strip_accumulate',
+            2 * map_bytes + sum_bytes,
+        )
+    elif mode == 'eval':
         seconds = launch(2 * large * small, 'forward')
     else:
         seconds = sum(

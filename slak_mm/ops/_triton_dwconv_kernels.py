@@ -137,6 +137,7 @@ def dwconv_strip_forward_kernel(
     w_ptr,
     bias_ptr,
     out_ptr,
+    prior_ptr,
     N,
     H,
     W,
@@ -150,10 +151,12 @@ def dwconv_strip_forward_kernel(
     TUNE_W,
     ALONG_W: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
     BLOCK_X: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """``out = conv(x, w) [+ bias]`` for a kernel long along one axis.
+    """``out = [prior +] conv(x, w) [+ bias]`` for a kernel long along one
+    axis.
 
     A sliding window along the kernel's long axis (H, or W when
     ``ALONG_W``): one program computes 8 consecutive outputs along it, for
@@ -165,6 +168,13 @@ def dwconv_strip_forward_kernel(
     load per line). Taps outside ``[0, K)`` at the window's ends are zero
     (about ``7 / (K + 7)`` of the multiply-adds). Layouts as in
     :func:`dwconv_forward_kernel` (``x`` padded by ``PH``, ``PW``).
+
+    With ``ACCUMULATE``, ``prior`` ``(N, H, W, CP)`` fp32 (the other
+    strip's sum in the eval pair pass, kept in fp32 so that the pair's
+    sum is rounded once) is added to the 8 accumulators in the epilogue,
+    one line just before its store: the tap loop is the same as without
+    it. ``out`` and ``prior`` are distinct buffers, so that rerunning the
+    kernel on them (as autotuning does) gives the same output.
 
     Grid: ``(N * cdiv(L_along, 8) * cdiv(L_across, BLOCK_X), cdiv(C,
     BLOCK_C))``, tiles numbered along-major.
@@ -264,23 +274,80 @@ def dwconv_strip_forward_kernel(
     )
     mask = inside & (offs_c < C)[None, :]
     dtype = out_ptr.dtype.element_ty
+    if ACCUMULATE:
+        # The prior sum is channel-padded, (N, H, W, CP): its rows are
+        # aligned (vector loads) and every channel block lies inside it.
+        # Each of its lines is loaded just before the output line it adds
+        # to is stored, so that one line at a time is held.
+        if ALONG_W:
+            prior_along, prior_across = CP, W * CP
+        else:
+            prior_along, prior_across = W * CP, CP
+        prior = (
+            prior_ptr
+            + n.to(tl.int64) * H * W * CP
+            + start * prior_along
+            + (offs_x * prior_across)[:, None]
+            + offs_c[None, :]
+        )
+        acc0 += tl.load(prior, mask=inside & (start < length), other=0.0)
     tl.store(out, acc0.to(dtype), mask=mask & (start < length))
+    if ACCUMULATE:
+        acc1 += tl.load(
+            prior + prior_along, mask=inside & (start + 1 < length), other=0.0
+        )
     tl.store(out + out_along, acc1.to(dtype), mask=mask & (start + 1 < length))
+    if ACCUMULATE:
+        acc2 += tl.load(
+            prior + 2 * prior_along,
+            mask=inside & (start + 2 < length),
+            other=0.0,
+        )
     tl.store(
         out + 2 * out_along, acc2.to(dtype), mask=mask & (start + 2 < length)
     )
+    if ACCUMULATE:
+        acc3 += tl.load(
+            prior + 3 * prior_along,
+            mask=inside & (start + 3 < length),
+            other=0.0,
+        )
     tl.store(
         out + 3 * out_along, acc3.to(dtype), mask=mask & (start + 3 < length)
     )
+    if ACCUMULATE:
+        acc4 += tl.load(
+            prior + 4 * prior_along,
+            mask=inside & (start + 4 < length),
+            other=0.0,
+        )
     tl.store(
         out + 4 * out_along, acc4.to(dtype), mask=mask & (start + 4 < length)
     )
+    if ACCUMULATE:
+        acc5 += tl.load(
+            prior + 5 * prior_along,
+            mask=inside & (start + 5 < length),
+            other=0.0,
+        )
     tl.store(
         out + 5 * out_along, acc5.to(dtype), mask=mask & (start + 5 < length)
     )
+    if ACCUMULATE:
+        acc6 += tl.load(
+            prior + 6 * prior_along,
+            mask=inside & (start + 6 < length),
+            other=0.0,
+        )
     tl.store(
         out + 6 * out_along, acc6.to(dtype), mask=mask & (start + 6 < length)
     )
+    if ACCUMULATE:
+        acc7 += tl.load(
+            prior + 7 * prior_along,
+            mask=inside & (start + 7 < length),
+            other=0.0,
+        )
     tl.store(
         out + 7 * out_along, acc7.to(dtype), mask=mask & (start + 7 < length)
     )

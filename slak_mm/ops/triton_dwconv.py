@@ -7,11 +7,12 @@ first use. They cover every kernel shape SLaK uses (``K x s``, ``s x K``,
 "same" padding ``(kh // 2, kw // 2)``, on channels-last maps, in fp32,
 bf16 and fp16 with fp32 accumulation:
 
-- forward: one kernel at least :data:`STRIP_MIN_TAPS` long on an axis
+- forward: a kernel at least :data:`STRIP_MIN_TAPS` long on an axis
   runs a sliding window along that axis (each input line loaded once for
-  8 outputs); shorter kernels, and two kernels summed with a bias in one
-  pass (the two BN-folded strips of an eval-mode large-kernel module),
-  run a loop over the taps;
+  8 outputs); shorter kernels run a loop over the taps. Two kernels
+  summed with a bias (the two BN-folded strips of an eval-mode
+  large-kernel module) run two sliding windows, the second adding the
+  first's fp32 sum, when either is that long, else one tap-loop pass;
 - input gradient: the forward kernel with the flipped weights (for stride
   1 and symmetric padding the transposed convolution is a forward one);
 - weight gradient: a reduction over the batch and the map, per tap.
@@ -35,7 +36,7 @@ layout copy):
   differentiable (the custom op :func:`triton_depthwise_conv_same`,
   ``slak_mm::triton_depthwise_conv_same``);
 - :func:`depthwise_conv_pair_same_triton` ``(x, weight1, weight2,
-  bias=None)``: two convs summed (plus bias) in one kernel pass when no
+  bias=None)``: two convs summed (plus bias) without autograd when no
   gradient is needed (``slak_mm::triton_depthwise_conv_pair_same``), two
   differentiable convs otherwise;
 - :func:`depthwise_conv_branches_triton` ``(x, weights)``: bias-free
@@ -440,9 +441,26 @@ def conv_forward_padded(
         (x_padded.shape[2] - width) // 2,
     )
     if uses_strip_kernel([w.shape[2:] for w in weights]):
+        if len(weights) == 1:
+            return _strip_forward(
+                strip_forward, interpret, x_padded, shape, halo, weights[0],
+                bias, out,
+            )  # fmt: skip
+        # The pair: the first strip (+ bias) into an fp32 sum, then the
+        # second strip added to it on its way out, so that the sum of both
+        # is rounded to the output's dtype once, as in the one-pass kernel.
+        # The sum has the padded channels (zeros) too: aligned rows that
+        # cover every channel block of the second pass.
+        padded_shape = (batch, height, width, x_padded.shape[3])
+        first = x_padded.new_empty(padded_shape, dtype=torch.float32)
+        _strip_forward(
+            strip_forward, interpret, x_padded, padded_shape, halo,
+            weights[0], bias, first,
+        )  # fmt: skip
         return _strip_forward(
-            strip_forward, interpret, x_padded, shape, halo, weights[0], bias
-        )
+            strip_forward, interpret, x_padded, shape, halo, weights[1],
+            None, out, prior=first,
+        )  # fmt: skip
     scalars = forward_scalars(shape, [w.shape[2:] for w in weights], halo)
     padded = scalars['CP']
     first = _taps_last(weights[0], padded)
@@ -477,9 +495,10 @@ def conv_forward_padded(
 
 def uses_strip_kernel(kernels: Sequence[Sequence[int]]) -> bool:
     """Whether a forward call with these (cropped) ``(kh, kw)`` kernels
-    runs the sliding-window kernel: one kernel, at least
-    :data:`STRIP_MIN_TAPS` long along an axis."""
-    return len(kernels) == 1 and max(kernels[0]) >= STRIP_MIN_TAPS
+    runs the sliding-window kernel, one launch per kernel: when one of
+    them is at least :data:`STRIP_MIN_TAPS` long along an axis. Otherwise
+    (all short) one tap-loop pass computes them all."""
+    return max(max(kernel) for kernel in kernels) >= STRIP_MIN_TAPS
 
 
 def strip_scalars(
@@ -508,22 +527,43 @@ def _strip_forward(
     halo: Sequence[int],
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
+    out: torch.Tensor,
+    prior: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """:func:`conv_forward_padded` of one long kernel on the sliding-window
-    kernel (same arguments, the map non-empty; ``halo``: the padding
-    ``(PH, PW)`` of ``x_padded``)."""
+    """:func:`conv_forward_padded` of one kernel on the sliding-window
+    kernel, written into ``out`` (same arguments, the map non-empty;
+    ``halo``: the padding ``(PH, PW)`` of ``x_padded``).
+
+    Args:
+        out (Tensor): ``shape``, contiguous, any supported dtype (the
+            pair's first pass writes fp32, with ``C = CP``).
+        prior (Tensor, optional): ``(N, H, W, CP)`` contiguous fp32, not
+            ``out``: added to the conv (the pair's first strip).
+
+    Returns:
+        Tensor: ``out``.
+    """
     batch, height, width, channels = shape
     kh, kw = weight.shape[2:]
     scalars = strip_scalars(shape, (kh, kw), halo)
     padded = scalars['CP']
     taps = _taps_last(weight, padded)
     if bias is not None:
-        bias = F.pad(bias, (0, padded - channels))
-    out = x_padded.new_empty(shape)
+        bias = F.pad(bias, (0, padded - bias.shape[0]))
     along_w = kw > kh
     length, across = (width, height) if along_w else (height, width)
-    args = (x_padded, taps, bias if bias is not None else taps, out)
-    flags = dict(ALONG_W=along_w, HAS_BIAS=bias is not None)
+    args = (
+        x_padded,
+        taps,
+        bias if bias is not None else taps,
+        out,
+        prior if prior is not None else out,
+    )
+    flags = dict(
+        ALONG_W=along_w,
+        HAS_BIAS=bias is not None,
+        ACCUMULATE=prior is not None,
+    )
 
     def grid(meta):
         tiles = triton.cdiv(length, 8) * triton.cdiv(across, meta['BLOCK_X'])
@@ -1127,9 +1167,12 @@ def triton_depthwise_conv_pair_same(
     weight2: torch.Tensor,
     bias: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """``conv(x, weight1) + conv(x, weight2) + bias`` in one kernel pass,
-    without gradients (weights already cropped, no autocast inside; see
-    :func:`depthwise_conv_pair_same_triton`). Returns ``(N, C, H, W)`` in
+    """``conv(x, weight1) + conv(x, weight2) + bias`` without gradients
+    (weights already cropped, no autocast inside; see
+    :func:`depthwise_conv_pair_same_triton`): a sliding window per kernel
+    when either is at least :data:`STRIP_MIN_TAPS` long (the first writes
+    an fp32 sum that the second adds), else one tap-loop pass; the sum is
+    accumulated in fp32 and rounded once. Returns ``(N, C, H, W)`` in
     channels-last memory and the dtype of ``x``."""
     out = conv_forward_nhwc(_nhwc(x), [weight1, weight2], bias)
     return out.permute(0, 3, 1, 2)
@@ -1216,9 +1259,11 @@ def depthwise_conv_pair_same_triton(
 
     The eval form of SLaK's large-kernel module: the two BN-folded strips
     (``K x s`` with the small kernel folded in, and ``s x K``) and the sum
-    of their biases. Without gradients it is one kernel pass (one output
-    write, shared input reads); when a gradient is needed (e.g. BNs
-    frozen by ``norm_eval`` in training) it is two differentiable convs.
+    of their biases. Without gradients both convs read one padded copy
+    of ``x``: two sliding-window passes for long strips (the second adds
+    the first's fp32 sum), one tap-loop pass for short kernels; when a
+    gradient is needed (e.g. BNs frozen by ``norm_eval`` in training) it
+    is two differentiable convs.
 
     Args:
         x (Tensor): ``(N, C, H, W)`` (see :func:`depthwise_conv_same_triton`).
