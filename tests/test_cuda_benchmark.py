@@ -5,6 +5,7 @@ The Triton paths run under Triton's interpreter here, on tiny shapes.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import torch
 
 from slak_mm.analysis import cuda_benchmark
 
+from .helpers import REPO
 from .tool_utils import load_tool, tool_path
 
 # One tile per map: fewer interpreted programs.
@@ -312,3 +314,29 @@ def test_gpu_check_runs_every_cuda_test_file():
     assert 'test_triton_backend.py' in marked
     for name in marked:
         assert f'tests/{name}' in script, name
+
+
+def test_docs_bound_table_is_the_models():
+    """docs/gpu.md's bound table at SLaK-T's stages (512^2 x16) gives what
+    ``triton_bound_ms`` computes with the default rates."""
+    text = open(os.path.join(REPO, 'docs', 'gpu.md')).read()
+    rows = re.findall(
+        r'^  \| (\d) \| (\d+)² \| (\d+) \| (\d+) \| (bf16|fp32) \| '
+        r'([\d.]+) \| ([\d.]+) \|',
+        text,
+        flags=re.M,
+    )
+    assert len(rows) == 8
+    for stage, side, channels, kernel, precision, eval_ms, train_ms in rows:
+        kwargs = dict(
+            batch=16,
+            side=int(side),
+            channels=int(channels),
+            kernel=int(kernel),
+            precision=precision,
+            peak_tflops=cuda_benchmark.DEFAULT_PEAK_TFLOPS,
+            bandwidth_tbs=cuda_benchmark.DEFAULT_BANDWIDTH_TBS,
+        )
+        for mode, documented in (('eval', eval_ms), ('train', train_ms)):
+            bound = cuda_benchmark.triton_bound_ms(mode=mode, **kwargs)
+            assert f'{bound:.3f}' == documented, (stage, precision, mode)
