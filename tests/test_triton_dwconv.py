@@ -297,6 +297,55 @@ def test_planned_input_rows_vanish_for_aligned_channels():
     assert plans['weight_grad']['input_rows'] == 0
 
 
+@pytest.mark.parametrize(
+    'kernels',
+    [[(13, 5), (5, 13)], [(3, 3), (5, 5)], [(21, 5), (5, 21)]],
+    ids=['sliding windows', 'tap loop', 'cropped to the map'],
+)
+def test_planned_pair_bytes_are_the_pairs_allocations(
+    interpreter, monkeypatch, kernels
+):
+    """Eval pair: the padded input, both kernels taps-last, the fp32 sum
+    between the two sliding windows (none for a short pair) and the
+    output, as ``plan_pair_bytes`` plans them; at SLaK-T's stage 0 for
+    512^2 x16 the sum is 134.2 MB."""
+    allocated = dict(padded_input=0, weights=0, sum=0)
+
+    def recording(name, function):
+        def record(*args, **kwargs):
+            result = function(*args, **kwargs)
+            allocated[name] += result.numel() * result.element_size()
+            return result
+
+        monkeypatch.setattr(triton_dwconv, function.__name__, record)
+
+    recording('padded_input', triton_dwconv.pad_map)
+    recording('weights', triton_dwconv._taps_last)
+    strip = triton_dwconv._strip_forward
+
+    def strip_recording(*args, prior=None, **kwargs):
+        out = args[7]
+        if out.dtype == torch.float32 and out.shape[3] % 64 == 0:
+            allocated['sum'] += out.numel() * 4
+        return strip(*args, prior=prior, **kwargs)
+
+    monkeypatch.setattr(triton_dwconv, '_strip_forward', strip_recording)
+    shape = (2, 10, 9, 7)
+    x = torch.randn(shape).to(torch.bfloat16)
+    weights = [torch.randn(10, 1, *kernel) for kernel in kernels]
+    with torch.no_grad():
+        out = depthwise_conv_pair_same_triton(x, *weights)
+    plan = triton_dwconv.plan_pair_bytes(shape, kernels)
+    assert plan['output'] == out.numel() * out.element_size()
+    for name, size in allocated.items():
+        assert plan[name] == size, name
+    assert (plan['sum'] > 0) == (max(max(k) for k in kernels) >= 9)
+    stage_0 = triton_dwconv.plan_pair_bytes(
+        (16, 124, 128, 128), [(51, 5), (5, 51)]
+    )
+    assert stage_0['sum'] == 16 * 128 * 128 * 128 * 4
+
+
 @pytest.mark.parametrize('side', [128, 512])
 def test_planned_partial_of_a_51x51_kernel_is_capped(side):
     """``decompose=False`` at stage 0 of a 512^2 input and on a 512^2 map:

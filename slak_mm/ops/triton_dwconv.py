@@ -846,6 +846,55 @@ def plan_bytes(
     return plans
 
 
+def plan_pair_bytes(
+    shape: Sequence[int],
+    kernels: Sequence[Sequence[int]],
+    dtype: torch.dtype = torch.bfloat16,
+) -> Dict[str, int]:
+    """Bytes live for one eval pair call
+    (:func:`depthwise_conv_pair_same_triton` without gradients: a
+    large-kernel module's two folded strips, or its deploy form).
+
+    Args:
+        shape (Sequence[int]): The input's ``(N, C, H, W)``.
+        kernels (Sequence[Sequence[int]]): The two ``(kh, kw)``, before
+            cropping to the map.
+        dtype (torch.dtype): The maps' dtype (bf16 under autocast).
+
+    Returns:
+        dict: Allocation to bytes, and ``'total'``: ``'padded_input'``
+        (the input padded by the larger halves of the two cropped kernels
+        and along channels), ``'weights'`` (both kernels taps-last in
+        fp32), ``'sum'`` (the first sliding window's fp32 sum over the
+        padded channels, read by the second; 0 when both kernels are
+        short and one tap-loop pass computes the pair) and ``'output'``.
+    """
+    batch, channels, height, width = shape
+    cropped = [
+        reachable_kernel(torch.empty(0, 1, *kernel), height, width).shape[2:]
+        for kernel in kernels
+    ]
+    halo_h = max(kh for kh, _ in cropped) // 2
+    halo_w = max(kw for _, kw in cropped) // 2
+    padded = padded_channels(channels)
+    item = torch.empty(0, dtype=dtype).element_size()
+    positions = batch * height * width
+    plan = dict(
+        padded_input=batch
+        * (height + 2 * halo_h)
+        * (width + 2 * halo_w)
+        * padded
+        * item,
+        weights=sum(4 * kh * kw * padded for kh, kw in cropped),
+        sum=4 * positions * padded if uses_strip_kernel(cropped) else 0,
+        output=positions * channels * item,
+    )
+    if positions * channels == 0:
+        plan = dict.fromkeys(plan, 0)
+    plan['total'] = sum(plan.values())
+    return plan
+
+
 def conv_weight_grad_nhwc(
     x: torch.Tensor,
     grad_out: torch.Tensor,
