@@ -119,14 +119,10 @@ class ConvBN(nn.Module):
         self.conv = depthwise_same_conv(channels, kernel_size, bias=False)
         self.bn = build_kernel_norm(norm_cfg, channels)
 
-    def forward(
-        self, x: torch.Tensor, backend: Optional[Backend] = None
-    ) -> torch.Tensor:
-        """Runs conv and BN; the conv through ``backend`` if given and not
-        one that runs the modules as defined."""
-        if backend is None or backend.runs_modules_as_defined:
-            return self.bn(self.conv(x))
-        return self.bn(backend.depthwise_conv(x, self.conv.weight))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Runs conv and BN as defined (the ``'reference'`` form; the other
+        backends compute the branch convs from ``conv.weight``)."""
+        return self.bn(self.conv(x))
 
     def fused(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns the BN-folded ``(weight, bias)`` of this branch.
