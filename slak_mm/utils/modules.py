@@ -67,7 +67,7 @@ def resolve_module(
                 f'{option} {path!r}: {type(module).__name__} has no '
                 f'submodule {part!r}{_known_children(module, part)}; set '
                 f'{option} to a dotted attribute path from '
-                f'{type(model).__name__}, or to None for all of it'
+                f'{type(model).__name__}'
             )
         module = child
     return module
