@@ -157,14 +157,6 @@ def _layout(name: str) -> torch.memory_format:
     return torch.channels_last
 
 
-def branch_tap_counts(kernel: int, side: int) -> Tuple[int, int, int]:
-    """Taps of the ``K x s``, ``s x K`` and ``s x s`` kernels after cropping
-    to a ``side x side`` map (``min(k, 2 side - 1)`` per axis)."""
-    reach = 2 * side - 1
-    large, small = min(kernel, reach), min(SMALL_KERNEL, reach)
-    return large * small, small * large, small * small
-
-
 def triton_bound_ms(
     batch: int,
     side: int,
@@ -208,7 +200,11 @@ def triton_bound_ms(
     Returns:
         float: Milliseconds.
     """
-    from ..ops.triton_dwconv import padded_channels, uses_strip_kernel
+    from ..ops.triton_dwconv import (
+        padded_channels,
+        uses_strip_kernel,
+        weight_grad_tap_programs,
+    )
 
     per_ffma = (instructions_per_ffma or INSTRUCTIONS_PER_FFMA)[precision]
     positions = batch * side * side * channels
@@ -241,8 +237,7 @@ def triton_bound_ms(
     def weight_grad(shape):
         """A weight gradient: blocks of 8 taps along its walk (the
         longer axis, H for square kernels)."""
-        along, across = (shape[1], shape[0]) if shape[1] > shape[0] else shape
-        return launch(-(-along // 8) * 8 * across, 'weight_grad')
+        return launch(8 * weight_grad_tap_programs(*shape), 'weight_grad')
 
     reach = 2 * side - 1
     large, small = min(kernel, reach), min(SMALL_KERNEL, reach)

@@ -675,7 +675,7 @@ def _weight_grad_columns(
     return _cdiv(across, blocks['BLOCK_X'])
 
 
-def _weight_grad_tap_programs(kh: int, kw: int) -> int:
+def weight_grad_tap_programs(kh: int, kw: int) -> int:
     """Weight-gradient programs per split and channel block: blocks of 8
     taps along the walk x taps across."""
     along, across = (kw, kh) if _weight_grad_along_w(kh, kw) else (kh, kw)
@@ -754,7 +754,7 @@ def plan_weight_grad(
     column_programs = min(coarsest, max_rows)
     rows_wanted = _cdiv(
         target_programs,
-        _cdiv(channels, _NOMINAL_BLOCK_C) * _weight_grad_tap_programs(kh, kw),
+        _cdiv(channels, _NOMINAL_BLOCK_C) * weight_grad_tap_programs(kh, kw),
     )
     runs = min(
         batch,
@@ -940,14 +940,14 @@ def conv_weight_grad_nhwc(
         target_programs = _PROGRAMS_PER_SM * _multiprocessor_count(index)
     plan = plan_weight_grad(shape, kh, kw, candidates, target_programs)
     splits = plan.column_programs * plan.runs
-    tap_programs = _weight_grad_tap_programs(kh, kw)
+    tap_programs = weight_grad_tap_programs(kh, kw)
     flags = dict(ALONG_W=_weight_grad_along_w(kh, kw))
     extra = padded - channels
     if come_padded:
         x_padded, grad_padded = x, grad_out
     else:
-        x_padded = F.pad(x, (0, extra, kw // 2, kw // 2, kh // 2, kh // 2))
-        grad_padded = F.pad(grad_out, (0, extra)) if extra else grad_out
+        x_padded = pad_map(x, kh // 2, kw // 2)
+        grad_padded = pad_map(grad_out, 0, 0) if extra else grad_out
     # Every launched program writes all of its row; channels past the
     # grid's last block are left unwritten and not read.
     partial = torch.empty(
